@@ -1,0 +1,56 @@
+"""jaxsparse: functional sparse training and lottery tickets for JAX.
+
+Masks are pytrees that mirror the params (one ``bool`` array per leaf, ``True`` = alive);
+pruning, rewinding and scoring are pure functions over pytrees and train states; the
+optax transform :func:`masked` keeps pruned weights frozen at zero.
+
+Where things live (imports run downward only):
+
+* ``masks``: mask pytrees, filters (``where=``), distances, bit-packing.
+* ``scores``, ``distributions``, ``pruning``, ``optim``: the parts.
+* ``state``, ``lottery``, ``checkpoint``, ``parallel``: what users do.
+"""
+
+from jaxsparse import distributions, scores
+from jaxsparse.masks import (
+    all_leaves,
+    apply_mask,
+    check_mask,
+    density,
+    hamming,
+    kernels,
+    leaf_sparsity,
+    mask_like,
+    overlap,
+    pack,
+    report,
+    sparsity,
+    unpack,
+)
+from jaxsparse.optim import MaskedState, get_mask, masked, set_mask
+from jaxsparse.pruning import prune
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MaskedState",
+    "all_leaves",
+    "apply_mask",
+    "check_mask",
+    "density",
+    "distributions",
+    "get_mask",
+    "hamming",
+    "kernels",
+    "leaf_sparsity",
+    "mask_like",
+    "masked",
+    "overlap",
+    "pack",
+    "prune",
+    "report",
+    "scores",
+    "set_mask",
+    "sparsity",
+    "unpack",
+]

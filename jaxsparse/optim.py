@@ -1,0 +1,127 @@
+"""``masked(inner)``: an optax transform that keeps pruned weights frozen at zero."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxsparse.masks import check_mask, mask_like
+
+
+class MaskedState(NamedTuple):
+    """State of :func:`masked`: the mask (data, never static) and the inner state."""
+
+    mask: chex.ArrayTree
+    inner_state: optax.OptState
+
+
+def _zero_where_pruned(tree: chex.ArrayTree, mask: chex.ArrayTree) -> chex.ArrayTree:
+    return jax.tree.map(lambda x, m: jnp.where(m, x, jnp.zeros((), x.dtype)), tree, mask)
+
+
+def masked(
+    inner: optax.GradientTransformation, mask: chex.ArrayTree | None = None
+) -> optax.GradientTransformation:
+    """Wraps a whole optimizer so that pruned weights never move.
+
+    Gradients are zeroed where the mask is ``False`` before ``inner`` sees them, so the
+    moments of pruned weights stay zero; updates are zeroed there after ``inner``, so no
+    momentum, weight decay or injected noise revives a pruned weight. When ``params`` are
+    passed to ``update`` (as ``TrainState.apply_gradients`` does), the update at a
+    pruned position is ``-param``, so a pruned weight that was not yet zero becomes
+    exactly ``0.0`` after one step and stays there.
+
+    The mask lives in the state (:class:`MaskedState`), as data: change it with
+    :func:`set_mask` and nothing recompiles. Read it back with :func:`get_mask`.
+
+    This differs from ``optax.masked``, which takes a static per-*leaf* mask choosing
+    which leaves ``inner`` applies to and passes the other leaves' updates through
+    untouched. ``jaxsparse.masked`` masks per *weight*, applies ``inner`` to every leaf,
+    and zeroes (never passes through) what is pruned.
+
+    Args:
+      inner: any optax ``GradientTransformation`` (a chain, ``inject_hyperparams``...).
+      mask: the initial mask; ``None`` starts dense (all ``True``).
+
+    Returns:
+      An optax ``GradientTransformation`` with state :class:`MaskedState`.
+
+    Example:
+        >>> params = {"w": jnp.array([1.0, 2.0])}
+        >>> tx = masked(optax.sgd(0.1), {"w": jnp.array([True, False])})
+        >>> state = tx.init(params)
+        >>> updates, state = tx.update({"w": jnp.array([1.0, 1.0])}, state, params)
+        >>> optax.apply_updates(params, updates)
+        {'w': Array([0.9, 0. ], dtype=float32)}
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (frozen pruned
+      weights); Lee et al., JaxPruner 2023 (sparsity kept by the optimizer).
+    """
+
+    def init_fn(params):
+        m = mask_like(params) if mask is None else mask
+        check_mask(m, params, name="masked(): mask")
+        return MaskedState(mask=m, inner_state=inner.init(params))
+
+    def update_fn(updates, state, params=None, **extra):
+        m = state.mask
+        updates = _zero_where_pruned(updates, m)
+        updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
+        if params is None:
+            updates = _zero_where_pruned(updates, m)
+        else:
+            updates = jax.tree.map(
+                lambda u, p, k: jnp.where(k, u, -p.astype(u.dtype)), updates, params, m
+            )
+        return updates, MaskedState(mask=m, inner_state=inner_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _is_masked(x) -> bool:
+    return isinstance(x, MaskedState)
+
+
+def get_mask(opt_state: optax.OptState) -> chex.ArrayTree:
+    """The mask held by the (first) :func:`masked` state anywhere in ``opt_state``.
+
+    Raises:
+      ValueError: ``opt_state`` holds no ``MaskedState``.
+
+    Example:
+        >>> tx = optax.chain(optax.clip(1.0), masked(optax.adam(1e-3)))
+        >>> get_mask(tx.init({"w": jnp.ones(2)}))
+        {'w': Array([ True,  True], dtype=bool)}
+    """
+    found = [x for x in jax.tree.leaves(opt_state, is_leaf=_is_masked) if _is_masked(x)]
+    if not found:
+        raise ValueError("get_mask: opt_state holds no jaxsparse.masked() state")
+    return found[0].mask
+
+
+def set_mask(opt_state: optax.OptState, mask: chex.ArrayTree) -> optax.OptState:
+    """Returns ``opt_state`` with every :func:`masked` state's mask replaced by ``mask``.
+
+    The mask is data: a jitted step sees a new mask without recompiling.
+
+    Raises:
+      ValueError: no ``MaskedState`` in ``opt_state``, or ``mask`` does not mirror the
+        old mask (the error names the path).
+
+    Example:
+        >>> tx = masked(optax.sgd(0.1))
+        >>> s = set_mask(tx.init({"w": jnp.ones(2)}), {"w": jnp.array([True, False])})
+        >>> get_mask(s)["w"]
+        Array([ True, False], dtype=bool)
+    """
+    check_mask(mask, get_mask(opt_state), name="set_mask: mask")
+    return jax.tree.map(
+        lambda x: x._replace(mask=mask) if _is_masked(x) else x,
+        opt_state,
+        is_leaf=_is_masked,
+    )

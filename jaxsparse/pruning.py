@@ -1,0 +1,206 @@
+"""Exact, deterministic pruning by score: layerwise or global, in counting passes.
+
+The rule, everywhere: ``prune`` removes exactly ``round(amount * n_alive)`` alive weights
+with the lowest scores (Python's float64 product and half-to-even rounding, as
+``torch.nn.utils.prune``), and the new mask is nested in the old one.
+
+*Ties* (equal scores) are broken by position: the weight that comes first is pruned
+first, ordering leaves as ``jax.tree.leaves`` does and entries within a leaf in row-major
+order. *NaN scores* count as the lowest score (pruned first); with concrete (non-traced)
+scores a NaN raises a ``ValueError`` naming its path instead.
+
+Nothing is sorted or concatenated. Scores become order-preserving ``uint32`` keys, and
+the k-th smallest alive key is found bit by bit in 32 counting passes (a radix select):
+``O(n)`` work in a fixed number of passes, each a sum that XLA reduces across shards, so
+global pruning of sharded params never gathers them onto one device.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsparse._rounding import round_mul
+from jaxsparse.masks import Filter, check_mask, path_str, prunable
+
+_TOP = np.uint32(0xFFFFFFFF)
+
+
+def _keys(score: jax.Array, alive: jax.Array) -> jax.Array:
+    """Order-preserving uint32 keys; NaN lowest; dead entries get the top key."""
+    s = jnp.asarray(score, jnp.float32) + 0.0  # -0.0 -> 0.0
+    s = jnp.where(jnp.isnan(s), -jnp.inf, s)
+    bits = jax.lax.bitcast_convert_type(s, jnp.uint32)
+    neg = (bits >> 31) == 1
+    keys = jnp.where(neg, ~bits, bits | np.uint32(0x80000000))
+    return jnp.where(alive, keys, _TOP)
+
+
+def _select_lowest(keys: list[jax.Array], k: jax.Array) -> list[jax.Array]:
+    """Marks the k lowest keys (ties: first in order) across a list of leaves.
+
+    No alive key equals ``_TOP`` (that is ``-NaN``'s key, and NaNs were mapped to
+    ``-inf``), so dead entries, keyed ``_TOP``, are never counted or selected.
+    """
+    k = jnp.asarray(k, jnp.int32)
+
+    def count_below(t):
+        return sum((jnp.sum(x < t, dtype=jnp.int32) for x in keys), jnp.int32(0))
+
+    def bit_pass(i, t):
+        cand = t | (jnp.uint32(1) << (31 - i).astype(jnp.uint32))
+        return jnp.where(count_below(cand) <= k, cand, t)
+
+    # the largest t with #(key < t) <= k is the k-th smallest key (0-indexed)
+    t = jax.lax.fori_loop(0, 32, bit_pass, jnp.uint32(0))
+    remaining = k - count_below(t)
+    out, before = [], jnp.int32(0)
+    for x in keys:
+        eq = (x == t) & (x != _TOP)
+        rank = jnp.cumsum(eq.ravel(), dtype=jnp.int32).reshape(x.shape) + before
+        out.append((x < t) | (eq & (rank <= remaining)))
+        before = before + jnp.sum(eq, dtype=jnp.int32)
+    return out
+
+
+def _check_scores(scores: chex.ArrayTree, mask: chex.ArrayTree) -> None:
+    check_mask(mask, scores)
+    for path, s in jax.tree_util.tree_flatten_with_path(scores)[0]:
+        if not jnp.issubdtype(jnp.result_type(s), jnp.floating):
+            raise TypeError(
+                f"prune: score leaf '{path_str(path)}' has dtype {jnp.result_type(s)}; "
+                "scores must be floating"
+            )
+        if not isinstance(s, jax.core.Tracer) and bool(np.isnan(np.asarray(s)).any()):
+            raise ValueError(f"prune: score leaf '{path_str(path)}' contains NaN")
+
+
+def _check_fraction(x, where: str) -> None:
+    if isinstance(x, jax.core.Tracer):
+        return
+    if np.ndim(x) != 0:
+        raise ValueError(f"{where} must be a scalar, got shape {np.shape(x)}")
+    v = float(x)
+    if not 0.0 <= v < 1.0 or not np.isfinite(v):
+        raise ValueError(f"{where} must be in [0, 1), got {v}")
+
+
+def _scalar(x) -> bool:
+    return isinstance(x, (float, int, np.number, jax.Array, np.ndarray)) and np.ndim(x) == 0
+
+
+def _rate_for(path: str, rates: Mapping[str, float] | None):
+    for pattern, rate in (rates or {}).items():
+        if re.search(pattern, path):
+            return rate
+    return None
+
+
+def prune(
+    scores: chex.ArrayTree,
+    mask: chex.ArrayTree,
+    amount,
+    *,
+    scope: str = "layerwise",
+    where: Filter = None,
+    rates: Mapping[str, float] | None = None,
+) -> chex.ArrayTree:
+    """Prunes the lowest-scoring alive weights and returns a new, nested mask.
+
+    Args:
+      scores: a float pytree mirroring ``mask`` (e.g. :func:`jaxsparse.scores.magnitude`).
+      mask: the current mask; pruned weights stay pruned.
+      amount: either a scalar in ``[0, 1)``, the fraction of the *alive* prunable weights
+        to remove (``round(amount * n_alive)`` of them, per leaf with
+        ``scope="layerwise"`` or over all prunable leaves with ``scope="global"``), or a
+        pytree mirroring the params of per-leaf *target sparsities* (as returned by
+        :mod:`jaxsparse.distributions`), reached by pruning each leaf to
+        ``round(target * size)`` dead weights (layerwise only).
+      scope: ``"layerwise"`` or ``"global"``.
+      where: which leaves may be pruned (default: kernels, ``ndim >= 2``).
+      rates: optional ``{path_regex: fraction}`` overrides: prunable leaves whose path
+        matches are pruned layerwise at that fraction of their alive weights, the rest
+        by ``amount`` and ``scope`` (e.g. ``{"Dense_2": 0.1}`` for LeNet's output layer
+        at half rate). The first matching pattern wins.
+
+    Returns:
+      A boolean pytree mirroring ``mask``, with ``new <= mask`` everywhere.
+
+    Raises:
+      ValueError / TypeError: mismatched trees, non-float or NaN scores, or an amount
+        outside ``[0, 1)``, each naming the place.
+
+    Example:
+        >>> w = {"w": jnp.array([[0.3, -0.1], [2.0, 0.05]])}
+        >>> m = prune(scores.magnitude(w), mask_like(w), 0.5)
+        >>> m["w"]
+        Array([[ True, False],
+               [ True, False]], dtype=bool)
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (layerwise and global
+      magnitude pruning); Paszke et al., ``torch.nn.utils.prune`` (rounding rule).
+    """
+    if scope not in ("layerwise", "global"):
+        raise ValueError(f"prune: scope must be 'layerwise' or 'global', got {scope!r}")
+    _check_scores(scores, mask)
+    for pattern, rate in (rates or {}).items():
+        _check_fraction(rate, f"prune: rates[{pattern!r}]")
+    sel = jax.tree.leaves(prunable(scores, where))
+    paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(scores)[0]]
+    s_leaves = jax.tree.leaves(scores)
+    m_leaves, treedef = jax.tree.flatten(mask)
+
+    targets = None
+    if not _scalar(amount):
+        if scope == "global":
+            raise ValueError("prune: per-leaf target sparsities need scope='layerwise'")
+        targets = _target_leaves(amount, mask)
+    else:
+        _check_fraction(amount, "prune: amount")
+
+    keys = [_keys(s, m) for s, m in zip(s_leaves, m_leaves)]
+    new = list(m_leaves)
+    pooled = []
+    for i, (path, m) in enumerate(zip(paths, m_leaves)):
+        if not sel[i]:
+            continue
+        alive = jnp.sum(m, dtype=jnp.int32)
+        rate = _rate_for(path, rates)
+        if rate is not None:
+            k = round_mul(rate, alive)
+        elif targets is not None:
+            n = int(np.prod(m.shape))
+            k = jnp.maximum(round_mul(targets[i], n) - (n - alive), 0)
+        elif scope == "layerwise":
+            k = round_mul(amount, alive)
+        else:
+            pooled.append(i)
+            continue
+        new[i] = m & ~_select_lowest([keys[i]], k)[0]
+    if pooled:
+        alive = sum((jnp.sum(m_leaves[i], dtype=jnp.int32) for i in pooled), jnp.int32(0))
+        gone = _select_lowest([keys[i] for i in pooled], round_mul(amount, alive))
+        for i, g in zip(pooled, gone):
+            new[i] = m_leaves[i] & ~g
+    return jax.tree.unflatten(treedef, new)
+
+
+def _target_leaves(targets: chex.ArrayTree, mask: chex.ArrayTree) -> list:
+    t_paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(targets)[0]]
+    m_paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(mask)[0]]
+    if t_paths != m_paths:
+        raise ValueError(
+            "prune: the per-leaf target sparsities do not mirror the mask: "
+            f"missing {sorted(set(m_paths) - set(t_paths))[:5]}, "
+            f"unexpected {sorted(set(t_paths) - set(m_paths))[:5]}"
+        )
+    leaves = jax.tree.leaves(targets)
+    for path, t in zip(t_paths, leaves):
+        _check_fraction(t, f"prune: target sparsity of '{path}'")
+    return leaves
