@@ -11,7 +11,8 @@ Where things live (imports run downward only):
 * ``state``, ``lottery``, ``checkpoint``, ``parallel``: what users do.
 """
 
-from jaxsparse import distributions, scores
+from jaxsparse import distributions, lottery, scores, training
+from jaxsparse.lottery import imp_round, random_reinit, reprune
 from jaxsparse.masks import (
     all_leaves,
     apply_mask,
@@ -28,12 +29,15 @@ from jaxsparse.masks import (
     unpack,
 )
 from jaxsparse.optim import MaskedState, get_mask, masked, set_mask
-from jaxsparse.pruning import prune
+from jaxsparse.pruning import prune, shuffle_mask
+from jaxsparse.state import SparseTrainState
+from jaxsparse.training import make_train_fn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MaskedState",
+    "SparseTrainState",
     "all_leaves",
     "apply_mask",
     "check_mask",
@@ -41,16 +45,23 @@ __all__ = [
     "distributions",
     "get_mask",
     "hamming",
+    "imp_round",
     "kernels",
     "leaf_sparsity",
+    "lottery",
+    "make_train_fn",
     "mask_like",
     "masked",
     "overlap",
     "pack",
     "prune",
+    "random_reinit",
     "report",
+    "reprune",
     "scores",
     "set_mask",
+    "shuffle_mask",
     "sparsity",
+    "training",
     "unpack",
 ]

@@ -204,3 +204,48 @@ def _target_leaves(targets: chex.ArrayTree, mask: chex.ArrayTree) -> list:
     for path, t in zip(t_paths, leaves):
         _check_fraction(t, f"prune: target sparsity of '{path}'")
     return leaves
+
+
+def shuffle_mask(
+    key: jax.Array, mask: chex.ArrayTree, *, scope: str = "layerwise", where: Filter = None
+) -> chex.ArrayTree:
+    """A random mask with the same alive count per prunable leaf (or globally).
+
+    The "random re-pruning" control of the lottery-ticket papers: the ticket's layer
+    densities (``scope="layerwise"``) or only its global density (``scope="global"``),
+    at random positions. Non-prunable leaves are returned as they are. Exact counts, no
+    sort: the alive positions are the lowest of uniform random keys.
+
+    Example:
+        >>> m = {"w": jnp.array([[True, False, False], [True, True, False]])}
+        >>> int(shuffle_mask(jax.random.key(0), m)["w"].sum())
+        3
+
+    References:
+      Frankle & Carbin, ICLR 2019 (random re-pruning control); Liu et al., ICLR 2022.
+    """
+    if scope not in ("layerwise", "global"):
+        raise ValueError(f"shuffle_mask: scope must be 'layerwise' or 'global', got {scope!r}")
+    leaves, treedef = jax.tree.flatten(mask)
+    sel = [
+        bool(s)
+        for s in jax.tree.leaves(
+            prunable(
+                jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, jnp.float32), mask), where
+            )
+        )
+    ]
+    keys = jax.random.split(key, max(len(leaves), 1))
+    rand = [
+        _keys(jax.random.uniform(k, m.shape), jnp.ones(m.shape, bool)) for k, m in zip(keys, leaves)
+    ]
+    out = list(leaves)
+    idx = [i for i, s in enumerate(sel) if s]
+    if scope == "layerwise":
+        for i in idx:
+            out[i] = _select_lowest([rand[i]], jnp.sum(leaves[i], dtype=jnp.int32))[0]
+    elif idx:
+        alive = sum((jnp.sum(leaves[i], dtype=jnp.int32) for i in idx), jnp.int32(0))
+        for i, new in zip(idx, _select_lowest([rand[i] for i in idx], alive)):
+            out[i] = new
+    return jax.tree.unflatten(treedef, out)

@@ -1,0 +1,211 @@
+"""Lottery tickets: ``imp_round`` (prune + rewind + reset), its controls, and the whole
+iterative-magnitude-pruning loop as one compiled program."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from jaxsparse import scores as scores_lib
+from jaxsparse.masks import apply_mask, check_mask, density
+from jaxsparse.optim import set_mask
+from jaxsparse.pruning import prune, shuffle_mask
+from jaxsparse.state import mask_moments
+
+State = Any  # duck-typed: .params, .opt_state, .step, .replace (+ rewind fields)
+
+
+def imp_round(
+    state: State,
+    *,
+    fraction: float = 0.2,
+    scope: str = "global",
+    rates: Mapping[str, float] | None = None,
+    score_fn: Callable[[chex.ArrayTree], chex.ArrayTree] = scores_lib.magnitude,
+    rewind_to: chex.ArrayTree | None = None,
+) -> State:
+    """One round of iterative magnitude pruning: prune, rewind, reset. Pure and jittable.
+
+    Prunes ``fraction`` of the alive prunable weights by ``score_fn(state.params)``
+    (per ``scope``, with per-path ``rates`` overrides pruned layerwise), then rewinds:
+    survivors take their values from the snapshot at step k (``state.rewind_params``),
+    pruned weights become exactly 0, the optimizer state becomes the snapshot's (its
+    moments masked, its schedule counts as they were at k) with the new mask, ``step``
+    goes back to k so learning-rate schedules replay, and ``round`` increments.
+
+    With ``rewind_to`` (e.g. pre-trained weights, for transfer), survivors take those
+    values instead, the optimizer starts fresh, and ``rewind_to`` becomes the new
+    snapshot at step 0.
+
+    Args:
+      state: a :class:`jaxsparse.SparseTrainState` (or any state with the same fields).
+      fraction: share of the *alive* prunable weights removed, in ``[0, 1)``.
+      scope: ``"global"`` (one threshold over all prunable leaves) or ``"layerwise"``.
+      rates: ``{path_regex: fraction}`` per-leaf overrides (LeNet: ``{"Dense_2": 0.1}``).
+      score_fn: params -> scores (higher = keep); default ``|w|``.
+      rewind_to: optional params to rewind to instead of the step-k snapshot.
+
+    Returns:
+      The rewound state with the new, nested mask.
+
+    Example:
+        >>> params = {"w": jnp.arange(1.0, 11.0).reshape(2, 5)}
+        >>> state = js.SparseTrainState.create(
+        ...     apply_fn=None, params=params, tx=optax.sgd(0.1))
+        >>> state = imp_round(state, fraction=0.2)
+        >>> int(state.mask["w"].sum()), int(state.round)
+        (8, 1)
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019; Frankle et al.,
+      "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML 2020.
+    """
+    old = state.mask
+    mask = prune(score_fn(state.params), old, fraction, scope=scope, where=state.where, rates=rates)
+    if rewind_to is None:
+        params = apply_mask(state.rewind_params, mask)
+        opt_state = set_mask(mask_moments(state.rewind_opt_state, mask, params), mask)
+        return state.replace(
+            params=params, opt_state=opt_state, step=state.rewind_step, round=state.round + 1
+        )
+    check_mask(mask, rewind_to, name="imp_round: rewind_to")
+    params = apply_mask(rewind_to, mask)
+    opt_state = set_mask(state.tx.init(params), mask)
+    return state.replace(
+        params=params,
+        opt_state=opt_state,
+        step=jnp.zeros_like(state.step),
+        rewind_step=jnp.zeros_like(state.rewind_step),
+        rewind_params=rewind_to,
+        rewind_opt_state=state.tx.init(rewind_to),
+        round=state.round + 1,
+    )
+
+
+def random_reinit(
+    state: State, init_fn: Callable[[jax.Array], chex.ArrayTree], key: jax.Array
+) -> State:
+    """The random re-initialisation control: same mask, fresh initial weights.
+
+    ``init_fn(key)`` returns new params (the same structure); they are masked, the
+    optimizer starts fresh with the mask, ``step`` goes to 0 and the new params become
+    the snapshot (re-captured at step k during training when k > 0).
+
+    Example:
+        >>> state = js.SparseTrainState.create(
+        ...     apply_fn=None, params={"w": jnp.ones((2, 3))}, tx=optax.sgd(0.1),
+        ...     mask={"w": jnp.array([[1, 0, 1], [0, 1, 0]], bool)})
+        >>> new = random_reinit(state, lambda k: {"w": jax.random.normal(k, (2, 3))},
+        ...                     jax.random.key(1))
+        >>> bool((new.params["w"][~state.mask["w"]] == 0).all())
+        True
+
+    References:
+      Frankle & Carbin, ICLR 2019 (winning tickets vs. random reinitialisation).
+    """
+    mask = state.mask
+    fresh = init_fn(key)
+    check_mask(mask, fresh, name="random_reinit: init_fn(key)")
+    params = apply_mask(fresh, mask)
+    opt_state = set_mask(state.tx.init(params), mask)
+    return state.replace(
+        params=params,
+        opt_state=opt_state,
+        step=jnp.zeros_like(state.step),
+        rewind_params=params,
+        rewind_opt_state=opt_state,
+    )
+
+
+def reprune(state: State, key: jax.Array, *, scope: str = "layerwise") -> State:
+    """The random re-pruning control: same initial weights, a shuffled mask with the
+    same per-layer (or global) density.
+
+    Example:
+        >>> state = js.SparseTrainState.create(
+        ...     apply_fn=None, params={"w": jnp.ones((4, 4))}, tx=optax.sgd(0.1),
+        ...     mask={"w": jnp.eye(4, dtype=bool)})
+        >>> int(reprune(state, jax.random.key(0)).params["w"].sum())
+        4
+
+    References:
+      Frankle & Carbin, ICLR 2019 (random re-pruning control).
+    """
+    mask = shuffle_mask(key, state.mask, scope=scope, where=state.where)
+    params = apply_mask(state.rewind_params, mask)
+    opt_state = set_mask(mask_moments(state.rewind_opt_state, mask, params), mask)
+    return state.replace(params=params, opt_state=opt_state, step=state.rewind_step)
+
+
+Control = Callable[[State, jax.Array], State]
+
+
+def run(
+    state: State,
+    train_fn: Callable[[State, jax.Array], tuple[State, Any]],
+    key: jax.Array,
+    *,
+    rounds: int,
+    controls: Sequence[Control] = (),
+    **imp_kwargs,
+) -> tuple[State, dict[str, Any]]:
+    """The whole IMP loop, train -> prune -> rewind, as one ``lax.scan`` over rounds.
+
+    Round r trains the current ticket with ``train_fn(state, key) -> (trained, metrics)``
+    (e.g. from :func:`jaxsparse.training.make_train_fn`), records ``metrics`` and the
+    density, then calls :func:`imp_round` on the trained state. Each control
+    ``control(ticket, key) -> state`` (e.g. ``lambda s, k: reprune(s, k)``) derives an
+    arm from the untrained ticket of the round; the ticket and its controls are stacked
+    and trained together under ``jax.vmap``, so K arms cost one program. Only the
+    ticket (arm 0) is pruned to seed the next round.
+
+    Jit it whole (``jax.jit(run, static_argnames=...)`` or inside your own jitted
+    function) and the R rounds compile once; ``vmap`` it over keys for seeds.
+
+    Args:
+      state: the dense starting state (rewind snapshot already captured, or k > 0).
+      train_fn: trains one round; must be pure and jittable.
+      key: a PRNG key; split per round and per arm.
+      rounds: number of trainings; the returned state is the ticket after ``rounds``
+        prunings (rewound, untrained, density ``(1 - fraction) ** rounds``).
+      controls: functions deriving control arms from each round's ticket.
+      **imp_kwargs: passed to :func:`imp_round` (``fraction``, ``scope``, ``rates``...).
+
+    Returns:
+      ``(state, history)``; ``history["metrics"]`` stacks ``train_fn``'s metrics with
+      leading axes (rounds, arms) and ``history["density"]`` the trained masks' global
+      densities, shape (rounds, arms).
+
+    Example:
+        >>> params = {"w": jnp.ones((4, 4))}
+        >>> state = js.SparseTrainState.create(apply_fn=None, params=params,
+        ...                                    tx=optax.sgd(0.1))
+        >>> def train_fn(s, key):
+        ...     g = jax.tree.map(lambda p: p - jax.random.normal(key, p.shape), s.params)
+        ...     s = s.apply_gradients(grads=g)
+        ...     return s, {"norm": jnp.sum(s.params["w"] ** 2)}
+        >>> final, hist = run(state, train_fn, jax.random.key(0), rounds=3, fraction=0.5)
+        >>> hist["density"][:, 0].tolist(), int(final.mask["w"].sum())
+        ([1.0, 0.5, 0.25], 2)
+
+    References:
+      Frankle & Carbin, ICLR 2019; Frankle et al., ICML 2020.
+    """
+    n_arms = 1 + len(controls)
+
+    def one_round(ticket, key):
+        k_arms, k_train = jax.random.split(key)
+        arm_keys = jax.random.split(k_arms, max(len(controls), 1))
+        arms = [ticket] + [c(ticket, k) for c, k in zip(controls, arm_keys)]
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *arms)
+        trained, metrics = jax.vmap(train_fn)(stacked, jax.random.split(k_train, n_arms))
+        dens = jax.vmap(lambda s: density(s.mask, s.where))(trained)
+        trained_ticket = jax.tree.map(lambda x: x[0], trained)
+        next_ticket = imp_round(trained_ticket, **imp_kwargs)
+        return next_ticket, {"metrics": metrics, "density": dens}
+
+    return jax.lax.scan(one_round, state, jax.random.split(key, rounds))

@@ -1,0 +1,185 @@
+"""``SparseTrainState``: a Flax train state whose optimizer keeps the mask and which
+remembers where to rewind to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxsparse.masks import Filter, apply_mask, check_mask
+from jaxsparse.optim import MaskedState, get_mask, masked, set_mask
+
+
+def _has_masked(opt_state: optax.OptState) -> bool:
+    leaves = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, MaskedState))
+    return any(isinstance(x, MaskedState) for x in leaves)
+
+
+def mask_moments(
+    opt_state: optax.OptState, mask: chex.ArrayTree, params: chex.ArrayTree
+) -> optax.OptState:
+    """Zeroes the pruned entries of every params-shaped subtree of ``opt_state``.
+
+    Optax keeps per-weight statistics (moments, traces) in subtrees that mirror the
+    params; those are masked. Anything else (step counts, factored statistics, the
+    mask itself) is left as it is.
+    """
+    treedef = jax.tree.structure(params)
+    shapes = [jnp.shape(x) for x in jax.tree.leaves(params)]
+
+    def params_like(x) -> bool:
+        if isinstance(x, MaskedState):
+            return False
+        leaves, td = jax.tree.flatten(x)
+        return td == treedef and [jnp.shape(v) for v in leaves] == shapes
+
+    def fix(x):
+        if not params_like(x):
+            return x
+        return jax.tree.map(lambda v, m: jnp.where(m, v, jnp.zeros((), v.dtype)), x, mask)
+
+    return jax.tree.map(fix, opt_state, is_leaf=lambda x: params_like(x) or _is_masked(x))
+
+
+def _is_masked(x) -> bool:
+    return isinstance(x, MaskedState)
+
+
+class SparseTrainState(struct.PyTreeNode):
+    """A drop-in for ``flax.training.train_state.TrainState`` for sparse training.
+
+    ``tx`` is wrapped in :func:`jaxsparse.masked` (unless it already contains one), so
+    the mask lives in ``opt_state`` and :attr:`mask` reads it from there: one source of
+    truth. The state also carries the *rewind point* of lottery-ticket training: the
+    params and optimizer state at step ``rewind_step`` (k), captured inside
+    :meth:`apply_gradients` when ``step`` reaches k (at :meth:`create` when k = 0), and
+    the IMP round counter. All of it is data, so everything jits and nothing recompiles
+    when the mask or the round changes.
+
+    NNX models work through their pure state: ``graphdef, params = nnx.split(model,
+    nnx.Param)``, train ``params`` with this state, and ``nnx.merge(graphdef,
+    state.params)`` to get a model back.
+
+    Attributes:
+      step: number of updates applied (reset to k by rewinding).
+      params: the model parameters; exactly zero where pruned.
+      opt_state: the optimizer state, holding the mask.
+      rewind_step: k, the step whose state :func:`jaxsparse.imp_round` rewinds to.
+      rewind_params, rewind_opt_state: the snapshot at step k.
+      round: how many IMP rounds have pruned this state.
+      apply_fn, tx, where: static: the model's apply function, the (masked) optimizer,
+        and the filter of prunable leaves.
+
+    Example:
+        >>> import flax.linen as nn
+        >>> model = nn.Dense(3)
+        >>> params = model.init(jax.random.key(0), jnp.ones((1, 4)))["params"]
+        >>> state = SparseTrainState.create(
+        ...     apply_fn=model.apply, params=params, tx=optax.adam(1e-3))
+        >>> state = state.apply_gradients(grads=jax.tree.map(jnp.ones_like, params))
+        >>> int(state.step), state.mask["kernel"].shape
+        (1, (4, 3))
+
+    References:
+      Frankle & Carbin, ICLR 2019; Frankle et al., "Linear Mode Connectivity and the
+      Lottery Ticket Hypothesis", ICML 2020 (rewinding to step k).
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: optax.OptState
+    rewind_step: jax.Array
+    rewind_params: Any
+    rewind_opt_state: optax.OptState
+    round: jax.Array
+    apply_fn: Callable = struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    where: Filter = struct.field(pytree_node=False, default=None)
+
+    @property
+    def mask(self) -> chex.ArrayTree:
+        """The current mask, read from the optimizer state."""
+        return get_mask(self.opt_state)
+
+    def apply_gradients(self, *, grads: chex.ArrayTree, **kwargs) -> SparseTrainState:
+        """One optimizer step; captures the rewind snapshot when ``step`` reaches k.
+
+        The snapshot is taken once, in the first training run: rewinding sets ``step``
+        back to k, so later rounds never step *onto* k again and all rounds rewind to
+        the same weights, as in Frankle et al. (2020).
+        """
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        params = optax.apply_updates(self.params, updates)
+        step = self.step + 1
+        rewind_params, rewind_opt_state = jax.lax.cond(
+            step == self.rewind_step,
+            lambda: (params, opt_state),
+            lambda: (self.rewind_params, self.rewind_opt_state),
+        )
+        return self.replace(
+            step=step,
+            params=params,
+            opt_state=opt_state,
+            rewind_params=rewind_params,
+            rewind_opt_state=rewind_opt_state,
+            **kwargs,
+        )
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        apply_fn: Callable,
+        params: chex.ArrayTree,
+        tx: optax.GradientTransformation,
+        rewind_step: int = 0,
+        mask: chex.ArrayTree | None = None,
+        where: Filter = None,
+        **kwargs,
+    ) -> SparseTrainState:
+        """A fresh state at step 0.
+
+        Args:
+          apply_fn: the model's apply function (kept, not called).
+          params: initial params.
+          tx: any optax transform; wrapped in :func:`jaxsparse.masked` unless it holds one.
+          rewind_step: k >= 0; the snapshot is the state after k updates.
+          mask: an initial mask (default dense); params are masked with it.
+          where: which leaves are prunable (default: kernels, ``ndim >= 2``).
+
+        Raises:
+          ValueError: a negative ``rewind_step`` or a mask that does not mirror params.
+        """
+        if not isinstance(rewind_step, jax.core.Tracer) and int(rewind_step) < 0:
+            raise ValueError(
+                f"SparseTrainState.create: rewind_step must be >= 0, got {rewind_step}"
+            )
+        if not _has_masked(jax.eval_shape(tx.init, params)):
+            tx = masked(tx)
+        opt_state = tx.init(params)
+        # The snapshot keeps the unmasked initial values: controls that move the mask
+        # (random re-pruning) need the initial value of every weight.
+        snapshot = params
+        if mask is not None:
+            check_mask(mask, params, name="SparseTrainState.create: mask")
+            params = apply_mask(params, mask)
+            opt_state = set_mask(opt_state, mask)
+        return cls(
+            step=jnp.asarray(0, jnp.int32),
+            params=params,
+            opt_state=opt_state,
+            rewind_step=jnp.asarray(rewind_step, jnp.int32),
+            rewind_params=snapshot,
+            rewind_opt_state=opt_state,
+            round=jnp.asarray(0, jnp.int32),
+            apply_fn=apply_fn,
+            tx=tx,
+            where=where,
+            **kwargs,
+        )
