@@ -11,7 +11,7 @@ Where things live (imports run downward only):
 * ``state``, ``lottery``, ``checkpoint``, ``parallel``: what users do.
 """
 
-from jaxsparse import distributions, lottery, scores, training
+from jaxsparse import distributions, lottery, parallel, scores, training
 from jaxsparse.lottery import imp_round, random_reinit, reprune
 from jaxsparse.masks import (
     all_leaves,
@@ -53,6 +53,7 @@ __all__ = [
     "mask_like",
     "masked",
     "overlap",
+    "parallel",
     "pack",
     "prune",
     "random_reinit",

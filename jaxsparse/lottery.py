@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsparse import scores as scores_lib
-from jaxsparse.masks import apply_mask, check_mask, density
+from jaxsparse.masks import apply_mask, check_structure, density
 from jaxsparse.optim import set_mask
 from jaxsparse.pruning import prune, shuffle_mask
 from jaxsparse.state import mask_moments
@@ -72,7 +72,7 @@ def imp_round(
         return state.replace(
             params=params, opt_state=opt_state, step=state.rewind_step, round=state.round + 1
         )
-    check_mask(mask, rewind_to, name="imp_round: rewind_to")
+    check_structure(rewind_to, mask, name="imp_round: rewind_to", like_name="the params")
     params = apply_mask(rewind_to, mask)
     opt_state = set_mask(state.tx.init(params), mask)
     return state.replace(
@@ -109,7 +109,7 @@ def random_reinit(
     """
     mask = state.mask
     fresh = init_fn(key)
-    check_mask(mask, fresh, name="random_reinit: init_fn(key)")
+    check_structure(fresh, mask, name="random_reinit: init_fn(key)", like_name="the params")
     params = apply_mask(fresh, mask)
     opt_state = set_mask(state.tx.init(params), mask)
     return state.replace(

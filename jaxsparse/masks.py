@@ -101,6 +101,32 @@ def mask_like(params: chex.ArrayTree, where: Filter = None) -> chex.ArrayTree:
     return jax.tree.map(lambda x: jnp.ones(jnp.shape(x), dtype=bool), params)
 
 
+def check_structure(
+    tree: chex.ArrayTree, like: chex.ArrayTree, *, name: str, like_name: str = "params"
+) -> None:
+    """Raises ``ValueError`` if ``tree`` differs from ``like`` in structure or leaf shapes.
+
+    The message names ``name`` and the first differing pytree paths. Shapes only: free
+    under ``jit``.
+    """
+    t_paths, l_paths = _paths(tree), _paths(like)
+    if t_paths != l_paths:
+        missing = sorted(set(l_paths) - set(t_paths))
+        extra = sorted(set(t_paths) - set(l_paths))
+        raise ValueError(
+            f"{name} does not mirror {like_name}: missing paths {missing[:5]}, "
+            f"unexpected paths {extra[:5]}"
+        )
+    for (path, x), y in zip(
+        jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(like), strict=True
+    ):
+        if jnp.shape(x) != jnp.shape(y):
+            raise ValueError(
+                f"{name} leaf '{path_str(path)}' has shape {jnp.shape(x)}, "
+                f"{like_name} have {jnp.shape(y)}"
+            )
+
+
 def check_mask(mask: chex.ArrayTree, params: chex.ArrayTree, *, name: str = "mask") -> None:
     """Raises if ``mask`` does not mirror ``params``, naming the first wrong path.
 
@@ -110,26 +136,19 @@ def check_mask(mask: chex.ArrayTree, params: chex.ArrayTree, *, name: str = "mas
     Raises:
       ValueError: structure or shape mismatch, naming the pytree path.
       TypeError: a mask leaf that is not ``bool``.
+
+    Example:
+        >>> check_mask({"w": jnp.ones(3, bool)}, {"w": jnp.ones(4)})
+        Traceback (most recent call last):
+        ...
+        ValueError: mask leaf 'w' has shape (3,), params have (4,)
     """
-    m_paths = _paths(mask)
-    p_paths = _paths(params)
-    if m_paths != p_paths:
-        missing = sorted(set(p_paths) - set(m_paths))
-        extra = sorted(set(m_paths) - set(p_paths))
-        raise ValueError(
-            f"{name} does not mirror params: missing paths {missing[:5]}, "
-            f"unexpected paths {extra[:5]}"
-        )
-    for (path, m), p in zip(
-        jax.tree_util.tree_flatten_with_path(mask)[0], jax.tree.leaves(params), strict=True
-    ):
-        where = path_str(path)
-        if jnp.shape(m) != jnp.shape(p):
-            raise ValueError(
-                f"{name} leaf '{where}' has shape {jnp.shape(m)}, params have {jnp.shape(p)}"
-            )
+    check_structure(mask, params, name=name)
+    for path, m in jax.tree_util.tree_flatten_with_path(mask)[0]:
         if jnp.result_type(m) != jnp.bool_:
-            raise TypeError(f"{name} leaf '{where}' has dtype {jnp.result_type(m)}, expected bool")
+            raise TypeError(
+                f"{name} leaf '{path_str(path)}' has dtype {jnp.result_type(m)}, expected bool"
+            )
 
 
 def _paths(tree: chex.ArrayTree) -> list[str]:

@@ -28,14 +28,12 @@ def mask_moments(
 
     Optax keeps per-weight statistics (moments, traces) in subtrees that mirror the
     params; those are masked. Anything else (step counts, factored statistics, the
-    mask itself) is left as it is.
+    mask held by :func:`jaxsparse.masked`, which callers then replace) is left as it is.
     """
     treedef = jax.tree.structure(params)
     shapes = [jnp.shape(x) for x in jax.tree.leaves(params)]
 
     def params_like(x) -> bool:
-        if isinstance(x, MaskedState):
-            return False
         leaves, td = jax.tree.flatten(x)
         return td == treedef and [jnp.shape(v) for v in leaves] == shapes
 
@@ -44,11 +42,7 @@ def mask_moments(
             return x
         return jax.tree.map(lambda v, m: jnp.where(m, v, jnp.zeros((), v.dtype)), x, mask)
 
-    return jax.tree.map(fix, opt_state, is_leaf=lambda x: params_like(x) or _is_masked(x))
-
-
-def _is_masked(x) -> bool:
-    return isinstance(x, MaskedState)
+    return jax.tree.map(fix, opt_state, is_leaf=params_like)
 
 
 class SparseTrainState(struct.PyTreeNode):
