@@ -167,7 +167,7 @@ def test_rewind_to_pretrained_weights():
         jax.tree.leaves(ticket.params), jax.tree.leaves(pre), jax.tree.leaves(ticket.mask)
     ):
         np.testing.assert_array_equal(np.asarray(p), np.where(m, q, 0.0))
-    with pytest.raises(ValueError, match="rewind_to.*Dense_1/bias"):
+    with pytest.raises(ValueError, match=r"rewind_to.*Dense_1/bias"):
         js.imp_round(trained, rewind_to={"Dense_0": pre["Dense_0"]})
 
 
