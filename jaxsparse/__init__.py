@@ -11,7 +11,7 @@ Where things live (imports run downward only):
 * ``state``, ``lottery``, ``checkpoint``, ``parallel``: what users do.
 """
 
-from jaxsparse import distributions, lottery, parallel, scores, training
+from jaxsparse import checkpoint, distributions, lottery, parallel, scores, training
 from jaxsparse.lottery import imp_round, random_reinit, reprune
 from jaxsparse.masks import (
     all_leaves,
@@ -41,6 +41,7 @@ __all__ = [
     "all_leaves",
     "apply_mask",
     "check_mask",
+    "checkpoint",
     "density",
     "distributions",
     "get_mask",

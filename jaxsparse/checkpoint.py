@@ -1,0 +1,496 @@
+"""Checkpoints on orbax: whole train states, IMP rounds, and small lottery-ticket files.
+
+A checkpoint is a directory holding ``arrays/`` (written by orbax) and a JSON record
+(``jaxsparse.json``) listing every leaf's pytree path, shape and dtype, the SHA-256 digest
+of every stored array, and the user's JSON ``extra`` (states) or ``metadata`` (tickets).
+
+Writes are atomic: everything goes to a hidden sibling ``.NAME.tmp-*`` first and the
+directory is renamed into place only when complete, so a crash (even ``SIGKILL``) never
+leaves a directory that looks complete. Reads check the record against ``like`` (paths,
+shapes, dtypes) before reading and the digests after, so a partial, corrupt or
+mismatched checkpoint raises instead of yielding a silently wrong state.
+
+Single process only (one host, any number of local devices, any sharding).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxsparse.masks import check_mask, pack, path_str, unpack
+
+PathLike = str | os.PathLike
+RECORD = "jaxsparse.json"
+_VERSION = 1
+_ROUND = re.compile(r"round_(\d{4,})")
+
+
+def save_state(directory: PathLike, state: Any, *, extra: dict | None = None) -> None:
+    """Saves every pytree leaf of a train state (and a JSON ``extra``) atomically.
+
+    Params, mask, rewind snapshot, optimizer state, ``step`` and ``round`` of a
+    :class:`jaxsparse.SparseTrainState` are all leaves, so all are saved exactly; a
+    batched state (e.g. from ``jax.vmap`` over seeds) works the same. Static fields
+    (``apply_fn``, ``tx``, ``where``) are not saved: :func:`load_state` takes them from
+    ``like``. An existing ``directory`` is replaced only once the new one is complete.
+
+    Args:
+      directory: the checkpoint directory to create or replace.
+      state: any pytree of arrays (``jax.Array`` of any sharding, numpy, PRNG keys).
+      extra: a JSON-serialisable dict stored alongside (e.g. metrics, config).
+
+    Raises:
+      TypeError: ``extra`` is not JSON-serialisable.
+      NotImplementedError: called in a multi-process (multi-host) run.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()) / "ckpt"
+        >>> state = js.SparseTrainState.create(
+        ...     apply_fn=None, params={"w": jnp.ones((2, 3))}, tx=optax.adam(1e-3))
+        >>> save_state(d, state, extra={"epoch": 1})
+        >>> restored, extra = load_state(d, state)
+        >>> extra, bool((restored.params["w"] == 1).all())
+        ({'epoch': 1}, True)
+
+    References:
+      Orbax checkpointing, https://orbax.readthedocs.io.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    leaves = [_describe(path_str(p), x) for p, x in flat]
+    _write(directory, "state", leaves, [x for _, x in flat], extra=extra or {})
+
+
+def load_state(directory: PathLike, like: Any) -> tuple[Any, dict]:
+    """Restores a state saved by :func:`save_state` onto the structure of ``like``.
+
+    Structure, static fields, dtypes and *shardings* come from ``like`` (a state built
+    the same way, e.g. by ``SparseTrainState.create``, or its ``jax.eval_shape``; its
+    values are ignored): a leaf of ``like`` sharded over a ``Mesh`` comes back with that
+    ``NamedSharding``. Values are bit-exact, checked against the digests recorded at save.
+
+    Args:
+      directory: a directory written by :func:`save_state`.
+      like: a pytree with the saved structure, leaf shapes and dtypes.
+
+    Returns:
+      ``(state, extra)``.
+
+    Raises:
+      FileNotFoundError: ``directory`` does not exist.
+      ValueError: the checkpoint is partial or corrupt, or its structure, a shape or a
+        dtype differs from ``like`` (the message names the directory and the path).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()) / "ckpt"
+        >>> save_state(d, {"w": jnp.arange(3.0)})
+        >>> load_state(d, {"w": jnp.zeros(3)})
+        ({'w': Array([0., 1., 2.], dtype=float32)}, {})
+
+    References:
+      Orbax checkpointing, https://orbax.readthedocs.io.
+    """
+    flat, treedef = jax.tree_util.tree_flatten_with_path(like)
+    record = _read_record(directory, "state")
+    _check_like(directory, record["leaves"], [_describe(path_str(p), x) for p, x in flat])
+    names = [d["path"] for d in record["leaves"]]
+    leaves = _read_arrays(directory, record, [x for _, x in flat], names)
+    return jax.tree.unflatten(treedef, leaves), record["extra"]
+
+
+def save_round(
+    root: PathLike,
+    round_index: int,
+    state: Any,
+    *,
+    extra: dict | None = None,
+    keep: int | None = None,
+) -> Path:
+    """Saves ``state`` as ``root/round_{round_index:04d}`` (see :func:`save_state`).
+
+    Args:
+      root: the run's checkpoint folder (created if needed).
+      round_index: the round number, >= 0.
+      state: the state to save.
+      extra: a JSON-serialisable dict stored with it.
+      keep: if given, afterwards delete all but the ``keep`` highest complete rounds.
+
+    Returns:
+      The round's directory.
+
+    Raises:
+      ValueError: a negative ``round_index`` or ``keep < 1``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> root = tempfile.mkdtemp()
+        >>> for r in range(3):
+        ...     _ = save_round(root, r, {"w": jnp.full(2, r)}, keep=2)
+        >>> latest_round(root), sorted(p.name for p in pathlib.Path(root).iterdir())
+        (2, ['round_0001', 'round_0002'])
+    """
+    if round_index < 0:
+        raise ValueError(f"save_round: round_index must be >= 0, got {round_index}")
+    if keep is not None and keep < 1:
+        raise ValueError(f"save_round: keep must be >= 1, got {keep}")
+    directory = Path(root) / f"round_{round_index:04d}"
+    save_state(directory, state, extra=extra)
+    if keep is not None:
+        for r in _complete_rounds(root)[:-keep]:
+            shutil.rmtree(Path(root) / f"round_{r:04d}", ignore_errors=True)
+    return directory
+
+
+def latest_round(root: PathLike) -> int | None:
+    """The highest complete round under ``root``; temp and incomplete dirs are ignored.
+
+    Returns:
+      The round index, or ``None`` if ``root`` is missing or holds no complete round.
+
+    Example:
+        >>> import tempfile
+        >>> latest_round(tempfile.mkdtemp()) is None
+        True
+    """
+    rounds = _complete_rounds(root)
+    return rounds[-1] if rounds else None
+
+
+def restore_latest(root: PathLike, like: Any) -> tuple[int, Any, dict] | None:
+    """Loads the highest complete round under ``root`` onto ``like`` (see :func:`load_state`).
+
+    Returns:
+      ``(round_index, state, extra)``, or ``None`` when there is nothing to resume.
+
+    Raises:
+      ValueError: the latest complete round is corrupt or does not match ``like``; it
+        is never skipped silently in favour of an older one.
+
+    Example:
+        >>> import tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> restore_latest(root, {"w": jnp.zeros(2)}) is None
+        True
+        >>> _ = save_round(root, 3, {"w": jnp.ones(2)}, extra={"loss": 0.5})
+        >>> restore_latest(root, {"w": jnp.zeros(2)})
+        (3, {'w': Array([1., 1.], dtype=float32)}, {'loss': 0.5})
+    """
+    r = latest_round(root)
+    if r is None:
+        return None
+    state, extra = load_state(Path(root) / f"round_{r:04d}", like)
+    return r, state, extra
+
+
+def save_ticket(
+    directory: PathLike,
+    mask: chex.ArrayTree,
+    params: chex.ArrayTree,
+    metadata: dict | None = None,
+) -> None:
+    """Saves a lottery ticket compactly: the bit-packed mask and the *alive* weights.
+
+    Each mask leaf is stored with :func:`jaxsparse.pack` (1 bit a weight); of ``params``
+    (the initial or rewound weights) only the entries where the mask is ``True`` are
+    stored, in row-major order, so a ticket of n weights at sparsity s takes about
+    ``n / 8 + (1 - s) * n * itemsize`` bytes. Pruned weights are not stored:
+    :func:`load_ticket` returns them as exactly 0.
+
+    Args:
+      directory: the ticket directory to create or replace (atomically).
+      mask: a bool pytree mirroring ``params``.
+      params: the ticket's weights.
+      metadata: a JSON-serialisable dict (sparsity, round, config...).
+
+    Raises:
+      ValueError: ``mask`` does not mirror ``params`` (names the path).
+      TypeError: a non-bool mask leaf, or ``metadata`` not JSON-serialisable.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()) / "ticket"
+        >>> params = {"w": jnp.arange(1.0, 7.0).reshape(2, 3)}
+        >>> save_ticket(d, {"w": params["w"] > 4}, params, {"round": 3})
+        >>> mask, p, meta = load_ticket(d, params)
+        >>> p["w"], meta
+        (Array([[0., 0., 0.],
+               [0., 5., 6.]], dtype=float32), {'round': 3})
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (a ticket is the
+      mask and the initial weights).
+    """
+    check_mask(mask, params, name="save_ticket: mask")
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    leaves = [_describe(path_str(p), x) for p, x in flat]
+    arrays = []
+    for (_, x), m, bits in zip(flat, jax.tree.leaves(mask), jax.tree.leaves(pack(mask))):
+        arrays += [bits, np.asarray(x)[np.asarray(m)]]
+    _write(directory, "ticket", leaves, arrays, metadata=metadata or {})
+
+
+def load_ticket(
+    directory: PathLike, like_params: chex.ArrayTree
+) -> tuple[chex.ArrayTree, chex.ArrayTree, dict]:
+    """Loads a ticket saved by :func:`save_ticket` onto a model's params.
+
+    Args:
+      directory: a directory written by :func:`save_ticket`.
+      like_params: params of the target model (values ignored; structure, shapes and
+        dtypes must match; the shardings of ``jax.Array`` leaves are kept).
+
+    Returns:
+      ``(mask, params, metadata)``; ``params`` is exactly 0 where the mask is ``False``.
+
+    Raises:
+      FileNotFoundError: ``directory`` does not exist.
+      ValueError: a partial or corrupt ticket, or ``like_params`` whose structure, a
+        shape or a dtype differs (the message names the pytree path).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()) / "ticket"
+        >>> save_ticket(d, {"w": jnp.array([True, False])}, {"w": jnp.array([1.0, 2.0])})
+        >>> load_ticket(d, {"w": jnp.zeros(3)})
+        Traceback (most recent call last):
+        ...
+        ValueError: ...leaf 'w' has shape (2,) in the checkpoint, (3,) in like
+    """
+    flat, treedef = jax.tree_util.tree_flatten_with_path(like_params)
+    record = _read_record(directory, "ticket")
+    described = [_describe(path_str(p), x) for p, x in flat]
+    _check_like(directory, record["leaves"], described)
+    names = [f"{d['path']} ({part})" for d in described for part in ("mask", "values")]
+    arrays = _read_arrays(directory, record, [None] * len(names), names)
+    bits = jax.tree.unflatten(treedef, arrays[0::2])
+    shapes = jax.tree.unflatten(
+        treedef, [jax.ShapeDtypeStruct(d["shape"], bool) for d in described]
+    )
+    masks, params = [], []
+    for d, m, alive, (_, x) in zip(
+        described, jax.tree.leaves(unpack(bits, shapes)), arrays[1::2], flat
+    ):
+        m = np.asarray(m)
+        if int(m.sum()) != alive.shape[0]:
+            raise ValueError(
+                f"ticket at {directory} is corrupt: leaf '{d['path']}' has {int(m.sum())} "
+                f"alive weights in its mask but {alive.shape[0]} stored values"
+            )
+        dense = np.zeros(m.shape, alive.dtype)
+        dense[m] = alive
+        masks.append(_place(m, x))
+        params.append(_place(dense, x))
+    return (
+        jax.tree.unflatten(treedef, masks),
+        jax.tree.unflatten(treedef, params),
+        record["metadata"],
+    )
+
+
+# -- storage: orbax arrays + a JSON record, committed by renaming a temp directory --------
+
+
+def _describe(path: str, x: Any) -> dict:
+    return {"path": path, "shape": list(np.shape(x)), "dtype": str(jnp.result_type(x))}
+
+
+def _is_key(x: Any) -> bool:
+    return jax.dtypes.issubdtype(jnp.result_type(x), jax.dtypes.prng_key)
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _check_process() -> None:
+    if jax.process_count() > 1:
+        raise NotImplementedError(
+            "jaxsparse.checkpoint supports single-process runs only; use orbax's "
+            "CheckpointManager directly across hosts"
+        )
+
+
+def _write(directory: PathLike, kind: str, leaves: list[dict], arrays: Sequence[Any], **user):
+    _check_process()
+    try:
+        user_json = {k: json.loads(json.dumps(v)) for k, v in user.items()}
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"checkpoint {kind} at {directory}: {list(user)} must be JSON: {e}") from e
+    directory = Path(directory).absolute()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a crashed save of this directory
+    tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex}")
+    stored, records = {}, []
+    for i, x in enumerate(arrays):
+        rec = {}
+        if _is_key(x):
+            rec["key_impl"] = str(jax.random.key_impl(x))
+            x = jax.random.key_data(x)
+        if not isinstance(x, jax.Array):
+            x = np.asarray(x)
+        rec.update(shape=list(x.shape), dtype=str(x.dtype), sha256=_digest(np.asarray(x)))
+        if x.size:  # orbax refuses zero-size arrays; the record alone restores them
+            stored[f"a{i:05d}"] = x
+        records.append(rec)
+    tmp.mkdir()
+    try:
+        if stored:
+            with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
+                ckptr.save(tmp / "arrays", args=ocp.args.StandardSave(stored))
+        record = {
+            "format": f"jaxsparse.{kind}",
+            "version": _VERSION,
+            "leaves": leaves,
+            "arrays": records,
+            **user_json,
+        }
+        with open(tmp / RECORD, "w") as f:
+            json.dump(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        _commit(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _commit(tmp: Path, directory: Path) -> None:
+    # A non-empty directory cannot be replaced in one rename: move the old one aside
+    # first. A crash between the two renames leaves no `directory` (load raises), never a
+    # half-written one.
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex}")
+        os.rename(directory, old)
+        os.rename(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, directory)
+
+
+def _read_record(directory: PathLike, kind: str) -> dict:
+    _check_process()
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no checkpoint at {directory}")
+    try:
+        with open(directory / RECORD) as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(
+            f"checkpoint at {directory} is incomplete: no {RECORD} (an interrupted save?)"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"checkpoint at {directory} is corrupt: unreadable {RECORD}: {e}") from e
+    fmt = record.get("format") if isinstance(record, dict) else None
+    if fmt != f"jaxsparse.{kind}" or not {"leaves", "arrays"} <= set(record):
+        raise ValueError(
+            f"checkpoint at {directory} is not a jaxsparse {kind} checkpoint (format {fmt!r})"
+        )
+    return record
+
+
+def _check_like(directory: PathLike, saved: list[dict], like: list[dict]) -> None:
+    saved_paths, like_paths = [d["path"] for d in saved], [d["path"] for d in like]
+    if saved_paths != like_paths:
+        missing = [p for p in saved_paths if p not in like_paths]
+        unexpected = [p for p in like_paths if p not in saved_paths]
+        first = next((a, b) for a, b in zip_longest(saved_paths, like_paths) if a != b)
+        raise ValueError(
+            f"checkpoint at {directory} does not match the structure of like: first "
+            f"difference at path {first[0]!r} (checkpoint) vs {first[1]!r} (like); "
+            f"paths only in the checkpoint {missing[:5]}, only in like {unexpected[:5]}"
+        )
+    for s, k in zip(saved, like):
+        for field in ("shape", "dtype"):
+            if s[field] != k[field]:
+                show = tuple if field == "shape" else str
+                raise ValueError(
+                    f"checkpoint at {directory}: leaf '{s['path']}' has {field} "
+                    f"{show(s[field])} in the checkpoint, {show(k[field])} in like"
+                )
+
+
+def _target_sharding(x: Any) -> jax.sharding.Sharding:
+    sharding = getattr(x, "sharding", None)
+    return sharding if sharding is not None else jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+
+def _read_arrays(
+    directory: PathLike, record: dict, likes: Sequence[Any], names: Sequence[str]
+) -> list[Any]:
+    """Reads the stored arrays, checks their digests, and places each like its ``likes``
+    entry (``None``: a host numpy array); ``names`` label them in errors."""
+    recs = record["arrays"]
+    if len(recs) != len(likes):
+        raise ValueError(f"checkpoint at {directory} is corrupt: {len(recs)} arrays recorded")
+    targets = {}
+    for i, (rec, x) in enumerate(zip(recs, likes)):
+        if np.prod(rec["shape"]):
+            targets[f"a{i:05d}"] = jax.ShapeDtypeStruct(
+                rec["shape"], rec["dtype"], sharding=_target_sharding(x)
+            )
+    try:
+        restored = {}
+        if targets:
+            with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
+                restored = ckptr.restore(
+                    Path(directory).absolute() / "arrays", args=ocp.args.StandardRestore(targets)
+                )
+    except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        first_line = (str(e).splitlines() or [""])[0][:300]
+        raise ValueError(
+            f"checkpoint at {directory} is corrupt or unreadable: {type(e).__name__}: {first_line}"
+        ) from e
+    out = []
+    for i, (rec, x, name) in enumerate(zip(recs, likes, names)):
+        key = f"a{i:05d}"
+        a = restored[key] if key in targets else np.zeros(rec["shape"], rec["dtype"])
+        if _digest(np.asarray(a)) != rec["sha256"]:
+            raise ValueError(
+                f"checkpoint at {directory} is corrupt: leaf '{name}' does not match the "
+                f"digest recorded at save time"
+            )
+        if x is None:
+            out.append(np.asarray(a))
+        elif "key_impl" in rec:  # restored onto like's sharding already
+            out.append(jax.random.wrap_key_data(jnp.asarray(a), impl=rec["key_impl"]))
+        else:
+            out.append(_place(a, x))
+    return out
+
+
+def _place(a: Any, like: Any) -> Any:
+    """``a`` as the kind of leaf ``like`` is: a numpy array, or a jax array on like's
+    sharding (the default device for abstract leaves)."""
+    if isinstance(like, np.ndarray | np.generic | int | float | bool | complex):
+        return np.asarray(a)
+    return jax.device_put(a, _target_sharding(like))
+
+
+def _complete_rounds(root: PathLike) -> list[int]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    rounds = []
+    for p in root.iterdir():
+        match = _ROUND.fullmatch(p.name)
+        if match and (p / RECORD).is_file():
+            rounds.append(int(match.group(1)))
+    return sorted(rounds)
