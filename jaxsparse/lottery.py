@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from jaxsparse import scores as scores_lib
 from jaxsparse.masks import apply_mask, check_structure, density
-from jaxsparse.optim import set_mask
+from jaxsparse.optim import get_mask, set_mask
 from jaxsparse.pruning import prune, shuffle_mask
 from jaxsparse.state import mask_moments
 
@@ -42,7 +42,9 @@ def imp_round(
     snapshot at step 0.
 
     Args:
-      state: a :class:`jaxsparse.SparseTrainState` (or any state with the same fields).
+      state: a :class:`jaxsparse.SparseTrainState`, or any state with its fields. A plain
+        ``flax.training.train_state.TrainState`` whose ``tx`` holds a
+        :func:`jaxsparse.masked` works too, given ``rewind_to`` (it keeps no snapshot).
       fraction: share of the *alive* prunable weights removed, in ``[0, 1)``.
       scope: ``"global"`` (one threshold over all prunable leaves) or ``"layerwise"``.
       rates: ``{path_regex: fraction}`` per-leaf overrides (LeNet: ``{"Dense_2": 0.1}``).
@@ -64,9 +66,21 @@ def imp_round(
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019; Frankle et al.,
       "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML 2020.
     """
-    old = state.mask
-    mask = prune(score_fn(state.params), old, fraction, scope=scope, where=state.where, rates=rates)
+    mask = prune(
+        score_fn(state.params),
+        get_mask(state.opt_state),
+        fraction,
+        scope=scope,
+        where=getattr(state, "where", None),
+        rates=rates,
+    )
+    has_snapshot = hasattr(state, "rewind_params")
     if rewind_to is None:
+        if not has_snapshot:
+            raise ValueError(
+                f"imp_round: {type(state).__name__} has no rewind snapshot (rewind_params); "
+                "use jaxsparse.SparseTrainState or pass rewind_to="
+            )
         params = apply_mask(state.rewind_params, mask)
         opt_state = set_mask(mask_moments(state.rewind_opt_state, mask, params), mask)
         return state.replace(
@@ -75,6 +89,8 @@ def imp_round(
     check_structure(rewind_to, mask, name="imp_round: rewind_to", like_name="the params")
     params = apply_mask(rewind_to, mask)
     opt_state = set_mask(state.tx.init(params), mask)
+    if not has_snapshot:  # a plain flax TrainState whose tx holds a masked()
+        return state.replace(params=params, opt_state=opt_state, step=jnp.zeros_like(state.step))
     return state.replace(
         params=params,
         opt_state=opt_state,

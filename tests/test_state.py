@@ -1,0 +1,88 @@
+"""SparseTrainState: snapshot capture, Flax/NNX interop, duck typing."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from flax.training import train_state
+
+import jaxsparse as js
+
+
+def test_snapshot_captured_exactly_at_step_k_and_only_once():
+    params = {"w": jnp.arange(6.0).reshape(2, 3)}
+    state = js.SparseTrainState.create(
+        apply_fn=None, params=params, tx=optax.sgd(1.0), rewind_step=2
+    )
+    grads = {"w": jnp.ones((2, 3))}
+    step = jax.jit(lambda s: s.apply_gradients(grads=grads))
+    history = []
+    for _ in range(4):
+        state = step(state)
+        history.append(state.params["w"])
+    np.testing.assert_array_equal(state.rewind_params["w"], history[1])  # after 2 updates
+    np.testing.assert_array_equal(state.rewind_params["w"], params["w"] - 2.0)
+    # the rewound state never steps onto k again, so the snapshot stays
+    state = js.imp_round(state, fraction=0.5)
+    assert int(state.step) == 2
+    for _ in range(3):
+        state = step(state)
+    np.testing.assert_array_equal(state.rewind_params["w"], params["w"] - 2.0)
+
+
+def test_nnx_model_through_split_and_merge():
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.l1 = nnx.Linear(4, 16, rngs=rngs)
+            self.l2 = nnx.Linear(16, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l2(jax.nn.relu(self.l1(x)))
+
+    graphdef, params = nnx.split(MLP(nnx.Rngs(0)), nnx.Param)
+    x = jax.random.normal(jax.random.key(1), (32, 4))
+    y = jnp.sum(x, axis=1, keepdims=True) * jnp.array([[1.0, -1.0]])
+
+    def loss_fn(p):
+        return jnp.mean((nnx.merge(graphdef, p)(x) - y) ** 2)
+
+    state = js.SparseTrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-2))
+    step = jax.jit(lambda s: s.apply_gradients(grads=jax.grad(loss_fn)(s.params)))
+    for _ in range(20):
+        state = step(state)
+    ticket = js.imp_round(state, fraction=0.5)
+    assert js.check_mask(ticket.mask, params) is None
+    assert sum(int(m.sum()) for m in jax.tree.leaves(ticket.mask)) == 16 + 2 + (64 + 32) // 2
+    model = nnx.merge(graphdef, ticket.params)
+    k = np.asarray(model.l1.kernel[...])
+    np.testing.assert_array_equal(k == 0, ~np.asarray(ticket.mask["l1"]["kernel"][...]))
+
+
+def test_plain_flax_train_state_with_rewind_to():
+    params = {"w": jnp.arange(1.0, 9.0).reshape(2, 4)}
+    state = train_state.TrainState.create(
+        apply_fn=None, params=params, tx=js.masked(optax.adam(1e-2))
+    )
+    state = state.apply_gradients(grads={"w": jnp.ones((2, 4))})
+    new = js.imp_round(state, fraction=0.25, rewind_to=params)
+    np.testing.assert_array_equal(
+        new.params["w"], np.where(np.arange(1, 9).reshape(2, 4) > 2, params["w"], 0.0)
+    )
+    assert int(new.step) == 0
+    with pytest.raises(ValueError, match="no rewind snapshot"):
+        js.imp_round(state)
+
+
+def test_sparse_state_is_a_pytree_that_vmaps_and_jits():
+    states = jax.vmap(
+        lambda k: js.SparseTrainState.create(
+            apply_fn=None, params={"w": jax.random.normal(k, (3, 3))}, tx=optax.sgd(0.1)
+        )
+    )(jax.random.split(jax.random.key(0), 4))
+    assert states.params["w"].shape == (4, 3, 3)
+    pruned = jax.jit(jax.vmap(lambda s: js.imp_round(s, fraction=1 / 3)))(states)
+    chex.assert_shape(pruned.mask["w"], (4, 3, 3))
+    assert [int(m.sum()) for m in pruned.mask["w"]] == [6, 6, 6, 6]
