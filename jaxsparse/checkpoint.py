@@ -15,29 +15,25 @@ Single process only (one host, any number of local devices, any sharding).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
 import shutil
-import uuid
-from collections.abc import Sequence
-from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
+from jaxsparse._storage import (
+    PathLike,
+    _check_like,
+    _complete_rounds,
+    _describe,
+    _place,
+    _read_arrays,
+    _read_record,
+    _write,
+)
 from jaxsparse.masks import check_mask, pack, path_str, unpack
-
-PathLike = str | os.PathLike
-RECORD = "jaxsparse.json"
-_VERSION = 1
-_ROUND = re.compile(r"round_(\d{4,})")
 
 
 def save_state(directory: PathLike, state: Any, *, extra: dict | None = None) -> None:
@@ -301,196 +297,3 @@ def load_ticket(
         jax.tree.unflatten(treedef, params),
         record["metadata"],
     )
-
-
-# -- storage: orbax arrays + a JSON record, committed by renaming a temp directory --------
-
-
-def _describe(path: str, x: Any) -> dict:
-    return {"path": path, "shape": list(np.shape(x)), "dtype": str(jnp.result_type(x))}
-
-
-def _is_key(x: Any) -> bool:
-    return jax.dtypes.issubdtype(jnp.result_type(x), jax.dtypes.prng_key)
-
-
-def _digest(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
-
-
-def _check_process() -> None:
-    if jax.process_count() > 1:
-        raise NotImplementedError(
-            "jaxsparse.checkpoint supports single-process runs only; use orbax's "
-            "CheckpointManager directly across hosts"
-        )
-
-
-def _write(directory: PathLike, kind: str, leaves: list[dict], arrays: Sequence[Any], **user):
-    _check_process()
-    try:
-        user_json = {k: json.loads(json.dumps(v)) for k, v in user.items()}
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"checkpoint {kind} at {directory}: {list(user)} must be JSON: {e}") from e
-    directory = Path(directory).absolute()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a crashed save of this directory
-    tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex}")
-    stored, records = {}, []
-    for i, x in enumerate(arrays):
-        rec = {}
-        if _is_key(x):
-            rec["key_impl"] = str(jax.random.key_impl(x))
-            x = jax.random.key_data(x)
-        if not isinstance(x, jax.Array):
-            x = np.asarray(x)
-        rec.update(shape=list(x.shape), dtype=str(x.dtype), sha256=_digest(np.asarray(x)))
-        if x.size:  # orbax refuses zero-size arrays; the record alone restores them
-            stored[f"a{i:05d}"] = x
-        records.append(rec)
-    tmp.mkdir()
-    try:
-        if stored:
-            with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
-                ckptr.save(tmp / "arrays", args=ocp.args.StandardSave(stored))
-        record = {
-            "format": f"jaxsparse.{kind}",
-            "version": _VERSION,
-            "leaves": leaves,
-            "arrays": records,
-            **user_json,
-        }
-        with open(tmp / RECORD, "w") as f:
-            json.dump(record, f)
-            f.flush()
-            os.fsync(f.fileno())
-        _commit(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _commit(tmp: Path, directory: Path) -> None:
-    # A non-empty directory cannot be replaced in one rename: move the old one aside
-    # first. A crash between the two renames leaves no `directory` (load raises), never a
-    # half-written one.
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex}")
-        os.rename(directory, old)
-        os.rename(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, directory)
-
-
-def _read_record(directory: PathLike, kind: str) -> dict:
-    _check_process()
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"no checkpoint at {directory}")
-    try:
-        with open(directory / RECORD) as f:
-            record = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(
-            f"checkpoint at {directory} is incomplete: no {RECORD} (an interrupted save?)"
-        ) from None
-    except (OSError, ValueError) as e:
-        raise ValueError(f"checkpoint at {directory} is corrupt: unreadable {RECORD}: {e}") from e
-    fmt = record.get("format") if isinstance(record, dict) else None
-    if fmt != f"jaxsparse.{kind}" or not {"leaves", "arrays"} <= set(record):
-        raise ValueError(
-            f"checkpoint at {directory} is not a jaxsparse {kind} checkpoint (format {fmt!r})"
-        )
-    return record
-
-
-def _check_like(directory: PathLike, saved: list[dict], like: list[dict]) -> None:
-    saved_paths, like_paths = [d["path"] for d in saved], [d["path"] for d in like]
-    if saved_paths != like_paths:
-        missing = [p for p in saved_paths if p not in like_paths]
-        unexpected = [p for p in like_paths if p not in saved_paths]
-        first = next((a, b) for a, b in zip_longest(saved_paths, like_paths) if a != b)
-        raise ValueError(
-            f"checkpoint at {directory} does not match the structure of like: first "
-            f"difference at path {first[0]!r} (checkpoint) vs {first[1]!r} (like); "
-            f"paths only in the checkpoint {missing[:5]}, only in like {unexpected[:5]}"
-        )
-    for s, k in zip(saved, like):
-        for field in ("shape", "dtype"):
-            if s[field] != k[field]:
-                show = tuple if field == "shape" else str
-                raise ValueError(
-                    f"checkpoint at {directory}: leaf '{s['path']}' has {field} "
-                    f"{show(s[field])} in the checkpoint, {show(k[field])} in like"
-                )
-
-
-def _target_sharding(x: Any) -> jax.sharding.Sharding:
-    sharding = getattr(x, "sharding", None)
-    return sharding if sharding is not None else jax.sharding.SingleDeviceSharding(jax.devices()[0])
-
-
-def _read_arrays(
-    directory: PathLike, record: dict, likes: Sequence[Any], names: Sequence[str]
-) -> list[Any]:
-    """Reads the stored arrays, checks their digests, and places each like its ``likes``
-    entry (``None``: a host numpy array); ``names`` label them in errors."""
-    recs = record["arrays"]
-    if len(recs) != len(likes):
-        raise ValueError(f"checkpoint at {directory} is corrupt: {len(recs)} arrays recorded")
-    targets = {}
-    for i, (rec, x) in enumerate(zip(recs, likes)):
-        if np.prod(rec["shape"]):
-            targets[f"a{i:05d}"] = jax.ShapeDtypeStruct(
-                rec["shape"], rec["dtype"], sharding=_target_sharding(x)
-            )
-    try:
-        restored = {}
-        if targets:
-            with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
-                restored = ckptr.restore(
-                    Path(directory).absolute() / "arrays", args=ocp.args.StandardRestore(targets)
-                )
-    except Exception as e:  # orbax/tensorstore raise many types for damaged files
-        first_line = (str(e).splitlines() or [""])[0][:300]
-        raise ValueError(
-            f"checkpoint at {directory} is corrupt or unreadable: {type(e).__name__}: {first_line}"
-        ) from e
-    out = []
-    for i, (rec, x, name) in enumerate(zip(recs, likes, names)):
-        key = f"a{i:05d}"
-        a = restored[key] if key in targets else np.zeros(rec["shape"], rec["dtype"])
-        if _digest(np.asarray(a)) != rec["sha256"]:
-            raise ValueError(
-                f"checkpoint at {directory} is corrupt: leaf '{name}' does not match the "
-                f"digest recorded at save time"
-            )
-        if x is None:
-            out.append(np.asarray(a))
-        elif "key_impl" in rec:  # restored onto like's sharding already
-            out.append(jax.random.wrap_key_data(jnp.asarray(a), impl=rec["key_impl"]))
-        else:
-            out.append(_place(a, x))
-    return out
-
-
-def _place(a: Any, like: Any) -> Any:
-    """``a`` as the kind of leaf ``like`` is: a numpy array, or a jax array on like's
-    sharding (the default device for abstract leaves)."""
-    if isinstance(like, np.ndarray | np.generic | int | float | bool | complex):
-        return np.asarray(a)
-    return jax.device_put(a, _target_sharding(like))
-
-
-def _complete_rounds(root: PathLike) -> list[int]:
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    rounds = []
-    for p in root.iterdir():
-        match = _ROUND.fullmatch(p.name)
-        if match and (p / RECORD).is_file():
-            rounds.append(int(match.group(1)))
-    return sorted(rounds)

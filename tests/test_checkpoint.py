@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxsparse as js
-from jaxsparse import checkpoint
+from jaxsparse import _storage, checkpoint
 from jaxsparse.masks import path_str
 
 WORKER = Path(__file__).with_name("_imp_worker.py")
@@ -140,7 +140,7 @@ def test_failed_save_leaves_the_old_checkpoint(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.json, "dump", crash)  # dies after orbax wrote the arrays
+    monkeypatch.setattr(_storage.json, "dump", crash)  # dies after orbax wrote the arrays
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save_state(d, {"w": jnp.ones(4)}, extra={"v": 2})
     monkeypatch.undo()
@@ -229,7 +229,7 @@ def test_missing_and_partial_checkpoints(tmp_path):
         checkpoint.load_state(tmp_path / "nowhere", like)
     d = tmp_path / "ckpt"
     checkpoint.save_state(d, {"w": jnp.ones((8, 8))})
-    (d / checkpoint.RECORD).unlink()  # as if the save had died before completing
+    (d / _storage.RECORD).unlink()  # as if the save had died before completing
     with pytest.raises(ValueError, match="incomplete") as e:
         checkpoint.load_state(d, like)
     assert str(d) in str(e.value)
@@ -264,7 +264,7 @@ def test_corrupt_checkpoint_raises(tmp_path, damage):
         for p in _data_files(d):
             p.unlink()
     else:
-        (d / checkpoint.RECORD).write_text('{"format": "jaxsparse.state", "leav')
+        (d / _storage.RECORD).write_text('{"format": "jaxsparse.state", "leav')
     with pytest.raises(ValueError, match="corrupt") as e:
         checkpoint.load_state(d, jax.tree.map(jnp.zeros_like, tree))
     assert str(d) in str(e.value)
@@ -278,8 +278,8 @@ def test_silently_altered_values_are_caught(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     checkpoint.save_state(a, {"w": jnp.zeros((8, 8))})
     checkpoint.save_state(b, {"w": jnp.ones((8, 8))})
-    record = json.loads((a / checkpoint.RECORD).read_text())
-    (b / checkpoint.RECORD).write_text(json.dumps(record))
+    record = json.loads((a / _storage.RECORD).read_text())
+    (b / _storage.RECORD).write_text(json.dumps(record))
     with pytest.raises(ValueError, match="'w' does not match the digest"):
         checkpoint.load_state(b, {"w": jnp.zeros((8, 8))})
 
