@@ -63,6 +63,10 @@ def masked(
       weights); Lee et al., JaxPruner 2023 (sparsity kept by the optimizer).
     """
 
+    # chain() hands extra arguments (e.g. ``value=``) to every member; an inner transform
+    # that takes none must still accept them.
+    inner = optax.with_extra_args_support(inner)
+
     def init_fn(params):
         m = mask_like(params) if mask is None else mask
         check_mask(m, params, name="masked(): mask")

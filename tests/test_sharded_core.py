@@ -1,0 +1,167 @@
+"""The masked step and global pruning under pmap and under jit over a sharded Mesh.
+
+The root conftest gives 8 fake CPU devices; results must match one device: masks bit for
+bit, params equal.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import jaxsparse as js
+
+N_DEV = 8
+AMOUNT = 0.3
+STEPS = 5
+
+
+def _params():
+    k = jax.random.split(jax.random.key(0), 4)
+    return {
+        "Dense_0": {"kernel": jax.random.normal(k[0], (16, 24)), "bias": jnp.zeros(24)},
+        "Dense_1": {"kernel": jax.random.normal(k[1], (24, 8)), "bias": 0.1 * jnp.ones(8)},
+    }
+
+
+def _batch():
+    kx, ky = jax.random.split(jax.random.key(1))
+    return jax.random.normal(kx, (32, 16)), jax.random.normal(ky, (32, 8))
+
+
+def loss_fn(params, batch):
+    x, y = batch
+    h = jnp.tanh(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
+    out = h @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]
+    return jnp.mean((out - y) ** 2)
+
+
+TX = js.masked(optax.adam(1e-2))
+
+
+@jax.jit
+def _prune(params, mask):
+    return js.prune(js.scores.magnitude(params), mask, AMOUNT, scope="global")
+
+
+def _train(params, opt_state, batch, grad_reduce=lambda g: g):
+    def body(carry, _):
+        p, s = carry
+        g = grad_reduce(jax.grad(loss_fn)(p, batch))
+        u, s = TX.update(g, s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    return jax.lax.scan(body, (params, opt_state), None, length=STEPS)[0]
+
+
+def _round(params, opt_state, batch, grad_reduce=lambda g: g):
+    """Prune globally, set the mask, train a few masked steps, prune again."""
+    mask = _prune(params, js.get_mask(opt_state))
+    opt_state = js.set_mask(opt_state, mask)
+    params, opt_state = _train(params, opt_state, batch, grad_reduce)
+    mask2 = _prune(params, mask)
+    return params, opt_state, mask, mask2
+
+
+@pytest.fixture(scope="module")
+def single_device():
+    params = _params()
+    out = jax.jit(_round)(params, TX.init(params), _batch())
+    return jax.device_get(out)
+
+
+def _check(single, params, mask, mask2):
+    s_params, _, s_mask, s_mask2 = single
+    for a, b in zip(jax.tree.leaves(mask), jax.tree.leaves(s_mask)):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    for a, b in zip(jax.tree.leaves(mask2), jax.tree.leaves(s_mask2)):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    for a, b, m in zip(*map(jax.tree.leaves, (params, s_params, s_mask))):
+        a = np.asarray(a)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert np.all(a[~m] == 0.0)
+    # the test has teeth: something was pruned in each round, and the params moved
+    assert sum(int(np.sum(~m)) for m in jax.tree.leaves(s_mask)) > 0
+    n_kernel = 16 * 24 + 24 * 8
+    alive1 = n_kernel - round(AMOUNT * n_kernel)
+    assert sum(int(np.sum(m)) for m in jax.tree.leaves(s_mask)) == alive1 + 24 + 8
+    alive2 = alive1 - round(AMOUNT * alive1)
+    assert sum(int(np.sum(m)) for m in jax.tree.leaves(s_mask2)) == alive2 + 24 + 8
+
+
+def test_eight_devices():
+    assert jax.device_count() >= N_DEV
+
+
+def test_pmap_matches_one_device(single_device):
+    params = _params()
+    opt_state = TX.init(params)
+    x, y = _batch()
+    shard = lambda a: a.reshape((N_DEV, a.shape[0] // N_DEV, *a.shape[1:]))  # noqa: E731
+    replicate = lambda t: jax.tree.map(lambda a: jnp.broadcast_to(a, (N_DEV, *a.shape)), t)  # noqa: E731
+
+    reduce = functools.partial(jax.lax.pmean, axis_name="d")
+    step = jax.pmap(functools.partial(_round, grad_reduce=lambda g: reduce(g)), axis_name="d")
+    params_r, _, mask_r, mask2_r = step(
+        replicate(params), replicate(opt_state), (shard(x), shard(y))
+    )
+    # every replica holds the same bits
+    for tree in (params_r, mask_r, mask2_r):
+        for leaf in jax.tree.leaves(tree):
+            leaf = np.asarray(leaf)
+            for d in range(1, N_DEV):
+                np.testing.assert_array_equal(leaf[d], leaf[0])
+    first = lambda t: jax.tree.map(lambda a: np.asarray(a)[0], t)  # noqa: E731
+    _check(single_device, first(params_r), first(mask_r), first(mask2_r))
+
+
+def test_pmap_global_prune_alone_is_bit_identical():
+    params = jax.tree.map(lambda a: a * 3.0 + 1.0, _params())
+    mask = js.mask_like(params)
+    single = jax.jit(_prune)(params, mask)
+    rep = jax.tree.map(lambda a: jnp.broadcast_to(a, (N_DEV, *a.shape)), (params, mask))
+    out = jax.pmap(_prune)(*rep)
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(single)):
+        a, b = np.asarray(a), np.asarray(b)
+        for d in range(N_DEV):
+            np.testing.assert_array_equal(a[d], b)
+
+
+def _by_rows(tree):
+    """Every array sharded on its leading dim (all divisible by 8), scalars replicated."""
+    mesh = Mesh(np.array(jax.devices()[:N_DEV]), ("x",))
+    return jax.tree.map(
+        lambda a: jax.device_put(a, NamedSharding(mesh, P("x") if a.ndim else P())), tree
+    )
+
+
+def test_jit_over_mesh_matches_one_device(single_device):
+    params = _by_rows(_params())
+    opt_state = _by_rows(TX.init(_params()))
+    batch = _by_rows(_batch())
+    assert params["Dense_0"]["kernel"].sharding.shard_shape((16, 24)) == (2, 24)
+    assert len(params["Dense_0"]["kernel"].addressable_shards) == N_DEV
+
+    params_o, opt_o, mask, mask2 = jax.jit(_round)(params, opt_state, batch)
+    _check(single_device, params_o, mask, mask2)
+    # the masks come back as global arrays spread over the mesh, like their params
+    for m in jax.tree.leaves(mask2):
+        assert len(m.sharding.device_set) == N_DEV
+    for a, b in zip(jax.tree.leaves(js.get_mask(opt_o)), jax.tree.leaves(mask)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_jit_over_mesh_global_prune_alone_is_bit_identical():
+    params = jax.tree.map(lambda a: a * 3.0 + 1.0, _params())
+    mask = _prune(js.scores.random(jax.random.key(5), params), js.mask_like(params))
+    prune = jax.jit(_prune)
+    single = prune(params, mask)
+    sharded = prune(_by_rows(params), _by_rows(mask))
+    assert len(jax.tree.leaves(sharded)[0].sharding.device_set) == N_DEV
+    for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
