@@ -31,10 +31,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import shutil
 import sys
 import time
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,58 +142,9 @@ class LotteryConfig:
 QUICK = {"rounds": 3, "steps": 100, "eval_every": 25, "seeds": 2}
 
 
-# --------------------------------------------------------------------------- flags
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _typed(kind: type, meta: dict, flag: str):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
-        if "min" in meta and value < meta["min"]:
-            raise argparse.ArgumentTypeError(f"must be >= {meta['min']}, got {text}")
-        if "gt" in meta and not value > meta["gt"]:
-            raise argparse.ArgumentTypeError(f"must be > {meta['gt']}, got {text}")
-        if meta.get("unit") and not 0.0 <= value < 1.0:
-            raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls=None) -> None:
-    """Adds one flag per dataclass field, typed, with help and choices from metadata."""
-    cls = cls or LotteryConfig
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        kind, meta, flag = hints[f.name], f.metadata, _flag(f.name)
-        help_text = f"{meta.get('help', '')} (default: {f.default})"
-        if kind is bool:
-            parser.add_argument(
-                flag, action="store_true", default=argparse.SUPPRESS, help=help_text
-            )
-        else:
-            parser.add_argument(
-                flag,
-                type=_typed(kind, meta, flag),
-                choices=meta.get("choices"),
-                default=argparse.SUPPRESS,
-                metavar=kind.__name__.upper() if "choices" not in meta else None,
-                help=help_text,
-            )
-
-
 def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> LotteryConfig:
     """Defaults, then the ``--quick`` preset, then the flags given explicitly."""
     given = vars(args).copy()
-    given.pop("command", None)
-    given.pop("func", None)
     values = dict(QUICK) if given.get("quick") else {}
     values.update(given)
     cfg = LotteryConfig(**values)
@@ -213,7 +164,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         prog="jaxsparse lottery",
         description=__doc__.split("\n\n")[0],
     )
-    add_arguments(parser)
+    from experiments.cli import add_dataclass_arguments
+
+    add_dataclass_arguments(parser, LotteryConfig)
     return parser
 
 
@@ -400,7 +353,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
     ds = data_lib.load(cfg.data)
-    model, init_fn, make_state = setup(cfg)
+    model, init_fn, _ = setup(cfg)
     rates = models.pruning_rates(cfg.model, cfg.fraction, cfg.output_fraction)
 
     def loss_fn(params, batch):
@@ -452,9 +405,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         "x_test": ds.x_test,
         "y_test": ds.y_test,
     }
-    base = jax.random.key(cfg.seed)
-    init_keys = jax.random.split(jax.random.fold_in(base, 0), cfg.seeds)
-    run_keys = jax.random.split(jax.random.fold_in(base, 1), cfg.seeds)
+    run_keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), 1), cfg.seeds)
 
     if cfg.mesh:
         mesh = Mesh(np.array(jax.devices()), ("data",))
@@ -472,8 +423,8 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         return jax.device_put(tree, replicated) if replicated is not None else tree
 
     round_fn = jax.jit(jax.vmap(one_round, in_axes=(0, 0, None)), **jit_kw)
-    state = place(jax.jit(jax.vmap(make_state), **jit_kw)(init_keys))
-    initial_state = state
+    state = place(initial_state(cfg))
+    state0 = state
 
     history: list[dict] = []
     start = 0
@@ -535,15 +486,13 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
 
     rows = summarise(history, cfg)
     best = best_round(rows, cfg.best_tolerance)
-    sizes = {
-        p: int(np.prod(x.shape[1:])) for p, x in zip(paths, jax.tree.leaves(initial_state.params))
-    }
+    sizes = {p: int(np.prod(x.shape[1:])) for p, x in zip(paths, jax.tree.leaves(state0.params))}
     prunable = {p: s for p, s in sizes.items() if p.endswith("kernel")}
 
     # The ticket trained in round b is the state that entered round b: the initial
     # state for b = 0, else the one saved after round b - 1.
     if best == 0:
-        ticket_state = initial_state
+        ticket_state = state0
     else:
         ticket_state, _ = checkpoint.load_state(ckpt_root / f"round_{best - 1:04d}", state)
     seed0 = jax.tree.map(lambda x: np.asarray(x[0]), ticket_state)
@@ -572,13 +521,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         "layer_sizes": sizes,
         "prunable": prunable,
         "rates": {
-            p: (
-                cfg.output_fraction
-                if p.startswith("output")
-                else cfg.fraction / 2
-                if p.startswith("conv")
-                else cfg.fraction
-            )
+            p: next((f for pat, f in rates.items() if re.search(pat, p)), cfg.fraction)
             for p in prunable
         },
         "std": "sample standard deviation over seeds (ddof=1)",

@@ -57,8 +57,9 @@ def test_quick_run_outputs(quick_run):
     assert res["arms"] == ["ticket", "reinit", "reprune"]
 
     # per-layer densities: n_r = n_{r-1} - round(p * n_{r-1}), p = 0.2 hidden, 0.1 output
+    assert res["rates"] == {"hidden_0/kernel": 0.2, "hidden_1/kernel": 0.2, "output/kernel": 0.1}
     for path, size in res["prunable"].items():
-        p = 0.1 if path.startswith("output") else 0.2
+        p = res["rates"][path]
         expected = _expected_alive(size, p, cfg.rounds)
         got = [r["layer_alive"][path] for r in rows]
         assert got == expected, path
