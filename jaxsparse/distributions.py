@@ -75,6 +75,11 @@ def _solve(
         free = [n for n in names if n not in fixed]
         rest = budget - sum(fixed[n] * size[n] for n in fixed)
         if not free:
+            if abs(rest) > 0.5:  # more than half a weight away from the target
+                raise ValueError(
+                    f"{caller}: every prunable leaf is pinned (dense= / overrides= / the "
+                    f"method's own rules), so the global sparsity {sparsity} is out of reach"
+                )
             break
         eps = rest / sum(p[n] * size[n] for n in free)
         if eps < 0:

@@ -59,13 +59,18 @@ def _select_lowest(keys: list[jax.Array], k: jax.Array) -> list[jax.Array]:
     # the largest t with #(key < t) <= k is the k-th smallest key (0-indexed)
     t = jax.lax.fori_loop(0, 32, bit_pass, jnp.uint32(0))
     remaining = k - count_below(t)
-    out, before = [], jnp.int32(0)
-    for x in keys:
-        eq = (x == t) & (x != _TOP)
-        rank = jnp.cumsum(eq.ravel(), dtype=jnp.int32).reshape(x.shape) + before
-        out.append((x < t) | (eq & (rank <= remaining)))
-        before = before + jnp.sum(eq, dtype=jnp.int32)
-    return out
+
+    def with_ties():
+        out, before = [], jnp.int32(0)
+        for x in keys:
+            eq = (x == t) & (x != _TOP)
+            rank = jnp.cumsum(eq.ravel(), dtype=jnp.int32).reshape(x.shape) + before
+            out.append((x < t) | (eq & (rank <= remaining)))
+            before = before + jnp.sum(eq, dtype=jnp.int32)
+        return out
+
+    # Without ties at the threshold (the usual case) no ranking pass is needed.
+    return jax.lax.cond(remaining == 0, lambda: [x < t for x in keys], with_ties)
 
 
 def _check_scores(scores: chex.ArrayTree, mask: chex.ArrayTree) -> None:

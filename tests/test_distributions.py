@@ -231,3 +231,15 @@ def test_override_outside_unit_interval():
 def test_pins_exceeding_budget():
     with pytest.raises(ValueError, match="budget"):
         dist.uniform(_params(), 0.9, dense=["Dense_0"])
+
+
+def test_target_out_of_reach_when_every_leaf_is_pinned():
+    from jaxsparse import distributions
+
+    with pytest.raises(ValueError, match="uniform_plus: every prunable leaf is pinned"):
+        distributions.uniform_plus({"only": jnp.ones((10, 10))}, 0.5)
+    with pytest.raises(ValueError, match="erk: every prunable leaf is pinned"):
+        distributions.erk({"a": jnp.ones((4, 4))}, 0.5, dense=["a"])
+    # pinned leaves that happen to meet the target exactly are fine
+    t = distributions.uniform({"a": jnp.ones((4, 4))}, 0.5, overrides={"a": 0.5})
+    assert t["a"] == 0.5
