@@ -176,8 +176,9 @@ def run(
     density, then calls :func:`imp_round` on the trained state. Each control
     ``control(ticket, key) -> state`` (e.g. ``lambda s, k: reprune(s, k)``) derives an
     arm from the untrained ticket of the round; the ticket and its controls are stacked
-    and trained together under ``jax.vmap``, so K arms cost one program. Only the
-    ticket (arm 0) is pruned to seed the next round.
+    and trained together under ``jax.vmap``, so K arms cost one program; all arms of a
+    round see the same data order (the same training key), so they differ only in what
+    the control changed. Only the ticket (arm 0) is pruned to seed the next round.
 
     Jit it whole (``jax.jit(run, static_argnames=...)`` or inside your own jitted
     function) and the R rounds compile once; ``vmap`` it over keys for seeds.
@@ -211,14 +212,14 @@ def run(
     References:
       Frankle & Carbin, ICLR 2019; Frankle et al., ICML 2020.
     """
-    n_arms = 1 + len(controls)
 
     def one_round(ticket, key):
         k_arms, k_train = jax.random.split(key)
         arm_keys = jax.random.split(k_arms, max(len(controls), 1))
         arms = [ticket] + [c(ticket, k) for c, k in zip(controls, arm_keys)]
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *arms)
-        trained, metrics = jax.vmap(train_fn)(stacked, jax.random.split(k_train, n_arms))
+        # one data order for every arm: the arms differ only in their mask or init
+        trained, metrics = jax.vmap(train_fn, in_axes=(0, None))(stacked, k_train)
         dens = jax.vmap(lambda s: density(s.mask, s.where))(trained)
         trained_ticket = jax.tree.map(lambda x: x[0], trained)
         next_ticket = imp_round(trained_ticket, **imp_kwargs)
