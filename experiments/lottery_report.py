@@ -1,0 +1,140 @@
+"""Reporting for the lottery-ticket study: summaries over seeds, the table, the CSV and
+the plot (accuracy and early-stop iteration against % of weights remaining)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from experiments.lottery_config import LotteryConfig
+
+ARMS = ("ticket", "reinit", "reprune")
+ARM_LABELS = {
+    "ticket": "winning ticket",
+    "reinit": "random reinit",
+    "reprune": "random reprune",
+}
+BEST_RULE = (
+    "the sparsest round whose winning ticket's mean early-stop test accuracy is within "
+    "{tol} points of the dense network's (round 0); seed 0's mask and rewound weights"
+)
+
+
+def summarise(history: list[dict], cfg: LotteryConfig) -> list[dict]:
+    """Per round and arm: % remaining and early-stop / final accuracy over seeds."""
+    import numpy as np
+
+    rows = []
+    for rec in history:
+        val = np.asarray(rec["val_loss"])  # (seeds, arms, evals)
+        acc = np.asarray(rec["test_acc"])
+        # index 0 is the evaluation before training; early stopping picks among the rest
+        es = np.argmin(val[..., 1:], axis=-1) + 1
+        es_acc = np.take_along_axis(acc, es[..., None], axis=-1)[..., 0]
+        ddof = 1 if val.shape[0] > 1 else 0
+        row = {"round": rec["round"], "layer_alive": rec["layer_alive"], "arms": {}}
+        for a, arm in enumerate(ARMS):
+            dens = np.asarray(rec["density"])[:, a]
+            iters = es[:, a] * cfg.eval_every
+            row["arms"][arm] = {
+                "pct_remaining": float(100 * dens.mean()),
+                "early_stop_acc": float(es_acc[:, a].mean()),
+                "early_stop_acc_std": float(es_acc[:, a].std(ddof=ddof)),
+                "early_stop_iter": float(iters.mean()),
+                "early_stop_iter_std": float(iters.std(ddof=ddof)),
+                "final_acc": float(acc[:, a, -1].mean()),
+                "final_acc_std": float(acc[:, a, -1].std(ddof=ddof)),
+                "per_seed": {
+                    "early_stop_acc": es_acc[:, a].tolist(),
+                    "early_stop_iter": iters.tolist(),
+                    "final_acc": acc[:, a, -1].tolist(),
+                },
+            }
+        rows.append(row)
+    return rows
+
+
+def best_round(rows: list[dict], tol_points: float) -> int:
+    dense = rows[0]["arms"]["ticket"]["early_stop_acc"]
+    ok = [
+        r["round"]
+        for r in rows
+        if r["arms"]["ticket"]["early_stop_acc"] >= dense - tol_points / 100
+    ]
+    return max(ok)
+
+
+def table(rows: list[dict], cfg: LotteryConfig) -> str:
+    """A markdown table: one row per round, the three arms side by side."""
+
+    def pm(m, s, scale=100, fmt="{:.1f}"):
+        return f"{fmt.format(m * scale)} ± {fmt.format(s * scale)}"
+
+    head = ["round", "% weights"]
+    for arm in ARMS:
+        head += [f"{arm} ES acc %", f"{arm} ES iter", f"{arm} final %"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["round"]), f"{r['arms']['ticket']['pct_remaining']:.1f}"]
+        for arm in ARMS:
+            a = r["arms"][arm]
+            cells += [
+                pm(a["early_stop_acc"], a["early_stop_acc_std"]),
+                pm(a["early_stop_iter"], a["early_stop_iter_std"], 1, "{:.0f}"),
+                pm(a["final_acc"], a["final_acc_std"]),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    keys = [
+        "pct_remaining",
+        "early_stop_acc",
+        "early_stop_acc_std",
+        "early_stop_iter",
+        "early_stop_iter_std",
+        "final_acc",
+        "final_acc_std",
+    ]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["round", "arm", *keys])
+        for r in rows:
+            for arm in ARMS:
+                w.writerow([r["round"], arm, *(r["arms"][arm][k] for k in keys)])
+
+
+def plot(path: Path, rows: list[dict], cfg: LotteryConfig, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"ticket": ("C0", "o"), "reinit": ("C3", "s"), "reprune": ("C2", "^")}
+    for arm in ARMS:
+        x = [r["arms"][arm]["pct_remaining"] for r in rows]
+        color, marker = styles[arm]
+        for ax, key, scale in ((ax1, "early_stop_acc", 100), (ax2, "early_stop_iter", 1)):
+            y = [r["arms"][arm][key] * scale for r in rows]
+            e = [r["arms"][arm][key + "_std"] * scale for r in rows]
+            ax.errorbar(
+                x, y, yerr=e, color=color, marker=marker, ms=4, capsize=3, label=ARM_LABELS[arm]
+            )
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        lowest = min(r["arms"]["ticket"]["pct_remaining"] for r in rows)
+        ticks = [t for t in (100, 51.3, 21.1, 7.0, 3.6, 1.9) if t >= lowest * 0.9]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlim(110, lowest * 0.85)  # reversed: 100% on the left, as in the paper
+        ax.set_xlabel("% of weights remaining")
+        ax.grid(alpha=0.3)
+    ax1.set_ylabel("test accuracy at early stop (%)")
+    ax2.set_ylabel("early-stop iteration (min. val. loss)")
+    ax1.legend()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
