@@ -70,6 +70,13 @@ def round_mul(a: float | jax.Array, n: int | jax.Array) -> jax.Array | int:
 
     Returns:
       A Python int when both are static, else an int32 scalar.
+
+    Example:
+        >>> round_mul(0.1, 5), int(jax.jit(lambda n: round_mul(0.1, n))(5))
+        (0, 0)
+
+    References:
+      PyTorch, ``torch.nn.utils.prune`` (prunes ``round(amount * n)`` weights).
     """
     if isinstance(n, (int, np.integer)) and isinstance(a, (float, int, np.floating)):
         return round(float(a) * int(n))

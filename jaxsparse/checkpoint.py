@@ -140,6 +140,9 @@ def save_round(
         ...     _ = save_round(root, r, {"w": jnp.full(2, r)}, keep=2)
         >>> latest_round(root), sorted(p.name for p in pathlib.Path(root).iterdir())
         (2, ['round_0001', 'round_0002'])
+
+    References:
+      Orbax checkpointing (orbax.checkpoint), https://orbax.readthedocs.io.
     """
     if round_index < 0:
         raise ValueError(f"save_round: round_index must be >= 0, got {round_index}")
@@ -163,6 +166,9 @@ def latest_round(root: PathLike) -> int | None:
         >>> import tempfile
         >>> latest_round(tempfile.mkdtemp()) is None
         True
+
+    References:
+      Orbax checkpointing (orbax.checkpoint), https://orbax.readthedocs.io.
     """
     rounds = _complete_rounds(root)
     return rounds[-1] if rounds else None
@@ -186,6 +192,9 @@ def restore_latest(root: PathLike, like: Any) -> tuple[int, Any, dict] | None:
         >>> _ = save_round(root, 3, {"w": jnp.ones(2)}, extra={"loss": 0.5})
         >>> restore_latest(root, {"w": jnp.zeros(2)})
         (3, {'w': Array([1., 1.], dtype=float32)}, {'loss': 0.5})
+
+    References:
+      Orbax checkpointing (orbax.checkpoint), https://orbax.readthedocs.io.
     """
     r = latest_round(root)
     if r is None:
@@ -267,6 +276,10 @@ def load_ticket(
         Traceback (most recent call last):
         ...
         ValueError: ...leaf 'w' has shape (2,) in the checkpoint, (3,) in like
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (a ticket is the
+      mask and the initial weights).
     """
     flat, treedef = jax.tree_util.tree_flatten_with_path(like_params)
     record = _read_record(directory, "ticket")

@@ -118,6 +118,10 @@ def uniform(
         >>> t = uniform({"a": jnp.ones((10, 10)), "b": jnp.ones(10)}, 0.9)
         >>> t["a"], t["b"]
         (0.9, 0.0)
+
+    References:
+      Frankle & Carbin, ICLR 2019; Evci et al., "Rigging the Lottery", ICML 2020; Liu et
+      al., "The Unreasonable Effectiveness of Random Pruning", ICLR 2022.
     """
     return _solve(params, sparsity, lambda s: 1.0, where, dense, overrides, caller="uniform")
 

@@ -29,18 +29,64 @@ Filter = str | Callable[[str, Any], bool] | None
 
 
 def path_str(path: jax.tree_util.KeyPath) -> str:
-    """The ``/``-joined path of a leaf, e.g. ``"params/Dense_0/kernel"``."""
+    """The ``/``-joined path of a leaf, e.g. ``"params/Dense_0/kernel"``.
+
+    Args:
+      path: a key path from ``jax.tree_util.tree_flatten_with_path``.
+
+    Returns:
+      The path's keys joined by ``/``.
+
+    Example:
+        >>> tree = {"params": {"Dense_0": {"kernel": jnp.ones(2)}}}
+        >>> path_str(jax.tree_util.tree_flatten_with_path(tree)[0][0][0])
+        'params/Dense_0/kernel'
+
+    References:
+      JAX, "Working with pytrees" (key paths, ``jax.tree_util.keystr``).
+    """
     return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def kernels(path: str, leaf: Any) -> bool:
-    """Default filter: floating leaves with ``ndim >= 2`` (dense and conv kernels)."""
+    """Default filter: floating leaves with ``ndim >= 2`` (dense and conv kernels).
+
+    Args:
+      path: the leaf's path (unused).
+      leaf: the leaf, or anything with a shape and dtype.
+
+    Returns:
+      ``True`` for a floating leaf of rank 2 or more.
+
+    Example:
+        >>> kernels("w", jnp.ones((3, 2))), kernels("b", jnp.ones(2))
+        (True, False)
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (weights of
+      dense and conv layers are pruned, biases are not).
+    """
     del path
     return _is_float(leaf) and len(jnp.shape(leaf)) >= 2
 
 
 def all_leaves(path: str, leaf: Any) -> bool:
-    """Filter that selects every floating leaf (biases and norms too)."""
+    """Filter that selects every floating leaf (biases and norms too).
+
+    Args:
+      path: the leaf's path (unused).
+      leaf: the leaf, or anything with a shape and dtype.
+
+    Returns:
+      ``True`` for any floating leaf.
+
+    Example:
+        >>> all_leaves("b", jnp.ones(2)), all_leaves("step", jnp.int32(0))
+        (True, False)
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
+    """
     del path
     return _is_float(leaf)
 
@@ -50,7 +96,26 @@ def _is_float(leaf: Any) -> bool:
 
 
 def resolve_filter(where: Filter) -> Callable[[str, Any], bool]:
-    """Turns a ``where=`` argument into a ``(path, leaf) -> bool`` predicate."""
+    """Turns a ``where=`` argument into a ``(path, leaf) -> bool`` predicate.
+
+    Args:
+      where: ``None`` (:func:`kernels`), a regex searched in the leaf's path, or a
+        callable ``(path, leaf) -> bool`` (returned as is).
+
+    Returns:
+      The predicate.
+
+    Raises:
+      TypeError: ``where`` is none of the above.
+
+    Example:
+        >>> pred = resolve_filter("Dense_0/")
+        >>> pred("Dense_0/bias", jnp.ones(2)), pred("Dense_1/bias", jnp.ones(2))
+        (True, False)
+
+    References:
+      Equinox filter specs (``eqx.filter``, ``eqx.partition``).
+    """
     if where is None:
         return kernels
     if isinstance(where, str):
@@ -67,10 +132,20 @@ def resolve_filter(where: Filter) -> Callable[[str, Any], bool]:
 def prunable(tree: chex.ArrayTree, where: Filter = None) -> chex.ArrayTree:
     """A pytree of Python bools mirroring ``tree``: ``True`` where a leaf is prunable.
 
+    Args:
+      tree: any pytree of arrays.
+      where: the prunable-leaf filter (see the module docstring).
+
+    Returns:
+      A pytree of Python bools with ``tree``'s structure.
+
     Example:
         >>> params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
         >>> prunable(params)
         {'b': False, 'w': True}
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
     """
     pred = resolve_filter(where)
     return jax.tree_util.tree_map_with_path(lambda p, x: bool(pred(path_str(p), x)), tree)
@@ -108,6 +183,24 @@ def check_structure(
 
     The message names ``name`` and the first differing pytree paths. Shapes only: free
     under ``jit``.
+
+    Args:
+      tree: the pytree to check (a mask, scores...).
+      like: the pytree it should mirror.
+      name: what ``tree`` is called in the message.
+      like_name: what ``like`` is called in the message.
+
+    Raises:
+      ValueError: a missing or unexpected path, or a leaf shape that differs.
+
+    Example:
+        >>> check_structure({"w": jnp.ones(2)}, {"v": jnp.ones(2)}, name="scores")
+        Traceback (most recent call last):
+        ...
+        ValueError: scores does not mirror params: missing paths ['v'], unexpected paths ['w']
+
+    References:
+      chex, ``assert_trees_all_equal_structs`` (fail early, name the path).
     """
     t_paths, l_paths = _paths(tree), _paths(like)
     if t_paths != l_paths:
@@ -142,6 +235,9 @@ def check_mask(mask: chex.ArrayTree, params: chex.ArrayTree, *, name: str = "mas
         Traceback (most recent call last):
         ...
         ValueError: mask leaf 'w' has shape (3,), params have (4,)
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
     """
     check_structure(mask, params, name=name)
     for path, m in jax.tree_util.tree_flatten_with_path(mask)[0]:
@@ -158,9 +254,22 @@ def _paths(tree: chex.ArrayTree) -> list[str]:
 def apply_mask(params: chex.ArrayTree, mask: chex.ArrayTree) -> chex.ArrayTree:
     """Zeroes the pruned weights: ``where(mask, params, 0)`` leaf by leaf.
 
+    Args:
+      params: any pytree of arrays.
+      mask: a ``bool`` pytree mirroring ``params``.
+
+    Returns:
+      ``params`` with every pruned entry set to zero (dtypes kept).
+
+    Raises:
+      ValueError, TypeError: ``mask`` does not mirror ``params`` (see :func:`check_mask`).
+
     Example:
         >>> apply_mask({"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([True, False])})
         {'w': Array([1., 0.], dtype=float32)}
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
     """
     check_mask(mask, params)
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)), params, mask)
@@ -179,7 +288,22 @@ def _selected(mask: chex.ArrayTree, where: Filter) -> list[tuple[str, jax.Array]
 
 
 def counts(mask: chex.ArrayTree, where: Filter = None) -> tuple[jax.Array, int]:
-    """``(alive, total)`` over the prunable leaves of ``mask``."""
+    """``(alive, total)`` over the prunable leaves of ``mask``.
+
+    Args:
+      mask: a ``bool`` pytree.
+      where: which leaves are counted (default: kernels, ``ndim >= 2``).
+
+    Returns:
+      ``alive``, an int32 scalar (traceable), and ``total``, a static Python int.
+
+    Example:
+        >>> counts({"w": jnp.array([[True, False], [True, True]]), "b": jnp.ones(2, bool)})
+        (Array(3, dtype=int32), 4)
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
+    """
     leaves = _selected(mask, where)
     total = sum(int(np.prod(jnp.shape(m))) for _, m in leaves)
     alive = sum((jnp.sum(m, dtype=jnp.int32) for _, m in leaves), jnp.int32(0))
@@ -189,9 +313,22 @@ def counts(mask: chex.ArrayTree, where: Filter = None) -> tuple[jax.Array, int]:
 def sparsity(mask: chex.ArrayTree, where: Filter = None) -> jax.Array:
     """Global fraction of pruned weights over the prunable leaves.
 
+    Args:
+      mask: a ``bool`` pytree.
+      where: which leaves are counted (default: kernels, ``ndim >= 2``).
+
+    Returns:
+      A float32 scalar in ``[0, 1]``.
+
+    Raises:
+      ValueError: ``where`` selects no leaf.
+
     Example:
         >>> sparsity({"w": jnp.array([[True, False], [False, False]])})
         Array(0.75, dtype=float32)
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
     """
     alive, total = counts(mask, where)
     if total == 0:
@@ -200,12 +337,46 @@ def sparsity(mask: chex.ArrayTree, where: Filter = None) -> jax.Array:
 
 
 def density(mask: chex.ArrayTree, where: Filter = None) -> jax.Array:
-    """Global fraction of alive weights over the prunable leaves (``1 - sparsity``)."""
+    """Global fraction of alive weights over the prunable leaves (``1 - sparsity``).
+
+    Args:
+      mask: a ``bool`` pytree.
+      where: which leaves are counted (default: kernels, ``ndim >= 2``).
+
+    Returns:
+      A float32 scalar in ``[0, 1]``.
+
+    Raises:
+      ValueError: ``where`` selects no leaf.
+
+    Example:
+        >>> density({"w": jnp.array([[True, False], [False, False]])})
+        Array(0.25, dtype=float32)
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
+    """
     return 1.0 - sparsity(mask, where)
 
 
 def leaf_sparsity(mask: chex.ArrayTree) -> chex.ArrayTree:
-    """Per-leaf sparsity: a pytree of scalars mirroring ``mask``."""
+    """Per-leaf sparsity: a pytree of scalars mirroring ``mask``.
+
+    Every leaf is included, prunable or not.
+
+    Args:
+      mask: a ``bool`` pytree.
+
+    Returns:
+      A pytree of float32 scalars, each the fraction of ``False`` entries of its leaf.
+
+    Example:
+        >>> leaf_sparsity({"w": jnp.array([True, False, False, False]), "b": jnp.ones(2, bool)})
+        {'b': Array(0., dtype=float32), 'w': Array(0.75, dtype=float32)}
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
+    """
     return jax.tree.map(lambda m: 1.0 - jnp.mean(m.astype(jnp.float32)), mask)
 
 
@@ -217,6 +388,9 @@ def report(mask: chex.ArrayTree, where: Filter = None) -> str:
         path   shape    alive   total  sparsity
         w      (2, 2)       3       4    25.00%
         total               3       4    25.00%
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
     """
     rows = []
     for path, m in _selected(mask, where):
@@ -258,6 +432,10 @@ def overlap(m1: chex.ArrayTree, m2: chex.ArrayTree, where: Filter = None) -> jax
         >>> overlap({"w": jnp.array([[1, 1], [0, 0]], bool)},
         ...         {"w": jnp.array([[1, 0], [1, 0]], bool)})
         Array(0.33333334, dtype=float32)
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019; You et al.,
+      "Drawing Early-Bird Tickets", ICLR 2020 (comparing masks).
     """
     check_mask(m2, m1, name="m2")
     a, b = _selected(m1, where), _selected(m2, where)
@@ -272,6 +450,10 @@ def pack(mask: chex.ArrayTree) -> chex.ArrayTree:
     Example:
         >>> pack({"w": jnp.ones((3, 3), bool)})["w"].shape
         (2,)
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (a ticket's mask
+      is what gets stored).
     """
     return jax.tree.map(lambda m: jnp.packbits(jnp.ravel(m)), mask)
 
@@ -279,8 +461,24 @@ def pack(mask: chex.ArrayTree) -> chex.ArrayTree:
 def unpack(packed: chex.ArrayTree, like: chex.ArrayTree) -> chex.ArrayTree:
     """Inverse of :func:`pack`; ``like`` (params or a mask) gives the leaf shapes.
 
+    Args:
+      packed: the output of :func:`pack`.
+      like: a pytree with the original structure and leaf shapes.
+
+    Returns:
+      A ``bool`` pytree with ``like``'s structure and shapes.
+
     Raises:
       ValueError: a packed leaf whose length does not fit its shape, naming the path.
+
+    Example:
+        >>> mask = {"w": jnp.array([[True, False, True], [False, True, True]])}
+        >>> bool((unpack(pack(mask), mask)["w"] == mask["w"]).all())
+        True
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (a ticket's mask
+      is what gets stored).
     """
 
     def one(path, p, x):

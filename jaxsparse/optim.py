@@ -13,7 +13,21 @@ from jaxsparse.masks import check_mask, mask_like
 
 
 class MaskedState(NamedTuple):
-    """State of :func:`masked`: the mask (data, never static) and the inner state."""
+    """State of :func:`masked`: the mask (data, never static) and the inner state.
+
+    Attributes:
+      mask: a ``bool`` pytree mirroring the params; ``False`` = pruned.
+      inner_state: the state of the wrapped optimizer.
+
+    Example:
+        >>> state = masked(optax.sgd(0.1)).init({"w": jnp.ones(2)})
+        >>> isinstance(state, MaskedState), state.mask["w"]
+        (True, Array([ True,  True], dtype=bool))
+
+    References:
+      Lee et al., "JaxPruner: A concise library for sparsity research", 2023 (sparsity
+      kept by the optimizer).
+    """
 
     mask: chex.ArrayTree
     inner_state: optax.OptState
@@ -101,6 +115,10 @@ def get_mask(opt_state: optax.OptState) -> chex.ArrayTree:
         >>> tx = optax.chain(optax.clip(1.0), masked(optax.adam(1e-3)))
         >>> get_mask(tx.init({"w": jnp.ones(2)}))
         {'w': Array([ True,  True], dtype=bool)}
+
+    References:
+      Lee et al., "JaxPruner: A concise library for sparsity research", 2023 (sparsity
+      kept by the optimizer).
     """
     found = [x for x in jax.tree.leaves(opt_state, is_leaf=_is_masked) if _is_masked(x)]
     if not found:
@@ -122,6 +140,10 @@ def set_mask(opt_state: optax.OptState, mask: chex.ArrayTree) -> optax.OptState:
         >>> s = set_mask(tx.init({"w": jnp.ones(2)}), {"w": jnp.array([True, False])})
         >>> get_mask(s)["w"]
         Array([ True, False], dtype=bool)
+
+    References:
+      Lee et al., "JaxPruner: A concise library for sparsity research", 2023 (sparsity
+      kept by the optimizer).
     """
     check_mask(mask, get_mask(opt_state), name="set_mask: mask")
     return jax.tree.map(

@@ -33,18 +33,55 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, axis: str = "data") -
         >>> mesh = data_mesh()
         >>> mesh.axis_names, mesh.size == jax.device_count()
         (('data',), True)
+
+    References:
+      JAX, "Distributed arrays and automatic parallelization" (jax.sharding.Mesh,
+      NamedSharding).
     """
     devs = np.asarray(jax.devices() if devices is None else list(devices))
     return Mesh(devs, (axis,))
 
 
 def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:
-    """The sharding of a batch split along its leading axis over ``axis``."""
+    """The sharding of a batch split along its leading axis over ``axis``.
+
+    Args:
+      mesh: the device mesh, e.g. from :func:`data_mesh`.
+      axis: the mesh axis the leading dimension is split over.
+
+    Returns:
+      A ``NamedSharding`` with ``PartitionSpec(axis)``.
+
+    Example:
+        >>> batch = jax.device_put(jnp.ones((16, 3)), batch_sharding(data_mesh()))
+        >>> batch.sharding.shard_shape(batch.shape) == (16 // jax.device_count(), 3)
+        True
+
+    References:
+      JAX, "Distributed arrays and automatic parallelization" (jax.sharding.Mesh,
+      NamedSharding).
+    """
     return NamedSharding(mesh, PartitionSpec(axis))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
-    """A sharding that keeps a full copy on every device of ``mesh``."""
+    """A sharding that keeps a full copy on every device of ``mesh``.
+
+    Args:
+      mesh: the device mesh.
+
+    Returns:
+      A ``NamedSharding`` with an empty ``PartitionSpec``.
+
+    Example:
+        >>> x = jax.device_put(jnp.ones(4), replicated(data_mesh()))
+        >>> x.sharding.is_fully_replicated
+        True
+
+    References:
+      JAX, "Distributed arrays and automatic parallelization" (jax.sharding.Mesh,
+      NamedSharding).
+    """
     return NamedSharding(mesh, PartitionSpec())
 
 
@@ -60,6 +97,10 @@ def shard_like(tree: chex.ArrayTree, params: chex.ArrayTree) -> chex.ArrayTree:
         >>> m = shard_like(js.mask_like(p), p)
         >>> m["w"].sharding == p["w"].sharding
         True
+
+    References:
+      JAX, "Distributed arrays and automatic parallelization" (jax.sharding.Mesh,
+      NamedSharding).
     """
     check_structure(tree, params, name="shard_like: tree")
     return jax.tree.map(lambda x, p: jax.device_put(x, p.sharding), tree, params)
@@ -71,11 +112,28 @@ def replicate(tree: chex.ArrayTree, n: int | None = None) -> chex.ArrayTree:
     Example:
         >>> replicate({"w": jnp.ones(3)}, 2)["w"].shape
         (2, 3)
+
+    References:
+      JAX, "Parallel evaluation in JAX" (``jax.pmap``, one replica per device).
     """
     n = jax.local_device_count() if n is None else n
     return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), tree)
 
 
 def unreplicate(tree: chex.ArrayTree) -> chex.ArrayTree:
-    """The first replica of a ``pmap``-ed pytree."""
+    """The first replica of a ``pmap``-ed pytree.
+
+    Args:
+      tree: a pytree whose leaves have a leading replica axis.
+
+    Returns:
+      The pytree with that axis indexed at 0.
+
+    Example:
+        >>> unreplicate(replicate({"w": jnp.arange(3)}, 2))["w"]
+        array([0, 1, 2], dtype=int32)
+
+    References:
+      JAX, "Parallel evaluation in JAX" (``jax.pmap``, one replica per device).
+    """
     return jax.tree.map(lambda x: x[0], tree)

@@ -29,6 +29,25 @@ def mask_moments(
     Optax keeps per-weight statistics (moments, traces) in subtrees that mirror the
     params; those are masked. Anything else (step counts, factored statistics, the
     mask held by :func:`jaxsparse.masked`, which callers then replace) is left as it is.
+
+    Args:
+      opt_state: any optax state.
+      mask: a ``bool`` pytree mirroring ``params``.
+      params: the params (only structure and shapes are read).
+
+    Returns:
+      ``opt_state`` with pruned entries of its params-shaped subtrees set to zero.
+
+    Example:
+        >>> params = {"w": jnp.ones(2)}
+        >>> s = optax.sgd(0.1, momentum=0.9).init(params)
+        >>> s = jax.tree.map(jnp.ones_like, s)
+        >>> mask_moments(s, {"w": jnp.array([True, False])}, params)[0].trace["w"]
+        Array([1., 0.], dtype=float32)
+
+    References:
+      Frankle et al., "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML
+      2020 (rewinding weights and optimizer state).
     """
     treedef = jax.tree.structure(params)
     shapes = [jnp.shape(x) for x in jax.tree.leaves(params)]

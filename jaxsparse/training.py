@@ -55,6 +55,10 @@ def make_train_fn(
         >>> state, losses = jax.jit(train)(state, jax.random.key(0))
         >>> losses.shape, round(float(state.params["w"][0, 0]), 2)
         ((40,), 2.0)
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (each IMP round
+      trains the masked network).
     """
     n = jax.tree.leaves(data)[0].shape[0]
     for leaf in jax.tree.leaves(data):
