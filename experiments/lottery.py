@@ -98,7 +98,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     from experiments import data as data_lib
     from experiments import models
     from jaxsparse import checkpoint
-    from jaxsparse.masks import path_str
+    from jaxsparse.filters import path_str
 
     t_start = time.perf_counter()
     run_dir = cfg.run_dir()

@@ -6,20 +6,20 @@ optax transform :func:`masked` keeps pruned weights frozen at zero.
 
 Where things live (imports run downward only):
 
-* ``masks``: mask pytrees, filters (``where=``), distances, bit-packing.
+* ``filters``: pytree paths and ``where=`` filters; ``masks``: mask pytrees, distances,
+  bit-packing.
 * ``scores``, ``distributions``, ``pruning``, ``optim``: the parts.
 * ``state``, ``lottery``, ``checkpoint``, ``parallel``: what users do.
 """
 
-from jaxsparse import checkpoint, distributions, lottery, parallel, scores, training
+from jaxsparse import checkpoint, distributions, filters, lottery, parallel, scores, training
+from jaxsparse.filters import all_leaves, kernels
 from jaxsparse.lottery import imp_round, random_reinit, reprune
 from jaxsparse.masks import (
-    all_leaves,
     apply_mask,
     check_mask,
     density,
     hamming,
-    kernels,
     leaf_sparsity,
     mask_like,
     overlap,
@@ -44,6 +44,7 @@ __all__ = [
     "checkpoint",
     "density",
     "distributions",
+    "filters",
     "get_mask",
     "hamming",
     "imp_round",

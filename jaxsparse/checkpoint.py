@@ -33,7 +33,8 @@ from jaxsparse._storage import (
     _read_record,
     _write,
 )
-from jaxsparse.masks import check_mask, pack, path_str, unpack
+from jaxsparse.filters import path_str
+from jaxsparse.masks import check_mask, pack, unpack
 
 
 def save_state(directory: PathLike, state: Any, *, extra: dict | None = None) -> None:

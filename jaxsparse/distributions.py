@@ -32,7 +32,7 @@ import chex
 import jax
 import numpy as np
 
-from jaxsparse.masks import Filter, path_str, prunable
+from jaxsparse.filters import Filter, path_str, prunable
 
 
 def _solve(

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxsparse import scores as scores_lib
-from jaxsparse.masks import apply_mask, check_structure, density
+from jaxsparse.filters import check_structure
+from jaxsparse.masks import apply_mask, density
 from jaxsparse.optim import get_mask, set_mask
 from jaxsparse.pruning import prune, shuffle_mask
 from jaxsparse.state import mask_moments

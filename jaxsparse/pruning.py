@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsparse._rounding import round_mul
-from jaxsparse.masks import Filter, check_mask, path_str, prunable
+from jaxsparse.filters import Filter, path_str, prunable
+from jaxsparse.masks import check_mask
 
 _TOP = np.uint32(0xFFFFFFFF)
 

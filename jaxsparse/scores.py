@@ -11,7 +11,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from jaxsparse.masks import path_str
+from jaxsparse.filters import path_str
 
 
 def _check_float(params: chex.ArrayTree, where: str) -> None:

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxsparse.masks import Filter, apply_mask, check_mask
+from jaxsparse.filters import Filter
+from jaxsparse.masks import apply_mask, check_mask
 from jaxsparse.optim import MaskedState, get_mask, masked, set_mask
 
 

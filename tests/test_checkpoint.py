@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxsparse as js
 from jaxsparse import _storage, checkpoint
-from jaxsparse.masks import path_str
+from jaxsparse.filters import path_str
 
 WORKER = Path(__file__).with_name("_imp_worker.py")
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import jaxsparse as js
-from jaxsparse.masks import prunable
+from jaxsparse.filters import prunable
 
 
 def _params():
