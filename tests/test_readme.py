@@ -17,3 +17,4 @@ def test_readme_example_runs():
     text = out.getvalue()
     assert "Dense_0/kernel" in text and "total" in text
     assert "0.513 of the weights remain" in text
+    assert "0.900\n" in text
