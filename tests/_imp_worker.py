@@ -3,10 +3,10 @@
 
 Usage: python tests/_imp_worker.py CKPT_ROOT OUT_DIR [--rounds 6] [--delay SECONDS]
 
-Round r (0-based) trains the current ticket with a key ``fold_in(base_key, r)``, prunes
-20% and rewinds; its result is saved as ``CKPT_ROOT/round_{r+1:04d}``. When a round
-checkpoint exists the run resumes from the latest one, so an interrupted run and an
-uninterrupted one end with the same ticket, written to ``OUT_DIR`` by ``save_ticket``.
+It is ``jaxsparse.lottery.run_resumable``: round r trains the current ticket, prunes 20%
+and rewinds, and is saved as ``CKPT_ROOT/round_{r:04d}``. When a round checkpoint exists
+the run resumes after the latest one, so an interrupted run and an uninterrupted one end
+with the same ticket, written to ``OUT_DIR`` by ``save_ticket``.
 ``--delay`` sleeps after each checkpoint, giving the test time to kill mid-run.
 """
 
@@ -62,25 +62,20 @@ def main():
         apply_fn=None, params=params, tx=optax.adam(1e-2), rewind_step=10
     )
     train_fn = js.make_train_fn(loss_fn, data, batch_size=32, steps=200)
-
-    @jax.jit
-    def one_round(state, key):
-        trained, losses = train_fn(state, key)
-        return js.imp_round(trained, fraction=0.2), losses[-1]
-
-    resumed = checkpoint.restore_latest(args.ckpt_root, fresh)
-    if resumed is None:
-        start, state, losses = 0, fresh, []
-    else:
-        start, state, extra = resumed
-        losses = extra["losses"]
-        print(f"resumed from round {start}", flush=True)
-    base_key = jax.random.key(42)
-    for r in range(start, args.rounds):
-        state, loss = one_round(state, jax.random.fold_in(base_key, r))
-        losses.append(float(loss))
-        checkpoint.save_round(args.ckpt_root, r + 1, state, extra={"losses": losses}, keep=3)
-        time.sleep(args.delay)
+    last = checkpoint.latest_round(args.ckpt_root)
+    if last is not None:
+        print(f"resumed from round {last}", flush=True)
+    state, history = js.lottery.run_resumable(
+        fresh,
+        train_fn,
+        jax.random.key(42),
+        rounds=args.rounds,
+        directory=args.ckpt_root,
+        keep=3,
+        on_round=lambda r, s, rec: time.sleep(args.delay),
+        fraction=0.2,
+    )
+    losses = np.asarray(history["metrics"])[:, 0, -1].tolist()  # last step of each round
     checkpoint.save_ticket(
         args.out_dir,
         state.mask,

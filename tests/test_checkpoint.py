@@ -439,7 +439,7 @@ def test_imp_killed_and_resumed_matches_uninterrupted(tmp_path):
             victim.communicate()
     assert victim.returncode == -signal.SIGKILL
     killed_at = checkpoint.latest_round(tmp_path / "ckpt")
-    assert 2 <= killed_at < 6 and not (tmp_path / "out").exists()
+    assert 2 <= killed_at <= 5 and not (tmp_path / "out").exists()
 
     resumed = _run_worker(tmp_path, "ckpt", "out")
     out, err = resumed.communicate(timeout=120)
@@ -458,4 +458,4 @@ def test_imp_killed_and_resumed_matches_uninterrupted(tmp_path):
     _assert_bit_identical(p1, p2)
     assert meta1 == meta2 and len(meta1["losses"]) == 6
     assert meta1["sparsity"] == pytest.approx(1 - 0.8**6, abs=0.01)
-    assert checkpoint.latest_round(tmp_path / "ckpt") == 6
+    assert checkpoint.latest_round(tmp_path / "ckpt") == 5  # rounds 0..5

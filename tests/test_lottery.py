@@ -271,3 +271,37 @@ def test_arms_share_the_data_order():
     run = jax.jit(lambda s, k: js.lottery.run(s, TRAIN, k, rounds=1, controls=(lambda s, k: s,)))
     _, hist = run(state, jax.random.key(2))
     np.testing.assert_array_equal(hist["metrics"][0, 0], hist["metrics"][0, 1])
+
+
+def test_run_resumable_equals_run_and_survives_an_interruption(tmp_path):
+    state, key = new_state(), jax.random.key(21)
+    kwargs = {"rounds": 3, "controls": CONTROLS[1:], "fraction": 0.3}
+    ref_state, ref_hist = jax.jit(lambda s, k: js.lottery.run(s, TRAIN, k, **kwargs))(state, key)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_round_1(r, s, record):
+        if r == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        js.lottery.run_resumable(
+            state, TRAIN, key, directory=tmp_path, on_round=crash_after_round_1, **kwargs
+        )
+    assert js.checkpoint.latest_round(tmp_path) == 1
+    seen = []
+    out, hist = js.lottery.run_resumable(
+        state,
+        TRAIN,
+        key,
+        directory=tmp_path,
+        on_round=lambda r, s, rec: seen.append(r),
+        **kwargs,
+    )
+    assert seen == [2]  # rounds 0 and 1 came from the checkpoint
+    chex.assert_trees_all_equal(out.mask, ref_state.mask)
+    chex.assert_trees_all_equal(out.params, ref_state.params)
+    chex.assert_trees_all_equal(hist, jax.device_get(ref_hist))
+    with pytest.raises(ValueError, match="beyond rounds=1"):
+        js.lottery.run_resumable(state, TRAIN, key, directory=tmp_path, rounds=1)
