@@ -49,6 +49,8 @@ def _solve(
         raise ValueError(f"{caller}: sparsity must be in [0, 1), got {sparsity}")
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     sel = jax.tree.leaves(prunable(params, where))
+    # zero-size leaves have nothing to prune and no density: they stay at sparsity 0
+    sel = [bool(s) and int(np.prod(np.shape(x))) > 0 for (_, x), s in zip(flat, sel)]
     layers = [(path_str(p), np.shape(x)) for (p, x), s in zip(flat, sel) if s]
     if not layers:
         raise ValueError(f"{caller}: no leaf of params is selected by where=")

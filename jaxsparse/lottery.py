@@ -18,7 +18,7 @@ from jaxsparse.filters import check_structure
 from jaxsparse.masks import apply_mask, density
 from jaxsparse.optim import get_mask, set_mask
 from jaxsparse.pruning import prune, shuffle_mask
-from jaxsparse.state import mask_moments
+from jaxsparse.state import mask_moments, snapshot_step
 
 State = Any  # duck-typed: .params, .opt_state, .step, .replace (+ rewind fields)
 
@@ -40,6 +40,10 @@ def imp_round(
     pruned weights become exactly 0, the optimizer state becomes the snapshot's (its
     moments masked, its schedule counts as they were at k) with the new mask, ``step``
     goes back to k so learning-rate schedules replay, and ``round`` increments.
+
+    The snapshot is taken when training first reaches step k; a concrete state that has
+    not got there raises ``ValueError``, and under ``jit`` such a state rewinds to its
+    creation snapshot and step 0 (consistently: params, optimizer state and step).
 
     With ``rewind_to`` (e.g. pre-trained weights, for transfer), survivors take those
     values instead, the optimizer starts fresh, and ``rewind_to`` becomes the new
@@ -88,7 +92,7 @@ def imp_round(
         params = apply_mask(state.rewind_params, mask)
         opt_state = set_mask(mask_moments(state.rewind_opt_state, mask, params), mask)
         return state.replace(
-            params=params, opt_state=opt_state, step=state.rewind_step, round=state.round + 1
+            params=params, opt_state=opt_state, step=snapshot_step(state), round=state.round + 1
         )
     check_structure(rewind_to, mask, name="imp_round: rewind_to", like_name="the params")
     params = apply_mask(rewind_to, mask)
@@ -111,9 +115,12 @@ def random_reinit(
 ) -> State:
     """The random re-initialisation control: same mask, fresh initial weights.
 
-    ``init_fn(key)`` returns new params (the same structure); they are masked, the
-    optimizer starts fresh with the mask, ``step`` goes to 0 and the new params become
-    the snapshot (re-captured at step k during training when k > 0).
+    ``init_fn(key)`` returns new params (the same structure); they are masked and become
+    the snapshot. Training restarts where the ticket's does, at the snapshot's step k,
+    with the snapshot's optimizer state but every per-weight moment zeroed (fresh, as
+    ``tx.init`` makes them) and schedule counts kept at k, so under a learning-rate
+    schedule the control and the ticket train over the same steps. With k = 0 this is
+    ``tx.init`` exactly.
 
     Example:
         >>> state = js.SparseTrainState.create(
@@ -131,12 +138,13 @@ def random_reinit(
     fresh = init_fn(key)
     check_structure(fresh, mask, name="random_reinit: init_fn(key)", like_name="the params")
     params = apply_mask(fresh, mask)
-    opt_state = set_mask(state.tx.init(params), mask)
+    no_weight = jax.tree.map(jnp.zeros_like, mask)
+    opt_state = set_mask(mask_moments(state.rewind_opt_state, no_weight, params), mask)
     return state.replace(
         params=params,
         opt_state=opt_state,
-        step=jnp.zeros_like(state.step),
-        rewind_params=params,
+        step=snapshot_step(state),
+        rewind_params=fresh,
         rewind_opt_state=opt_state,
     )
 
@@ -158,7 +166,7 @@ def reprune(state: State, key: jax.Array, *, scope: str = "layerwise") -> State:
     mask = shuffle_mask(key, state.mask, scope=scope, where=state.where)
     params = apply_mask(state.rewind_params, mask)
     opt_state = set_mask(mask_moments(state.rewind_opt_state, mask, params), mask)
-    return state.replace(params=params, opt_state=opt_state, step=state.rewind_step)
+    return state.replace(params=params, opt_state=opt_state, step=snapshot_step(state))
 
 
 Control = Callable[[State, jax.Array], State]
@@ -217,10 +225,11 @@ def run(
       Frankle & Carbin, ICLR 2019; Frankle et al., ICML 2020.
     """
 
-    def one_round(ticket, key):
-        return _round(ticket, train_fn, key, controls, imp_kwargs)
+    def one_round(ticket, r):
+        return _round(ticket, train_fn, jax.random.fold_in(key, r), controls, imp_kwargs)
 
-    return jax.lax.scan(one_round, state, jax.random.split(key, rounds))
+    # fold_in, not split: round r's key does not depend on how many rounds there are
+    return jax.lax.scan(one_round, state, jnp.arange(rounds))
 
 
 def _round(ticket, train_fn, key, controls, imp_kwargs):
@@ -254,8 +263,10 @@ def run_resumable(
     ``directory/round_{r:04d}``. Called again on the same ``directory``, it resumes
     after the latest complete round, so a run killed at any moment (even ``SIGKILL``)
     and restarted ends with the same ticket and history, bit for bit, as one that was
-    never interrupted — and as :func:`run` with the same arguments. The round compiles
-    once; ``on_round(r, state, record)`` is called after each round (progress, logs).
+    never interrupted — and as :func:`run` with the same arguments. Round r's key is
+    ``fold_in(key, r)`` (in :func:`run` too), so a finished run can be extended by asking
+    for more ``rounds``. The round compiles once; ``on_round(r, state, record)`` is
+    called after each round (progress, logs).
 
     Args:
       state, train_fn, key, rounds, controls, **imp_kwargs: as for :func:`run`.
@@ -268,8 +279,8 @@ def run_resumable(
 
     Raises:
       ValueError: a checkpoint in ``directory`` is corrupt or does not match ``state``
-        (see :func:`jaxsparse.checkpoint.load_state`); ``rounds`` below the rounds
-        already saved there.
+        (see :func:`jaxsparse.checkpoint.load_state`), was written with another key,
+        controls or pruning arguments, or holds more rounds than ``rounds``.
 
     Example:
         >>> import tempfile
@@ -289,9 +300,9 @@ def run_resumable(
     """
     from jaxsparse import checkpoint  # a floor beside this one, imported where used
 
-    keys = jax.random.split(key, rounds)
     step = jax.jit(lambda s, k: _round(s, train_fn, k, tuple(controls), imp_kwargs))
-    record_shape = jax.eval_shape(step, state, keys[0])[1]
+    record_shape = jax.eval_shape(step, state, key)[1]
+    run_id = _fingerprint(key, controls, imp_kwargs)
 
     def history_like(n):
         return jax.tree.map(lambda x: np.zeros((n, *x.shape), x.dtype), record_shape)
@@ -303,16 +314,37 @@ def run_resumable(
             raise ValueError(
                 f"run_resumable: {directory} already holds round {last}, beyond rounds={rounds}"
             )
-        saved, _ = checkpoint.load_state(
+        saved, extra = checkpoint.load_state(
             Path(directory) / f"round_{last:04d}",
             {"state": state, "history": history_like(last + 1)},
         )
+        if extra.get("run") != run_id:
+            raise ValueError(
+                f"run_resumable: {directory} holds a run with other arguments "
+                f"(saved {extra.get('run')}, now {run_id}); use another directory"
+            )
         state, history, start = saved["state"], jax.device_get(saved["history"]), last + 1
     for r in range(start, rounds):
-        state, record = step(state, keys[r])
+        state, record = step(state, jax.random.fold_in(key, r))
         record = jax.device_get(record)
         history = jax.tree.map(lambda h, x: np.concatenate([h, x[None]]), history, record)
-        checkpoint.save_round(directory, r, {"state": state, "history": history}, keep=keep)
+        checkpoint.save_round(
+            directory, r, {"state": state, "history": history}, extra={"run": run_id}, keep=keep
+        )
         if on_round is not None:
             on_round(r, state, record)
     return state, history
+
+
+def _fingerprint(key, controls, imp_kwargs) -> str:
+    """What must not change between a run and its resumption, as a short string."""
+
+    def name(x):
+        return getattr(x, "__qualname__", None) or repr(x)
+
+    parts = {
+        "key": np.asarray(jax.random.key_data(key)).tolist(),
+        "controls": [name(c) for c in controls],
+        "imp": {k: name(v) if callable(v) else v for k, v in sorted(imp_kwargs.items())},
+    }
+    return repr(parts)

@@ -241,6 +241,8 @@ def hamming(m1: chex.ArrayTree, m2: chex.ArrayTree, where: Filter = None) -> jax
     check_mask(m2, m1, name="m2")
     a, b = _selected(m1, where), _selected(m2, where)
     total = sum(int(np.prod(jnp.shape(x))) for _, x in a)
+    if total == 0:
+        raise ValueError("hamming: no leaf of the masks is selected by where=")
     diff = sum((jnp.sum(x != y, dtype=jnp.int32) for (_, x), (_, y) in zip(a, b)), jnp.int32(0))
     return diff / total
 
@@ -259,6 +261,8 @@ def overlap(m1: chex.ArrayTree, m2: chex.ArrayTree, where: Filter = None) -> jax
     """
     check_mask(m2, m1, name="m2")
     a, b = _selected(m1, where), _selected(m2, where)
+    if not a:
+        raise ValueError("overlap: no leaf of the masks is selected by where=")
     inter = sum((jnp.sum(x & y, dtype=jnp.int32) for (_, x), (_, y) in zip(a, b)), jnp.int32(0))
     union = sum((jnp.sum(x | y, dtype=jnp.int32) for (_, x), (_, y) in zip(a, b)), jnp.int32(0))
     return jnp.where(union == 0, 1.0, inter / jnp.maximum(union, 1))

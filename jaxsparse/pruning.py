@@ -29,42 +29,60 @@ from jaxsparse._rounding import round_mul
 from jaxsparse.filters import Filter, path_str, prunable
 from jaxsparse.masks import check_mask
 
-_TOP = np.uint32(0xFFFFFFFF)
+
+def _key_dtype(scores: list) -> tuple[type, type]:
+    """(float, uint) of the keys: 64-bit if any score is float64 (x64 on), else 32-bit."""
+    if any(jnp.result_type(s) == jnp.float64 for s in scores):
+        return jnp.float64, jnp.uint64
+    return jnp.float32, jnp.uint32
 
 
-def _keys(score: jax.Array, alive: jax.Array) -> jax.Array:
-    """Order-preserving uint32 keys; NaN lowest; dead entries get the top key."""
-    s = jnp.asarray(score, jnp.float32) + 0.0  # -0.0 -> 0.0
+def _top(udtype) -> np.integer:
+    return np.dtype(udtype).type(np.iinfo(udtype).max)
+
+
+def _keys(score: jax.Array, alive: jax.Array, fdtype=jnp.float32, udtype=jnp.uint32):
+    """Order-preserving unsigned keys; NaN lowest; dead entries get the top key.
+
+    Scores narrower than ``fdtype`` (bf16, f16) widen exactly; float64 scores get 64-bit
+    keys, so no two distinct scores ever share a key.
+    """
+    s = jnp.asarray(score).astype(fdtype) + 0.0  # -0.0 -> 0.0
     s = jnp.where(jnp.isnan(s), -jnp.inf, s)
-    bits = jax.lax.bitcast_convert_type(s, jnp.uint32)
-    neg = (bits >> 31) == 1
-    keys = jnp.where(neg, ~bits, bits | np.uint32(0x80000000))
-    return jnp.where(alive, keys, _TOP)
+    bits = jax.lax.bitcast_convert_type(s, udtype)
+    width = np.iinfo(udtype).bits
+    neg = (bits >> (width - 1)) == 1
+    sign = np.array(1 << (width - 1), dtype=udtype)
+    keys = jnp.where(neg, ~bits, bits | sign)
+    return jnp.where(alive, keys, _top(udtype))
 
 
 def _select_lowest(keys: list[jax.Array], k: jax.Array) -> list[jax.Array]:
     """Marks the k lowest keys (ties: first in order) across a list of leaves.
 
-    No alive key equals ``_TOP`` (that is ``-NaN``'s key, and NaNs were mapped to
-    ``-inf``), so dead entries, keyed ``_TOP``, are never counted or selected.
+    No alive key equals the top key (that is ``-NaN``'s key, and NaNs were mapped to
+    ``-inf``), so dead entries, keyed top, are never counted or selected.
     """
     k = jnp.asarray(k, jnp.int32)
+    udtype = keys[0].dtype
+    width = np.iinfo(udtype).bits
+    top = _top(udtype)
 
     def count_below(t):
         return sum((jnp.sum(x < t, dtype=jnp.int32) for x in keys), jnp.int32(0))
 
     def bit_pass(i, t):
-        cand = t | (jnp.uint32(1) << (31 - i).astype(jnp.uint32))
+        cand = t | (jnp.ones((), udtype) << (width - 1 - i).astype(udtype))
         return jnp.where(count_below(cand) <= k, cand, t)
 
     # the largest t with #(key < t) <= k is the k-th smallest key (0-indexed)
-    t = jax.lax.fori_loop(0, 32, bit_pass, jnp.uint32(0))
+    t = jax.lax.fori_loop(0, width, bit_pass, jnp.zeros((), udtype))
     remaining = k - count_below(t)
 
     def with_ties():
         out, before = [], jnp.int32(0)
         for x in keys:
-            eq = (x == t) & (x != _TOP)
+            eq = (x == t) & (x != top)
             rank = jnp.cumsum(eq.ravel(), dtype=jnp.int32).reshape(x.shape) + before
             out.append((x < t) | (eq & (rank <= remaining)))
             before = before + jnp.sum(eq, dtype=jnp.int32)
@@ -74,15 +92,18 @@ def _select_lowest(keys: list[jax.Array], k: jax.Array) -> list[jax.Array]:
     return jax.lax.cond(remaining == 0, lambda: [x < t for x in keys], with_ties)
 
 
-def _check_scores(scores: chex.ArrayTree, mask: chex.ArrayTree) -> None:
-    check_mask(mask, scores)
-    for path, s in jax.tree_util.tree_flatten_with_path(scores)[0]:
-        if not jnp.issubdtype(jnp.result_type(s), jnp.floating):
+def _check_scores(scores: chex.ArrayTree, selected: list[bool]) -> None:
+    """Prunable score leaves must be floating and, when concrete, free of NaN."""
+    flat = jax.tree_util.tree_flatten_with_path(scores)[0]
+    for (path, x), keep in zip(flat, selected):
+        if not keep:
+            continue
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
             raise TypeError(
-                f"prune: score leaf '{path_str(path)}' has dtype {jnp.result_type(s)}; "
+                f"prune: score leaf '{path_str(path)}' has dtype {jnp.result_type(x)}; "
                 "scores must be floating"
             )
-        if not isinstance(s, jax.core.Tracer) and bool(np.isnan(np.asarray(s)).any()):
+        if not isinstance(x, jax.core.Tracer) and bool(np.isnan(np.asarray(x)).any()):
             raise ValueError(f"prune: score leaf '{path_str(path)}' contains NaN")
 
 
@@ -122,7 +143,10 @@ def prune(
       scores: a float pytree mirroring ``mask`` (e.g. :func:`jaxsparse.scores.magnitude`).
       mask: the current mask; pruned weights stay pruned.
       amount: either a scalar in ``[0, 1)``, the fraction of the *alive* prunable weights
-        to remove (``round(amount * n_alive)`` of them, per leaf with
+        to remove (``round(amount * n_alive)`` of them, Python's rounding of the float64
+        product when ``amount`` is a Python float; a traced amount (a jit argument) is
+        float32 and its exact float32 value is used, so ``0.1`` traced is not ``0.1``;
+        per leaf with
         ``scope="layerwise"`` or over all prunable leaves with ``scope="global"``), or a
         pytree mirroring the params of per-leaf *target sparsities* (as returned by
         :mod:`jaxsparse.distributions`), reached by pruning each leaf to
@@ -154,10 +178,11 @@ def prune(
     """
     if scope not in ("layerwise", "global"):
         raise ValueError(f"prune: scope must be 'layerwise' or 'global', got {scope!r}")
-    _check_scores(scores, mask)
+    check_mask(mask, scores)
+    sel = jax.tree.leaves(prunable(scores, where))
+    _check_scores(scores, sel)
     for pattern, rate in (rates or {}).items():
         _check_fraction(rate, f"prune: rates[{pattern!r}]")
-    sel = jax.tree.leaves(prunable(scores, where))
     paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(scores)[0]]
     s_leaves = jax.tree.leaves(scores)
     m_leaves, treedef = jax.tree.flatten(mask)
@@ -170,7 +195,8 @@ def prune(
     else:
         _check_fraction(amount, "prune: amount")
 
-    keys = [_keys(s, m) for s, m in zip(s_leaves, m_leaves)]
+    dtypes = _key_dtype([x for x, keep in zip(s_leaves, sel) if keep])
+    keys = [_keys(x, m, *dtypes) if keep else None for x, m, keep in zip(s_leaves, m_leaves, sel)]
     new = list(m_leaves)
     pooled = []
     for i, (path, m) in enumerate(zip(paths, m_leaves)):

@@ -11,40 +11,31 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from jaxsparse.filters import path_str
 
-
-def _check_float(params: chex.ArrayTree, where: str) -> None:
-    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            raise TypeError(
-                f"{where}: leaf '{path_str(path)}' has dtype {jnp.result_type(x)}; "
-                "only floating leaves can be scored"
-            )
+def _is_float(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.floating)
 
 
 def magnitude(params: chex.ArrayTree) -> chex.ArrayTree:
     """Magnitude scores ``|w|``, the criterion of iterative magnitude pruning.
 
     Args:
-      params: a pytree of floating arrays.
+      params: a pytree of arrays.
 
     Returns:
-      ``jax.tree.map(jnp.abs, params)``.
-
-    Raises:
-      TypeError: a non-floating leaf, naming its path.
+      ``|w|`` for every floating leaf; other leaves (step counters, indices) come back
+      unchanged: no ``where=`` filter selects a non-floating leaf for pruning, and
+      :func:`jaxsparse.prune` raises ``TypeError`` if a custom one does.
 
     Example:
-        >>> magnitude({"w": jnp.array([-3.0, 1.0])})
-        {'w': Array([3., 1.], dtype=float32)}
+        >>> magnitude({"w": jnp.array([-3.0, 1.0]), "n": jnp.array(7)})
+        {'n': Array(7, dtype=int32, weak_type=True), 'w': Array([3., 1.], dtype=float32)}
 
     References:
       Han et al., "Learning both Weights and Connections", NeurIPS 2015;
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
     """
-    _check_float(params, "scores.magnitude")
-    return jax.tree.map(jnp.abs, params)
+    return jax.tree.map(lambda x: jnp.abs(x) if _is_float(x) else x, params)
 
 
 def random(key: jax.Array, params: chex.ArrayTree) -> chex.ArrayTree:
@@ -52,6 +43,7 @@ def random(key: jax.Array, params: chex.ArrayTree) -> chex.ArrayTree:
 
     Pruning by these gives random pruning; combined with a per-leaf distribution
     (:mod:`jaxsparse.distributions`) it gives the random sparse networks of Liu et al.
+    Non-floating leaves come back unchanged, as in :func:`magnitude`.
 
     Example:
         >>> s = random(jax.random.key(0), {"w": jnp.ones((2, 3))})
@@ -61,8 +53,10 @@ def random(key: jax.Array, params: chex.ArrayTree) -> chex.ArrayTree:
     References:
       Liu et al., "The Unreasonable Effectiveness of Random Pruning", ICLR 2022.
     """
-    _check_float(params, "scores.random")
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(key, max(len(leaves), 1))
-    out = [jax.random.uniform(k, jnp.shape(x), jnp.float32) for k, x in zip(keys, leaves)]
+    out = [
+        jax.random.uniform(k, jnp.shape(x), jnp.float32) if _is_float(x) else x
+        for k, x in zip(keys, leaves)
+    ]
     return jax.tree.unflatten(treedef, out)

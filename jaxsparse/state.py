@@ -60,9 +60,34 @@ def mask_moments(
     def fix(x):
         if not params_like(x):
             return x
-        return jax.tree.map(lambda v, m: jnp.where(m, v, jnp.zeros((), v.dtype)), x, mask)
+        # floating leaves only: a step count is never a per-weight statistic
+        return jax.tree.map(
+            lambda v, m: jnp.where(m, v, jnp.zeros((), v.dtype)) if _is_float(v) else v, x, mask
+        )
 
     return jax.tree.map(fix, opt_state, is_leaf=params_like)
+
+
+def _is_float(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.floating)
+
+
+def snapshot_step(state) -> jax.Array:
+    """The step the rewind snapshot was taken at: k once training has reached step k, 0
+    before (the snapshot is then still the one taken at creation).
+
+    Raises:
+      ValueError: with a concrete state that has not reached k yet: rewinding it now
+        would go back to step 0, not to k.
+    """
+    step, k = state.step, state.rewind_step
+    concrete = not isinstance(step, jax.core.Tracer) and not isinstance(k, jax.core.Tracer)
+    if concrete and bool(jnp.any(step < k)):
+        raise ValueError(
+            f"the state is at step {step} but rewind_step is {k}: the snapshot at step "
+            "k is taken when training reaches it, so train at least k steps first"
+        )
+    return jnp.where(step >= k, k, jnp.zeros_like(k))
 
 
 class SparseTrainState(struct.PyTreeNode):
@@ -182,8 +207,10 @@ class SparseTrainState(struct.PyTreeNode):
         snapshot = params
         if mask is not None:
             check_mask(mask, params, name="SparseTrainState.create: mask")
-            params = apply_mask(params, mask)
             opt_state = set_mask(opt_state, mask)
+        # params start exactly zero where pruned, whether the mask came as mask= or
+        # inside the optimizer (masked(inner, mask))
+        params = apply_mask(params, get_mask(opt_state))
         return cls(
             step=jnp.asarray(0, jnp.int32),
             params=params,

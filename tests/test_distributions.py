@@ -243,3 +243,12 @@ def test_target_out_of_reach_when_every_leaf_is_pinned():
     # pinned leaves that happen to meet the target exactly are fine
     t = distributions.uniform({"a": jnp.ones((4, 4))}, 0.5, overrides={"a": 0.5})
     assert t["a"] == 0.5
+
+
+def test_zero_size_leaves_stay_dense_and_do_not_break_the_solve():
+    p = {"empty": jnp.ones((0, 10)), "a": jnp.ones((20, 10)), "b": jnp.ones((10, 5))}
+    for fn in (dist.erk, dist.er, dist.uniform):
+        t = fn(p, 0.5)
+        assert t["empty"] == 0.0
+        alive = (1 - t["a"]) * 200 + (1 - t["b"]) * 50
+        assert alive == pytest.approx(125.0)

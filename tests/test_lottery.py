@@ -202,7 +202,7 @@ def python_loop(state, key, rounds, controls):
     """The same rounds as lottery.run, as a Python loop of jitted pieces."""
     step_train = jax.jit(jax.vmap(TRAIN, in_axes=(0, None)))
     outs = []
-    for k in jax.random.split(key, rounds):
+    for k in [jax.random.fold_in(key, r) for r in range(rounds)]:
         k_arms, k_train = jax.random.split(k)
         arm_keys = jax.random.split(k_arms, max(len(controls), 1))
         arms = [state] + [c(state, ak) for c, ak in zip(controls, arm_keys)]
@@ -305,3 +305,20 @@ def test_run_resumable_equals_run_and_survives_an_interruption(tmp_path):
     chex.assert_trees_all_equal(hist, jax.device_get(ref_hist))
     with pytest.raises(ValueError, match="beyond rounds=1"):
         js.lottery.run_resumable(state, TRAIN, key, directory=tmp_path, rounds=1)
+    with pytest.raises(ValueError, match="other arguments"):
+        js.lottery.run_resumable(
+            state, TRAIN, key, directory=tmp_path, **{**kwargs, "rounds": 4, "fraction": 0.2}
+        )
+
+
+def test_run_resumable_extends_a_finished_run(tmp_path):
+    state, key = new_state(), jax.random.key(5)
+    js.lottery.run_resumable(state, TRAIN, key, rounds=1, directory=tmp_path, fraction=0.4)
+    out, hist = js.lottery.run_resumable(
+        state, TRAIN, key, rounds=2, directory=tmp_path, fraction=0.4
+    )
+    ref, ref_hist = jax.jit(lambda s, k: js.lottery.run(s, TRAIN, k, rounds=2, fraction=0.4))(
+        state, key
+    )
+    chex.assert_trees_all_equal(out.params, ref.params)
+    chex.assert_trees_all_equal(hist, jax.device_get(ref_hist))

@@ -282,3 +282,11 @@ def test_check_mask_dtype_names_path():
         js.check_mask(mask, params)
     with pytest.raises(TypeError, match="custom leaf 'enc/b'"):
         js.check_mask(mask, params, name="custom")
+
+
+def test_distances_refuse_an_empty_selection():
+    m = {"b": jnp.ones(3, bool)}  # a bias only: nothing prunable by default
+    with pytest.raises(ValueError, match="hamming: no leaf"):
+        js.hamming(m, m)
+    with pytest.raises(ValueError, match="overlap: no leaf"):
+        js.overlap(m, m)

@@ -403,7 +403,14 @@ def test_bad_rate_and_bad_target():
 def test_int_scores_type_error_names_path():
     s = {"enc": {"w": jnp.ones((2, 2), jnp.int32)}}
     with pytest.raises(TypeError, match=r"enc/w.*int32"):
-        js.prune(s, js.mask_like(s), 0.2)
+        js.prune(s, js.mask_like(s), 0.2, where=lambda path, leaf: True)
+
+
+def test_int_leaves_are_never_pruned_by_default():
+    # e.g. a step counter kept in the params: IMP prunes around it
+    p = {"w": jnp.arange(1.0, 17.0).reshape(4, 4), "count": jnp.zeros((4, 4), jnp.int32)}
+    m = js.prune(js.scores.magnitude(p), js.mask_like(p), 0.25, scope="global")
+    assert int(m["w"].sum()) == 12 and bool(m["count"].all())
 
 
 def test_mismatched_mask_and_scores_name_path():
@@ -432,3 +439,11 @@ def test_where_filter_selects_leaves():
     assert_leaves_equal(
         allp, ref_global(jax.tree.leaves(s), jax.tree.leaves(mask), 0.5, [True] * 8)
     )
+
+
+def test_float64_scores_keep_their_order_under_x64():
+    # 1 + 1e-12 and 1.0 are one float32; with x64 the keys are 64-bit and tell them apart
+    with jax.enable_x64(True):
+        w = {"w": jnp.array([[1.0 + 1e-12, 1.0, 3.0, 0.5]], jnp.float64)}
+        m = js.prune(js.scores.magnitude(w), js.mask_like(w), 0.5)
+        np.testing.assert_array_equal(m["w"], [[True, False, True, False]])

@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jaxsparse import scores
 
@@ -34,10 +33,12 @@ def test_magnitude_under_jit():
     np.testing.assert_array_equal(np.asarray(s["Dense_0"]["kernel"]), [[3.0, 0.5], [0.0, 0.25]])
 
 
-def test_magnitude_rejects_int_leaf_naming_path():
-    p = {"enc": {"w": jnp.ones((2, 2)), "step": jnp.zeros((2, 2), jnp.int32)}}
-    with pytest.raises(TypeError, match=r"enc/step.*int32"):
-        scores.magnitude(p)
+def test_magnitude_passes_int_leaves_through():
+    p = {"enc": {"w": -jnp.ones((2, 2)), "step": jnp.full((2, 2), -3, jnp.int32)}}
+    s = scores.magnitude(p)
+    assert s["enc"]["step"].dtype == jnp.int32
+    np.testing.assert_array_equal(s["enc"]["step"], p["enc"]["step"])
+    np.testing.assert_array_equal(s["enc"]["w"], jnp.ones((2, 2)))
 
 
 def test_random_scores_shapes_range_and_determinism():
@@ -66,6 +67,7 @@ def test_random_streams_differ_between_equal_leaves():
     assert not np.array_equal(np.asarray(s["a"]), np.asarray(s["b"]))
 
 
-def test_random_rejects_int_leaf_naming_path():
-    with pytest.raises(TypeError, match=r"counts.*int32"):
-        scores.random(jax.random.key(0), {"counts": jnp.zeros(3, jnp.int32)})
+def test_random_passes_int_leaves_through():
+    s = scores.random(jax.random.key(0), {"counts": jnp.arange(3), "w": jnp.ones((2, 2))})
+    np.testing.assert_array_equal(s["counts"], jnp.arange(3))
+    assert s["w"].dtype == jnp.float32 and bool((s["w"] < 1).all())

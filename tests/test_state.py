@@ -86,3 +86,58 @@ def test_sparse_state_is_a_pytree_that_vmaps_and_jits():
     pruned = jax.jit(jax.vmap(lambda s: js.imp_round(s, fraction=1 / 3)))(states)
     chex.assert_shape(pruned.mask["w"], (4, 3, 3))
     assert [int(m.sum()) for m in pruned.mask["w"]] == [6, 6, 6, 6]
+
+
+def test_mask_inside_the_optimizer_zeroes_params_at_create():
+    mask = {"w": jnp.array([[True, False], [False, True]])}
+    state = js.SparseTrainState.create(
+        apply_fn=None,
+        params={"w": jnp.arange(1.0, 5.0).reshape(2, 2)},
+        tx=js.masked(optax.sgd(0.1), mask),
+    )
+    np.testing.assert_array_equal(state.params["w"], [[1.0, 0.0], [0.0, 4.0]])
+    chex.assert_trees_all_equal(state.mask, mask)
+
+
+def test_rewinding_before_step_k_is_refused_or_consistent():
+    params = {"w": jnp.arange(1.0, 7.0).reshape(2, 3)}
+    state = js.SparseTrainState.create(
+        apply_fn=None, params=params, tx=optax.adam(1e-2), rewind_step=10
+    )
+    step = jax.jit(lambda s: s.apply_gradients(grads={"w": jnp.ones((2, 3))}))
+    for _ in range(3):
+        state = step(state)
+    with pytest.raises(ValueError, match="at step 3 but rewind_step is 10"):
+        js.imp_round(state)
+    # under jit: the creation snapshot, consistently (params, optimizer count and step 0)
+    ticket = jax.jit(js.imp_round)(state)
+    assert int(ticket.step) == 0
+    assert int(ticket.opt_state.inner_state[0].count) == 0
+    np.testing.assert_array_equal(ticket.params["w"], np.where(ticket.mask["w"], params["w"], 0))
+
+
+def test_random_reinit_restarts_at_k_with_fresh_moments():
+    sched = optax.linear_schedule(1.0, 0.0, 20)
+    state = js.SparseTrainState.create(
+        apply_fn=None, params={"w": jnp.ones((3, 3))}, tx=optax.adam(sched), rewind_step=4
+    )
+    step = jax.jit(lambda s: s.apply_gradients(grads={"w": jnp.full((3, 3), 0.5)}))
+    for _ in range(6):
+        state = step(state)
+    ticket = js.imp_round(state, fraction=0.5)
+    rr = js.random_reinit(ticket, lambda k: {"w": jax.random.normal(k, (3, 3))}, jax.random.key(0))
+    assert int(rr.step) == 4 == int(ticket.step)
+    adam = rr.opt_state.inner_state[0]
+    assert int(adam.count) == 4  # the schedule resumes where the ticket's does
+    assert float(jnp.abs(adam.mu["w"]).sum()) == 0.0 and float(adam.nu["w"].sum()) == 0.0
+    assert float(jnp.abs(ticket.opt_state.inner_state[0].mu["w"]).sum()) > 0.0
+
+
+def test_mask_moments_keeps_integer_counts_with_scalar_params():
+    from jaxsparse.state import mask_moments
+
+    opt = optax.adam(0.1)
+    s = opt.init(jnp.float32(2.0))
+    s = (s[0]._replace(count=jnp.int32(7), mu=jnp.float32(0.3)), *s[1:])
+    out = mask_moments(s, jnp.bool_(False), jnp.float32(2.0))
+    assert int(out[0].count) == 7 and float(out[0].mu) == 0.0
