@@ -9,12 +9,22 @@ Where things live (imports run downward only):
 * ``filters``: pytree paths and ``where=`` filters; ``masks``: mask pytrees, distances,
   bit-packing.
 * ``scores``, ``distributions``, ``pruning``, ``optim``: the parts.
-* ``state``, ``lottery``, ``checkpoint``, ``parallel``: what users do.
+* ``state``, ``lottery``, ``controls``, ``checkpoint``, ``parallel``: what users do.
 """
 
-from jaxsparse import checkpoint, distributions, filters, lottery, parallel, scores, training
+from jaxsparse import (
+    checkpoint,
+    controls,
+    distributions,
+    filters,
+    lottery,
+    parallel,
+    scores,
+    training,
+)
+from jaxsparse.controls import random_reinit, reprune
 from jaxsparse.filters import all_leaves, kernels
-from jaxsparse.lottery import imp_round, random_reinit, reprune
+from jaxsparse.lottery import imp_round
 from jaxsparse.masks import (
     apply_mask,
     check_mask,
@@ -42,6 +52,7 @@ __all__ = [
     "apply_mask",
     "check_mask",
     "checkpoint",
+    "controls",
     "density",
     "distributions",
     "filters",

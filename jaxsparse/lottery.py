@@ -1,5 +1,6 @@
-"""Lottery tickets: ``imp_round`` (prune + rewind + reset), its controls, and the whole
-iterative-magnitude-pruning loop as one compiled program."""
+"""Lottery tickets: ``imp_round`` (prune + rewind + reset) and the whole
+iterative-magnitude-pruning loop as one compiled program (its controls live in
+:mod:`jaxsparse.controls`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from jaxsparse import scores as scores_lib
 from jaxsparse.filters import check_structure
 from jaxsparse.masks import apply_mask, density
 from jaxsparse.optim import get_mask, set_mask
-from jaxsparse.pruning import prune, shuffle_mask
+from jaxsparse.pruning import prune
 from jaxsparse.state import mask_moments, snapshot_step
 
 State = Any  # duck-typed: .params, .opt_state, .step, .replace (+ rewind fields)
@@ -110,65 +111,6 @@ def imp_round(
     )
 
 
-def random_reinit(
-    state: State, init_fn: Callable[[jax.Array], chex.ArrayTree], key: jax.Array
-) -> State:
-    """The random re-initialisation control: same mask, fresh initial weights.
-
-    ``init_fn(key)`` returns new params (the same structure); they are masked and become
-    the snapshot. Training restarts where the ticket's does, at the snapshot's step k,
-    with the snapshot's optimizer state but every per-weight moment zeroed (fresh, as
-    ``tx.init`` makes them) and schedule counts kept at k, so under a learning-rate
-    schedule the control and the ticket train over the same steps. With k = 0 this is
-    ``tx.init`` exactly.
-
-    Example:
-        >>> state = js.SparseTrainState.create(
-        ...     apply_fn=None, params={"w": jnp.ones((2, 3))}, tx=optax.sgd(0.1),
-        ...     mask={"w": jnp.array([[1, 0, 1], [0, 1, 0]], bool)})
-        >>> new = random_reinit(state, lambda k: {"w": jax.random.normal(k, (2, 3))},
-        ...                     jax.random.key(1))
-        >>> bool((new.params["w"][~state.mask["w"]] == 0).all())
-        True
-
-    References:
-      Frankle & Carbin, ICLR 2019 (winning tickets vs. random reinitialisation).
-    """
-    mask = state.mask
-    fresh = init_fn(key)
-    check_structure(fresh, mask, name="random_reinit: init_fn(key)", like_name="the params")
-    params = apply_mask(fresh, mask)
-    no_weight = jax.tree.map(jnp.zeros_like, mask)
-    opt_state = set_mask(mask_moments(state.rewind_opt_state, no_weight, params), mask)
-    return state.replace(
-        params=params,
-        opt_state=opt_state,
-        step=snapshot_step(state),
-        rewind_params=fresh,
-        rewind_opt_state=opt_state,
-    )
-
-
-def reprune(state: State, key: jax.Array, *, scope: str = "layerwise") -> State:
-    """The random re-pruning control: same initial weights, a shuffled mask with the
-    same per-layer (or global) density.
-
-    Example:
-        >>> state = js.SparseTrainState.create(
-        ...     apply_fn=None, params={"w": jnp.ones((4, 4))}, tx=optax.sgd(0.1),
-        ...     mask={"w": jnp.eye(4, dtype=bool)})
-        >>> int(reprune(state, jax.random.key(0)).params["w"].sum())
-        4
-
-    References:
-      Frankle & Carbin, ICLR 2019 (random re-pruning control).
-    """
-    mask = shuffle_mask(key, state.mask, scope=scope, where=state.where)
-    params = apply_mask(state.rewind_params, mask)
-    opt_state = set_mask(mask_moments(state.rewind_opt_state, mask, params), mask)
-    return state.replace(params=params, opt_state=opt_state, step=snapshot_step(state))
-
-
 Control = Callable[[State, jax.Array], State]
 
 
@@ -186,7 +128,7 @@ def run(
     Round r trains the current ticket with ``train_fn(state, key) -> (trained, metrics)``
     (e.g. from :func:`jaxsparse.training.make_train_fn`), records ``metrics`` and the
     density, then calls :func:`imp_round` on the trained state. Each control
-    ``control(ticket, key) -> state`` (e.g. ``lambda s, k: reprune(s, k)``) derives an
+    ``control(ticket, key) -> state`` (e.g. ``jaxsparse.reprune``) derives an
     arm from the untrained ticket of the round; the ticket and its controls are stacked
     and trained together under ``jax.vmap``, so K arms cost one program; all arms of a
     round see the same data order (the same training key), so they differ only in what
