@@ -8,13 +8,23 @@ import re
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_readme_example_runs():
+def run_block(index):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README has no python example"
+    assert len(blocks) > index, "README lost a python example"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(blocks[0], str(README), "exec"), {"__name__": "readme"})
-    text = out.getvalue()
+        exec(compile(blocks[index], str(README), "exec"), {"__name__": "readme"})
+    return out.getvalue()
+
+
+def test_readme_example_runs():
+    text = run_block(0)
     assert "Dense_0/kernel" in text and "total" in text
     assert "0.513 of the weights remain" in text
     assert "0.900\n" in text
+
+
+def test_readme_whole_loop_example_runs():
+    text = run_block(1)
+    assert "(3, 5, 3) (3, 5, 3, 5)" in text
+    assert "[1.     0.5    0.25   0.125  0.0625]" in text
