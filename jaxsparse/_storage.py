@@ -63,7 +63,10 @@ def _write(directory: PathLike, kind: str, leaves: list[dict], arrays: Sequence[
             rec["key_impl"] = str(jax.random.key_impl(x))
             x = jax.random.key_data(x)
         if not isinstance(x, jax.Array):
+            # numpy and Python leaves are stored as JAX would hold them (float64 -> float32
+            # without x64), the dtype the record names and a restore gives back
             x = np.asarray(x)
+            x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype))
         rec.update(shape=list(x.shape), dtype=str(x.dtype), sha256=_digest(np.asarray(x)))
         if x.size:  # orbax refuses zero-size arrays; the record alone restores them
             stored[f"a{i:05d}"] = x

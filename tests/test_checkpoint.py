@@ -459,3 +459,25 @@ def test_imp_killed_and_resumed_matches_uninterrupted(tmp_path):
     assert meta1 == meta2 and len(meta1["losses"]) == 6
     assert meta1["sparsity"] == pytest.approx(1 - 0.8**6, abs=0.01)
     assert checkpoint.latest_round(tmp_path / "ckpt") == 5  # rounds 0..5
+
+
+def test_numpy_and_python_leaves_round_trip(tmp_path):
+    # stored as JAX holds them: float64 -> float32, int64 -> int32 without x64
+    tree = {
+        "f64": np.linspace(0.0, 1.0, 5),
+        "i64": np.arange(4),
+        "pyint": 7,
+        "pyfloat": 0.25,
+        "flag": np.array([True, False]),
+    }
+    checkpoint.save_state(tmp_path / "c", tree, extra={"k": 1})
+    like = jax.tree.map(jnp.asarray, tree)
+    restored, _ = checkpoint.load_state(tmp_path / "c", like)
+    for key in tree:
+        np.testing.assert_array_equal(np.asarray(restored[key]), np.asarray(like[key]))
+        assert restored[key].dtype == like[key].dtype
+    mask = {"w": np.array([[True, False], [False, True]])}
+    checkpoint.save_ticket(tmp_path / "t", mask, {"w": np.arange(4.0).reshape(2, 2)})
+    m, p, _ = checkpoint.load_ticket(tmp_path / "t", {"w": jnp.zeros((2, 2))})
+    np.testing.assert_array_equal(m["w"], mask["w"])
+    np.testing.assert_array_equal(p["w"], [[0.0, 0.0], [0.0, 3.0]])
