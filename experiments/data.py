@@ -21,6 +21,7 @@ DATASETS = ("mnist", "mnist1d", "digits")
 INPUT_SHAPES = {"mnist": (28, 28, 1), "mnist1d": (40, 1), "digits": (8, 8, 1)}
 NUM_CLASSES = 10
 SPLIT_SEED = 0
+TRAIN_SIZES = {"mnist": 3500, "mnist1d": 3500, "digits": 1257}  # after the fixed split
 
 
 class Dataset(NamedTuple):
@@ -87,6 +88,7 @@ def load(name: str) -> Dataset:
     else:
         raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
     x_tr, y_tr, x_va, y_va, x_te, y_te = parts
+    assert len(x_tr) == TRAIN_SIZES[name], (name, len(x_tr))  # keep TRAIN_SIZES true
     return Dataset(
         name,
         np.ascontiguousarray(x_tr, np.float32),

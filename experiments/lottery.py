@@ -124,6 +124,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
                 "val_loss": optax.softmax_cross_entropy_with_integer_labels(
                     val, arrays["y_val"]
                 ).mean(),
+                "val_acc": jnp.mean(jnp.argmax(val, -1) == arrays["y_val"]),
                 "test_acc": jnp.mean(jnp.argmax(test, -1) == arrays["y_test"]),
             }
 
@@ -229,6 +230,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
             "layer_alive": {p: int(a[0]) for p, a in zip(paths, alive)},
             "density": np.asarray(hist["density"]).tolist(),  # (seeds, arms)
             "val_loss": np.asarray(hist["metrics"]["val_loss"]).tolist(),  # (seeds, arms, evals)
+            "val_acc": np.asarray(hist["metrics"]["val_acc"]).tolist(),
             "test_acc": np.asarray(hist["metrics"]["test_acc"]).tolist(),
         }
         history.append(rec)
@@ -245,10 +247,12 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     sizes = {p: int(np.prod(x.shape[1:])) for p, x in zip(paths, jax.tree.leaves(state0.params))}
     prunable = {p: s for p, s in sizes.items() if p.endswith("kernel")}
 
-    # The ticket trained in round b is the state that entered round b: the initial
-    # state for b = 0, else the one saved after round b - 1.
+    # The ticket trained in round b > 0 is the state that entered it, saved after round
+    # b - 1 (rewound to step k). For b = 0 it is the dense network at its step-k
+    # snapshot, which round 0 captured (the initial weights when k = 0).
     if best == 0:
-        ticket_state = state0
+        after_0, _ = checkpoint.load_state(ckpt_root / "round_0000", state)
+        ticket_state = state0.replace(params=after_0.rewind_params)
     else:
         ticket_state, _ = checkpoint.load_state(ckpt_root / f"round_{best - 1:04d}", state)
     seed0 = jax.tree.map(lambda x: np.asarray(x[0]), ticket_state)
@@ -258,6 +262,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         "seed": 0,
         "pct_remaining": rows[best]["arms"]["ticket"]["pct_remaining"],
         "early_stop_acc_mean": rows[best]["arms"]["ticket"]["early_stop_acc"],
+        "early_stop_val_acc_mean": rows[best]["arms"]["ticket"]["early_stop_val_acc"],
         "rewind_step": cfg.rewind_step,
         "config_hash": cfg.digest(),
     }

@@ -109,9 +109,23 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     values = dict(QUICK) if given.get("quick") else {}
     values.update(given)
     cfg = LotteryConfig(**values)
+
+    def origin(name):  # a value the user did not type came from --quick or the default
+        if name in given:
+            return ""
+        return " (from --quick)" if name in values else " (the default)"
+
     if cfg.steps % cfg.eval_every:
         parser.error(
-            f"argument --eval-every: must divide --steps ({cfg.steps}), got {cfg.eval_every}"
+            f"argument --eval-every: must divide --steps ({cfg.steps}), got "
+            f"{cfg.eval_every}{origin('eval_every')}"
+        )
+    from experiments.data import TRAIN_SIZES
+
+    if cfg.batch_size > TRAIN_SIZES[cfg.data]:
+        parser.error(
+            f"argument --batch-size: must be <= the {TRAIN_SIZES[cfg.data]} training examples "
+            f"of --data {cfg.data}, got {cfg.batch_size}"
         )
     if cfg.rewind_step >= cfg.steps:
         parser.error(

@@ -15,8 +15,9 @@ ARM_LABELS = {
     "reprune": "random reprune",
 }
 BEST_RULE = (
-    "the sparsest round whose winning ticket's mean early-stop test accuracy is within "
-    "{tol} points of the dense network's (round 0); seed 0's mask and rewound weights"
+    "the sparsest round whose winning ticket's mean early-stop *validation* accuracy is "
+    "within {tol} points of the dense network's (round 0; test accuracy plays no part); "
+    "seed 0's mask and rewound weights"
 )
 
 
@@ -28,9 +29,11 @@ def summarise(history: list[dict], cfg: LotteryConfig) -> list[dict]:
     for rec in history:
         val = np.asarray(rec["val_loss"])  # (seeds, arms, evals)
         acc = np.asarray(rec["test_acc"])
+        val_acc = np.asarray(rec["val_acc"])
         # index 0 is the evaluation before training; early stopping picks among the rest
         es = np.argmin(val[..., 1:], axis=-1) + 1
         es_acc = np.take_along_axis(acc, es[..., None], axis=-1)[..., 0]
+        es_val_acc = np.take_along_axis(val_acc, es[..., None], axis=-1)[..., 0]
         ddof = 1 if val.shape[0] > 1 else 0
         row = {"round": rec["round"], "layer_alive": rec["layer_alive"], "arms": {}}
         for a, arm in enumerate(ARMS):
@@ -40,6 +43,7 @@ def summarise(history: list[dict], cfg: LotteryConfig) -> list[dict]:
                 "pct_remaining": float(100 * dens.mean()),
                 "early_stop_acc": float(es_acc[:, a].mean()),
                 "early_stop_acc_std": float(es_acc[:, a].std(ddof=ddof)),
+                "early_stop_val_acc": float(es_val_acc[:, a].mean()),
                 "early_stop_iter": float(iters.mean()),
                 "early_stop_iter_std": float(iters.std(ddof=ddof)),
                 "final_acc": float(acc[:, a, -1].mean()),
@@ -55,11 +59,12 @@ def summarise(history: list[dict], cfg: LotteryConfig) -> list[dict]:
 
 
 def best_round(rows: list[dict], tol_points: float) -> int:
-    dense = rows[0]["arms"]["ticket"]["early_stop_acc"]
+    """The round :data:`BEST_RULE` picks: chosen on validation accuracy, never on test."""
+    dense = rows[0]["arms"]["ticket"]["early_stop_val_acc"]
     ok = [
         r["round"]
         for r in rows
-        if r["arms"]["ticket"]["early_stop_acc"] >= dense - tol_points / 100
+        if r["arms"]["ticket"]["early_stop_val_acc"] >= dense - tol_points / 100
     ]
     return max(ok)
 

@@ -101,9 +101,14 @@ def test_ticket_loads_with_its_sparsity(quick_run):
     assert meta["round"] == max(
         r["round"]
         for r in res["rounds"]
-        if r["arms"]["ticket"]["early_stop_acc"]
-        >= res["rounds"][0]["arms"]["ticket"]["early_stop_acc"] - 0.005
+        if r["arms"]["ticket"]["early_stop_val_acc"]
+        >= res["rounds"][0]["arms"]["ticket"]["early_stop_val_acc"] - 0.005
     )
+    # the ticket holds the initial weights (k = 0) where alive, exactly
+    init = lottery.initial_state(lottery.LotteryConfig(**lottery.QUICK)).params
+    init = jax.tree.map(lambda x: np.asarray(x[0]), init)
+    for m, p, p0 in zip(jax.tree.leaves(mask), jax.tree.leaves(params), jax.tree.leaves(init)):
+        np.testing.assert_array_equal(np.asarray(p), np.where(np.asarray(m), p0, 0.0))
     row = res["rounds"][meta["round"]]
     for path, m in zip(res["layer_sizes"], jax.tree.leaves(mask)):
         assert int(np.sum(m)) == row["layer_alive"][path], path
@@ -195,6 +200,9 @@ def test_mesh_matches_single_device(quick_run, tmp_path):
         (["--steps", "ten"], "--steps"),
         (["--steps", "100", "--eval-every", "30"], "--eval-every"),
         (["--bogus"], "--bogus"),
+        (["--batch-size", "5000"], "--batch-size: must be <= the 3500 training examples"),
+        (["--data", "digits", "--batch-size", "1300"], "1257 training examples"),
+        (["--quick", "--steps", "30"], "got 25 (from --quick)"),
     ],
 )
 def test_bad_flags_name_the_flag(argv, flag, capsys):
