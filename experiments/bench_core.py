@@ -37,23 +37,13 @@ import numpy as np
 import optax
 
 import jaxsparse
+from experiments.models import LeNet300  # the study's LeNet-300-100
 
 BATCH = 60
 SPARSITY = 0.8
 PRUNE_AMOUNT = 0.2
 LEAF_FRACTIONS = (0.4, 0.3, 0.2, 0.1)  # four leaves of unequal size
 LEAF_COLS = 100
-
-
-class LeNet300100(nn.Module):
-    """The 784-300-100-10 MLP of the lottery-ticket paper."""
-
-    @nn.compact
-    def __call__(self, x):
-        x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(300)(x))
-        x = nn.relu(nn.Dense(100)(x))
-        return nn.Dense(10)(x)
 
 
 class SmallCNN(nn.Module):
@@ -309,9 +299,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print()
 
     cases = [
-        ModelCase(
-            "LeNet-300-100", LeNet300100(), (784,), 30 if quick else 200, ("scan", "per-call")
-        ),
+        ModelCase("LeNet-300-100", LeNet300(), (784,), 30 if quick else 200, ("scan", "per-call")),
         ModelCase("CNN 32/64 + 128", SmallCNN(), (28, 28, 1), 3 if quick else 40, ("per-call",)),
     ]
     repeats = 3 if quick else 9

@@ -20,23 +20,15 @@ import statistics
 import time
 from collections.abc import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
 import jaxsparse as js
+from experiments.models import LeNet300  # the study's LeNet-300-100
 
 BATCH, STEPS = 60, 200
-
-
-class LeNet300100(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(nn.Dense(300)(x))
-        x = nn.relu(nn.Dense(100)(x))
-        return nn.Dense(10)(x)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -45,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else 15
 
-    model = LeNet300100()
+    model = LeNet300()
     params = model.init(jax.random.key(0), jnp.ones((1, 784)))["params"]
     prune = jax.jit(
         lambda p: js.prune(js.scores.magnitude(p), js.mask_like(p), 0.8, scope="global")
