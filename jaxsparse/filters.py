@@ -63,7 +63,7 @@ def kernels(path: str, leaf: Any) -> bool:
       dense and conv layers are pruned, biases are not).
     """
     del path
-    return _is_float(leaf) and len(jnp.shape(leaf)) >= 2
+    return is_floating(leaf) and len(jnp.shape(leaf)) >= 2
 
 
 def all_leaves(path: str, leaf: Any) -> bool:
@@ -84,10 +84,22 @@ def all_leaves(path: str, leaf: Any) -> bool:
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
     """
     del path
-    return _is_float(leaf)
+    return is_floating(leaf)
 
 
-def _is_float(leaf: Any) -> bool:
+def is_floating(leaf: Any) -> bool:
+    """Whether a leaf (an array, a scalar, a ``ShapeDtypeStruct``) has a floating dtype.
+
+    Only floating leaves are ever scored or pruned; integer leaves (step counters,
+    indices) pass through every jaxsparse function untouched.
+
+    Example:
+        >>> is_floating(jnp.ones(2)), is_floating(jnp.arange(2))
+        (True, False)
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (weights are pruned).
+    """
     return jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
 
 
@@ -116,7 +128,7 @@ def resolve_filter(where: Filter) -> Callable[[str, Any], bool]:
         return kernels
     if isinstance(where, str):
         pattern = re.compile(where)
-        return lambda path, leaf: _is_float(leaf) and pattern.search(path) is not None
+        return lambda path, leaf: is_floating(leaf) and pattern.search(path) is not None
     if callable(where):
         return where
     raise TypeError(
@@ -148,7 +160,12 @@ def prunable(tree: chex.ArrayTree, where: Filter = None) -> chex.ArrayTree:
 
 
 def check_structure(
-    tree: chex.ArrayTree, like: chex.ArrayTree, *, name: str, like_name: str = "params"
+    tree: chex.ArrayTree,
+    like: chex.ArrayTree,
+    *,
+    name: str,
+    like_name: str = "params",
+    shapes: bool = True,
 ) -> None:
     """Raises ``ValueError`` if ``tree`` differs from ``like`` in structure or leaf shapes.
 
@@ -160,6 +177,7 @@ def check_structure(
       like: the pytree it should mirror.
       name: what ``tree`` is called in the message.
       like_name: what ``like`` is called in the message.
+      shapes: also compare leaf shapes (off for per-leaf scalars, such as targets).
 
     Raises:
       ValueError: a missing or unexpected path, or a leaf shape that differs.
@@ -173,7 +191,7 @@ def check_structure(
     References:
       chex, ``assert_trees_all_equal_structs`` (fail early, name the path).
     """
-    t_paths, l_paths = _paths(tree), _paths(like)
+    t_paths, l_paths = leaf_paths(tree), leaf_paths(like)
     if t_paths != l_paths:
         missing = sorted(set(l_paths) - set(t_paths))
         extra = sorted(set(t_paths) - set(l_paths))
@@ -181,6 +199,8 @@ def check_structure(
             f"{name} does not mirror {like_name}: missing paths {missing[:5]}, "
             f"unexpected paths {extra[:5]}"
         )
+    if not shapes:
+        return
     for (path, x), y in zip(
         jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(like), strict=True
     ):
@@ -191,5 +211,14 @@ def check_structure(
             )
 
 
-def _paths(tree: chex.ArrayTree) -> list[str]:
+def leaf_paths(tree: chex.ArrayTree) -> list[str]:
+    """The ``/``-joined path of every leaf, in ``jax.tree.leaves`` order.
+
+    Example:
+        >>> leaf_paths({"b": [jnp.ones(1)], "a": jnp.ones(2)})
+        ['a', 'b/0']
+
+    References:
+      JAX, "Working with pytrees" (key paths).
+    """
     return [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]

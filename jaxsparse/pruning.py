@@ -26,7 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsparse._rounding import round_mul
-from jaxsparse.filters import Filter, path_str, prunable
+from jaxsparse.filters import (
+    Filter,
+    check_structure,
+    is_floating,
+    leaf_paths,
+    path_str,
+    prunable,
+)
 from jaxsparse.masks import check_mask
 
 
@@ -98,7 +105,7 @@ def _check_scores(scores: chex.ArrayTree, selected: list[bool]) -> None:
     for (path, x), keep in zip(flat, selected):
         if not keep:
             continue
-        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        if not is_floating(x):
             raise TypeError(
                 f"prune: score leaf '{path_str(path)}' has dtype {jnp.result_type(x)}; "
                 "scores must be floating"
@@ -183,7 +190,7 @@ def prune(
     _check_scores(scores, sel)
     for pattern, rate in (rates or {}).items():
         _check_fraction(rate, f"prune: rates[{pattern!r}]")
-    paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(scores)[0]]
+    paths = leaf_paths(scores)
     s_leaves = jax.tree.leaves(scores)
     m_leaves, treedef = jax.tree.flatten(mask)
 
@@ -224,16 +231,15 @@ def prune(
 
 
 def _target_leaves(targets: chex.ArrayTree, mask: chex.ArrayTree) -> list:
-    t_paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(targets)[0]]
-    m_paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(mask)[0]]
-    if t_paths != m_paths:
-        raise ValueError(
-            "prune: the per-leaf target sparsities do not mirror the mask: "
-            f"missing {sorted(set(m_paths) - set(t_paths))[:5]}, "
-            f"unexpected {sorted(set(t_paths) - set(m_paths))[:5]}"
-        )
+    check_structure(
+        targets,
+        mask,
+        name="prune: the per-leaf target sparsities",
+        like_name="the mask",
+        shapes=False,
+    )
     leaves = jax.tree.leaves(targets)
-    for path, t in zip(t_paths, leaves):
+    for path, t in zip(leaf_paths(targets), leaves):
         _check_fraction(t, f"prune: target sparsity of '{path}'")
     return leaves
 

@@ -11,9 +11,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-
-def _is_float(x) -> bool:
-    return jnp.issubdtype(jnp.result_type(x), jnp.floating)
+from jaxsparse.filters import is_floating
 
 
 def magnitude(params: chex.ArrayTree) -> chex.ArrayTree:
@@ -35,7 +33,7 @@ def magnitude(params: chex.ArrayTree) -> chex.ArrayTree:
       Han et al., "Learning both Weights and Connections", NeurIPS 2015;
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
     """
-    return jax.tree.map(lambda x: jnp.abs(x) if _is_float(x) else x, params)
+    return jax.tree.map(lambda x: jnp.abs(x) if is_floating(x) else x, params)
 
 
 def random(key: jax.Array, params: chex.ArrayTree) -> chex.ArrayTree:
@@ -56,7 +54,7 @@ def random(key: jax.Array, params: chex.ArrayTree) -> chex.ArrayTree:
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(key, max(len(leaves), 1))
     out = [
-        jax.random.uniform(k, jnp.shape(x), jnp.float32) if _is_float(x) else x
+        jax.random.uniform(k, jnp.shape(x), jnp.float32) if is_floating(x) else x
         for k, x in zip(keys, leaves)
     ]
     return jax.tree.unflatten(treedef, out)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxsparse.filters import Filter
+from jaxsparse.filters import Filter, is_floating
 from jaxsparse.masks import apply_mask, check_mask
 from jaxsparse.optim import MaskedState, get_mask, masked, set_mask
 
@@ -62,14 +62,10 @@ def mask_moments(
             return x
         # floating leaves only: a step count is never a per-weight statistic
         return jax.tree.map(
-            lambda v, m: jnp.where(m, v, jnp.zeros((), v.dtype)) if _is_float(v) else v, x, mask
+            lambda v, m: jnp.where(m, v, jnp.zeros((), v.dtype)) if is_floating(v) else v, x, mask
         )
 
     return jax.tree.map(fix, opt_state, is_leaf=params_like)
-
-
-def _is_float(x) -> bool:
-    return jnp.issubdtype(jnp.result_type(x), jnp.floating)
 
 
 def snapshot_step(state) -> jax.Array:
