@@ -43,8 +43,12 @@ def _solve(
     dense: Sequence[str],
     overrides: Mapping[str, float] | None,
     pin: Callable[[list[str]], dict[str, float]] | None = None,
+    floor: Callable[[list[str]], dict[str, float]] | None = None,
     caller: str = "distributions",
 ) -> chex.ArrayTree:
+    """``pin(names)`` fixes densities up front; ``floor(names)`` gives minimum densities,
+    enforced like the ceiling of 1: a layer that would fall below its floor is pinned
+    there and the solve repeated. ``names`` are the prunable, non-empty leaves in order."""
     if not 0.0 <= float(sparsity) < 1.0:
         raise ValueError(f"{caller}: sparsity must be in [0, 1), got {sparsity}")
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -71,6 +75,7 @@ def _solve(
         fixed.update({n: 1.0 - float(s) for n in hits})
     if pin is not None:
         fixed.update({n: d for n, d in pin(names).items() if n not in fixed})
+    floors = floor(names) if floor is not None else {}
     p = {n: float(weight(s)) for n, s in layers}
     budget = (1.0 - float(sparsity)) * sum(size.values())
     while True:
@@ -89,6 +94,10 @@ def _solve(
                 f"{caller}: the pinned layers alone exceed the budget of a global sparsity "
                 f"of {sparsity}"
             )
+        low = [n for n in free if eps * p[n] < floors.get(n, 0.0)]
+        if low:
+            fixed.update({n: floors[n] for n in low})
+            continue
         top = max(p[n] for n in free)
         if eps * top <= 1.0:
             fixed.update({n: eps * p[n] for n in free})
@@ -147,26 +156,17 @@ def uniform_plus(
     References:
       Gale et al., "The State of Sparsity in Deep Neural Networks", 2019; Liu et al., 2022.
     """
-    args = (params, sparsity, lambda s: 1.0, where, dense, overrides)
-    targets = _solve(*args, pin=lambda names: {names[0]: 1.0}, caller="uniform_plus")
-    last = [
-        path_str(p)
-        for (p, _), s in zip(
-            jax.tree_util.tree_flatten_with_path(params)[0],
-            jax.tree.leaves(prunable(params, where)),
-        )
-        if s
-    ][-1]
-    if _leaf(targets, last) <= 0.8:
-        return targets
-    return _solve(*args, pin=lambda names: {names[0]: 1.0, last: 0.2}, caller="uniform_plus")
-
-
-def _leaf(tree: chex.ArrayTree, path: str) -> float:
-    for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if path_str(p) == path:
-            return x
-    raise KeyError(path)
+    return _solve(
+        params,
+        sparsity,
+        lambda s: 1.0,
+        where,
+        dense,
+        overrides,
+        pin=lambda names: {names[0]: 1.0},
+        floor=lambda names: {names[-1]: 0.2},
+        caller="uniform_plus",
+    )
 
 
 def er(
