@@ -95,16 +95,29 @@ def apply_mask(params: chex.ArrayTree, mask: chex.ArrayTree) -> chex.ArrayTree:
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)), params, mask)
 
 
-def _selected(mask: chex.ArrayTree, where: Filter) -> list[tuple[str, jax.Array]]:
+def mask_prunable(mask: chex.ArrayTree, where: Filter = None) -> list[bool]:
+    """Which leaves of a *mask* the filter ``where`` selects, in ``jax.tree.leaves`` order.
+
+    The filter sees each mask leaf's path and a float32 stand-in of its shape: a ``bool``
+    leaf is never "floating", yet it stands for a (floating) weight.
+
+    Example:
+        >>> mask_prunable({"b": jnp.ones(3, bool), "w": jnp.ones((3, 2), bool)})
+        [False, True]
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
+    """
     pred = resolve_filter(where)
-    out = []
-    for path, m in jax.tree_util.tree_flatten_with_path(mask)[0]:
-        # The filter sees the mask leaf; a bool leaf is not "floating", so filters get a
-        # float stand-in with the same shape.
-        stand_in = jax.ShapeDtypeStruct(jnp.shape(m), jnp.float32)
-        if pred(path_str(path), stand_in):
-            out.append((path_str(path), m))
-    return out
+    return [
+        bool(pred(path_str(path), jax.ShapeDtypeStruct(jnp.shape(m), jnp.float32)))
+        for path, m in jax.tree_util.tree_flatten_with_path(mask)[0]
+    ]
+
+
+def _selected(mask: chex.ArrayTree, where: Filter) -> list[tuple[str, jax.Array]]:
+    flat = jax.tree_util.tree_flatten_with_path(mask)[0]
+    return [(path_str(p), m) for (p, m), s in zip(flat, mask_prunable(mask, where)) if s]
 
 
 def counts(mask: chex.ArrayTree, where: Filter = None) -> tuple[jax.Array, int]:

@@ -34,7 +34,7 @@ from jaxsparse.filters import (
     path_str,
     prunable,
 )
-from jaxsparse.masks import check_mask
+from jaxsparse.masks import check_mask, mask_prunable
 
 
 def _key_dtype(scores: list) -> tuple[type, type]:
@@ -265,14 +265,7 @@ def shuffle_mask(
     if scope not in ("layerwise", "global"):
         raise ValueError(f"shuffle_mask: scope must be 'layerwise' or 'global', got {scope!r}")
     leaves, treedef = jax.tree.flatten(mask)
-    sel = [
-        bool(s)
-        for s in jax.tree.leaves(
-            prunable(
-                jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, jnp.float32), mask), where
-            )
-        )
-    ]
+    sel = mask_prunable(mask, where)
     keys = jax.random.split(key, max(len(leaves), 1))
     rand = [
         _keys(jax.random.uniform(k, m.shape), jnp.ones(m.shape, bool)) for k, m in zip(keys, leaves)
