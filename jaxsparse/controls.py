@@ -20,7 +20,7 @@ from jaxsparse.filters import check_structure
 from jaxsparse.masks import apply_mask
 from jaxsparse.optim import set_mask
 from jaxsparse.pruning import shuffle_mask
-from jaxsparse.state import mask_moments, snapshot_step
+from jaxsparse.state import mask_moments, rewind, snapshot_step
 
 State = Any  # duck-typed like jaxsparse.lottery's states
 
@@ -79,6 +79,4 @@ def reprune(state: State, key: jax.Array, *, scope: str = "layerwise") -> State:
       Frankle & Carbin, ICLR 2019 (random re-pruning control).
     """
     mask = shuffle_mask(key, state.mask, scope=scope, where=state.where)
-    params = apply_mask(state.rewind_params, mask)
-    opt_state = set_mask(mask_moments(state.rewind_opt_state, mask, params), mask)
-    return state.replace(params=params, opt_state=opt_state, step=snapshot_step(state))
+    return rewind(state, mask)

@@ -19,7 +19,7 @@ from jaxsparse.filters import check_structure
 from jaxsparse.masks import apply_mask, density
 from jaxsparse.optim import get_mask, set_mask
 from jaxsparse.pruning import prune
-from jaxsparse.state import mask_moments, snapshot_step
+from jaxsparse.state import rewind
 
 State = Any  # duck-typed: .params, .opt_state, .step, .replace (+ rewind fields)
 
@@ -90,11 +90,7 @@ def imp_round(
                 f"imp_round: {type(state).__name__} has no rewind snapshot (rewind_params); "
                 "use jaxsparse.SparseTrainState or pass rewind_to="
             )
-        params = apply_mask(state.rewind_params, mask)
-        opt_state = set_mask(mask_moments(state.rewind_opt_state, mask, params), mask)
-        return state.replace(
-            params=params, opt_state=opt_state, step=snapshot_step(state), round=state.round + 1
-        )
+        return rewind(state, mask).replace(round=state.round + 1)
     check_structure(rewind_to, mask, name="imp_round: rewind_to", like_name="the params")
     params = apply_mask(rewind_to, mask)
     opt_state = set_mask(state.tx.init(params), mask)

@@ -86,6 +86,31 @@ def snapshot_step(state) -> jax.Array:
     return jnp.where(step >= k, k, jnp.zeros_like(k))
 
 
+def rewind(state, mask: chex.ArrayTree):
+    """The state at its rewind snapshot, under ``mask``: the snapshot's params with the
+    pruned ones zeroed, its optimizer state with their moments zeroed and ``mask`` set,
+    and ``step`` back to the snapshot's (see :func:`snapshot_step`).
+
+    What :func:`jaxsparse.imp_round` and :func:`jaxsparse.reprune` both return, with
+    their own masks.
+
+    Example:
+        >>> state = SparseTrainState.create(
+        ...     apply_fn=None, params={"w": jnp.array([[1.0, 2.0]])}, tx=optax.sgd(0.1))
+        >>> state = state.apply_gradients(grads={"w": jnp.ones((1, 2))})
+        >>> back = rewind(state, {"w": jnp.array([[False, True]])})
+        >>> back.params["w"].tolist(), int(back.step)
+        ([[0.0, 2.0]], 0)
+
+    References:
+      Frankle et al., "Linear Mode Connectivity and the Lottery Ticket Hypothesis",
+      ICML 2020.
+    """
+    params = apply_mask(state.rewind_params, mask)
+    opt_state = set_mask(mask_moments(state.rewind_opt_state, mask, params), mask)
+    return state.replace(params=params, opt_state=opt_state, step=snapshot_step(state))
+
+
 class SparseTrainState(struct.PyTreeNode):
     """A drop-in for ``flax.training.train_state.TrainState`` for sparse training.
 
