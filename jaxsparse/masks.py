@@ -41,7 +41,64 @@ def mask_like(params: chex.ArrayTree, where: Filter = None) -> chex.ArrayTree:
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
     """
     resolve_filter(where)
-    return jax.tree.map(lambda x: jnp.ones(jnp.shape(x), dtype=bool), params)
+    # ones_like, not ones(shape): each mask leaf takes its param's sharding, which a
+    # select against the param needs on a mesh with Explicit axes.
+    return jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params)
+
+
+def explicit_spec(x) -> jax.sharding.PartitionSpec | None:
+    """``x``'s partition spec when it lives on a mesh with Explicit axes, else ``None``.
+
+    What to pass as ``out_sharding=`` to build an array laid out like ``x`` (a random
+    score, a mask); ``None`` leaves the layout to XLA, as under Auto axes or no mesh.
+
+    Example:
+        >>> explicit_spec(jnp.zeros(3)) is None
+        True
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (a mask per weight).
+    """
+    aval = jax.typeof(x)
+    axis_types = getattr(aval.sharding.mesh, "axis_types", ())
+    if jax.sharding.AxisType.Explicit not in axis_types:
+        return None
+    spec = tuple(aval.sharding.spec)
+    return jax.sharding.PartitionSpec(*spec, *(None,) * (len(aval.shape) - len(spec)))
+
+
+def align(m: jax.Array, like: jax.Array) -> jax.Array:
+    """``m`` resharded like ``like`` where the two differ on a mesh with Explicit axes.
+
+    A select (``jnp.where``) between differently sharded operands is a type error under
+    Explicit axes (the default of ``jax.make_mesh``); under Auto axes, or with no mesh,
+    XLA picks the layout and ``m`` is returned as it is.
+
+    Example:
+        >>> m = align(jnp.ones(3, bool), jnp.zeros(3))
+        >>> m.dtype, m.shape
+        (dtype('bool'), (3,))
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (a mask per weight).
+    """
+    want = explicit_spec(like)
+    if want is None or jnp.shape(m) != jnp.shape(like) or explicit_spec(m) == want:
+        return m
+    return jax.sharding.reshard(m, want)
+
+
+def zero_pruned(x: jax.Array, m: jax.Array) -> jax.Array:
+    """One leaf with its pruned entries set to zero (dtype and sharding kept).
+
+    Example:
+        >>> zero_pruned(jnp.array([1.0, -2.0]), jnp.array([True, False]))
+        Array([1., 0.], dtype=float32)
+
+    References:
+      Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
+    """
+    return jnp.where(align(m, x), x, jnp.zeros((), jnp.result_type(x)))
 
 
 def check_mask(mask: chex.ArrayTree, params: chex.ArrayTree, *, name: str = "mask") -> None:
@@ -92,7 +149,7 @@ def apply_mask(params: chex.ArrayTree, mask: chex.ArrayTree) -> chex.ArrayTree:
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019.
     """
     check_mask(mask, params)
-    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)), params, mask)
+    return jax.tree.map(zero_pruned, params, mask)
 
 
 def mask_prunable(mask: chex.ArrayTree, where: Filter = None) -> list[bool]:

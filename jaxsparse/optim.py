@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsparse.masks import check_mask, mask_like
+from jaxsparse.masks import align, check_mask, mask_like, zero_pruned
 
 
 class MaskedState(NamedTuple):
@@ -34,7 +34,7 @@ class MaskedState(NamedTuple):
 
 
 def _zero_where_pruned(tree: chex.ArrayTree, mask: chex.ArrayTree) -> chex.ArrayTree:
-    return jax.tree.map(lambda x, m: jnp.where(m, x, jnp.zeros((), x.dtype)), tree, mask)
+    return jax.tree.map(zero_pruned, tree, mask)
 
 
 def masked(
@@ -94,7 +94,7 @@ def masked(
             updates = _zero_where_pruned(updates, m)
         else:
             updates = jax.tree.map(
-                lambda u, p, k: jnp.where(k, u, -p.astype(u.dtype)), updates, params, m
+                lambda u, p, k: jnp.where(align(k, u), u, -p.astype(u.dtype)), updates, params, m
             )
         return updates, MaskedState(mask=m, inner_state=inner_state)
 

@@ -34,7 +34,7 @@ from jaxsparse.filters import (
     path_str,
     prunable,
 )
-from jaxsparse.masks import check_mask, mask_prunable
+from jaxsparse.masks import align, check_mask, explicit_spec, mask_prunable
 
 
 def _key_dtype(scores: list) -> tuple[type, type]:
@@ -61,39 +61,65 @@ def _keys(score: jax.Array, alive: jax.Array, fdtype=jnp.float32, udtype=jnp.uin
     neg = (bits >> (width - 1)) == 1
     sign = np.array(1 << (width - 1), dtype=udtype)
     keys = jnp.where(neg, ~bits, bits | sign)
-    return jnp.where(alive, keys, _top(udtype))
+    return jnp.where(align(alive, keys), keys, _top(udtype))
+
+
+def _positions(x: jax.Array, offset: int, pdtype) -> jax.Array:
+    """Each entry's place in the documented order: ``offset`` + its row-major index.
+
+    Built from one iota per axis, never a reshape, so a sharded leaf stays sharded.
+    """
+    pos, stride = jnp.full((), offset, pdtype), 1
+    for axis in reversed(range(x.ndim)):
+        pos = pos + jax.lax.broadcasted_iota(pdtype, x.shape, axis) * pdtype(stride)
+        stride *= x.shape[axis]
+    return pos
+
+
+def _lowest_bits(count_below, k, dtype, width: int):
+    """The largest ``t`` (built bit by bit, ``width`` counting passes) with
+    ``count_below(t) <= k``."""
+
+    def bit_pass(i, t):
+        cand = t | (jnp.ones((), dtype) << (width - 1 - i).astype(dtype))
+        return jnp.where(count_below(cand) <= k, cand, t)
+
+    return jax.lax.fori_loop(0, width, bit_pass, jnp.zeros((), dtype))
 
 
 def _select_lowest(keys: list[jax.Array], k: jax.Array) -> list[jax.Array]:
     """Marks the k lowest keys (ties: first in order) across a list of leaves.
 
     No alive key equals the top key (that is ``-NaN``'s key, and NaNs were mapped to
-    ``-inf``), so dead entries, keyed top, are never counted or selected.
+    ``-inf``), so dead entries, keyed top, are never counted or selected. Every pass is a
+    count, so the keys may be sharded any way (Auto or Explicit mesh axes): nothing is
+    reshaped, scanned or gathered.
     """
     k = jnp.asarray(k, jnp.int32)
     udtype = keys[0].dtype
-    width = np.iinfo(udtype).bits
     top = _top(udtype)
 
     def count_below(t):
         return sum((jnp.sum(x < t, dtype=jnp.int32) for x in keys), jnp.int32(0))
 
-    def bit_pass(i, t):
-        cand = t | (jnp.ones((), udtype) << (width - 1 - i).astype(udtype))
-        return jnp.where(count_below(cand) <= k, cand, t)
-
     # the largest t with #(key < t) <= k is the k-th smallest key (0-indexed)
-    t = jax.lax.fori_loop(0, width, bit_pass, jnp.zeros((), udtype))
+    t = _lowest_bits(count_below, k, udtype, np.iinfo(udtype).bits)
     remaining = k - count_below(t)
 
     def with_ties():
-        out, before = [], jnp.int32(0)
-        for x in keys:
-            eq = (x == t) & (x != top)
-            rank = jnp.cumsum(eq.ravel(), dtype=jnp.int32).reshape(x.shape) + before
-            out.append((x < t) | (eq & (rank <= remaining)))
-            before = before + jnp.sum(eq, dtype=jnp.int32)
-        return out
+        # The first `remaining` ties in order are those placed before the largest P
+        # with #(tie placed before P) <= remaining: a second radix select, over places.
+        eq = [(x == t) & (x != top) for x in keys]
+        n = sum(int(np.prod(x.shape)) for x in keys)
+        pdtype = jnp.uint32 if n < 2**32 else jnp.uint64
+        offsets = np.cumsum([0] + [int(np.prod(x.shape)) for x in keys])
+        pos = [_positions(x, int(o), pdtype) for x, o in zip(keys, offsets)]
+
+        def ties_before(p):
+            return sum((jnp.sum(e & (q < p), dtype=jnp.int32) for e, q in zip(eq, pos)), 0)
+
+        cut = _lowest_bits(ties_before, remaining, pdtype, max(int(n).bit_length(), 1))
+        return [(x < t) | (e & (q < cut)) for x, e, q in zip(keys, eq, pos)]
 
     # Without ties at the threshold (the usual case) no ranking pass is needed.
     return jax.lax.cond(remaining == 0, lambda: [x < t for x in keys], with_ties)
@@ -268,7 +294,8 @@ def shuffle_mask(
     sel = mask_prunable(mask, where)
     keys = jax.random.split(key, max(len(leaves), 1))
     rand = [
-        _keys(jax.random.uniform(k, m.shape), jnp.ones(m.shape, bool)) for k, m in zip(keys, leaves)
+        _keys(jax.random.uniform(k, m.shape, out_sharding=explicit_spec(m)), jnp.ones_like(m))
+        for k, m in zip(keys, leaves)
     ]
     out = list(leaves)
     idx = [i for i, s in enumerate(sel) if s]

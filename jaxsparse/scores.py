@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsparse.filters import is_floating
+from jaxsparse.masks import explicit_spec
 
 
 def magnitude(params: chex.ArrayTree) -> chex.ArrayTree:
@@ -54,7 +55,9 @@ def random(key: jax.Array, params: chex.ArrayTree) -> chex.ArrayTree:
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(key, max(len(leaves), 1))
     out = [
-        jax.random.uniform(k, jnp.shape(x), jnp.float32) if is_floating(x) else x
+        jax.random.uniform(k, jnp.shape(x), jnp.float32, out_sharding=explicit_spec(x))
+        if is_floating(x)
+        else x
         for k, x in zip(keys, leaves)
     ]
     return jax.tree.unflatten(treedef, out)

@@ -13,7 +13,7 @@ import optax
 from flax import struct
 
 from jaxsparse.filters import Filter, is_floating
-from jaxsparse.masks import apply_mask, check_mask
+from jaxsparse.masks import apply_mask, check_mask, zero_pruned
 from jaxsparse.optim import MaskedState, get_mask, masked, set_mask
 
 
@@ -61,9 +61,7 @@ def mask_moments(
         if not params_like(x):
             return x
         # floating leaves only: a step count is never a per-weight statistic
-        return jax.tree.map(
-            lambda v, m: jnp.where(m, v, jnp.zeros((), v.dtype)) if is_floating(v) else v, x, mask
-        )
+        return jax.tree.map(lambda v, m: zero_pruned(v, m) if is_floating(v) else v, x, mask)
 
     return jax.tree.map(fix, opt_state, is_leaf=params_like)
 

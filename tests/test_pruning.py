@@ -335,6 +335,25 @@ def test_traced_nan_scores_pruned_first():
     np.testing.assert_array_equal(np.asarray(g["v"]), True)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    amount=st.integers(0, 63).map(lambda i: i / 64),  # exact in float32, so traced == ref
+    scope=st.sampled_from(["layerwise", "global"]),
+)
+def test_heavy_ties_and_nan_match_numpy(seed, amount, scope):
+    """Scores from five values (NaN among them) over a random mask: almost every
+    threshold lands inside a run of ties, ranked by position by the counting passes."""
+    rng = np.random.default_rng(seed)
+    values = np.float32([np.nan, -0.0, 0.25, 0.5, 1.0])
+    shapes, treedef = jax.tree.flatten(SHAPES, is_leaf=_is_shape)
+    scores = jax.tree.unflatten(treedef, [jnp.asarray(rng.choice(values, s)) for s in shapes])
+    mask = jax.tree.unflatten(treedef, [jnp.asarray(rng.random(s) < 0.8) for s in shapes])
+    got = _PRUNE[scope](scores, mask, jnp.float32(amount))
+    nan_lowest = [np.where(np.isnan(x), -np.inf, x) for x in jax.tree.leaves(scores)]
+    assert_leaves_equal(got, _REF[scope](nan_lowest, jax.tree.leaves(mask), amount))
+
+
 # --- jit: masks and scores are data ----------------------------------------------------
 
 
