@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import hashlib
-import json
+import functools
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from experiments import harness
+from experiments.harness import StudyConfig
 
 DESCRIPTION = "The lottery-ticket study on real digits (Frankle & Carbin, ICLR 2019)."
 
 
 @dataclass(frozen=True)
-class LotteryConfig:
-    """One lottery-ticket study. Every field is a command-line flag (``--rewind-step``).
+class LotteryConfig(StudyConfig):
+    """One lottery-ticket study. Every field is a command-line flag (``--rewind-step``);
+    ``seeds``, ``seed``, ``quick``, ``out`` and ``resume`` come from the harness."""
 
-    Fields marked ``run_only`` say how to run, not what to compute: they are left out of
-    the configuration hash that names the output directory.
-    """
+    NAME: ClassVar[str] = "lottery"
+    QUICK: ClassVar[dict[str, Any]] = {"rounds": 3, "steps": 100, "eval_every": 25, "seeds": 2}
 
     data: str = field(
         default="mnist",
@@ -37,7 +36,7 @@ class LotteryConfig:
     )
     rounds: int = field(
         default=16,
-        metadata={"help": "trainings (round 0 is dense; 16 ends at ~3.6%% of weights)", "min": 1},
+        metadata={"help": "trainings (round 0 is dense; 16 ends at ~3.6% of weights)", "min": 1},
     )
     steps: int = field(default=1000, metadata={"help": "training iterations per round", "min": 1})
     eval_every: int = field(
@@ -58,8 +57,6 @@ class LotteryConfig:
         default=0,
         metadata={"help": "rewind survivors to their values at this iteration (k)", "min": 0},
     )
-    seeds: int = field(default=3, metadata={"help": "independent seeds, vmapped", "min": 1})
-    seed: int = field(default=0, metadata={"help": "base PRNG seed", "min": 0})
     best_tolerance: float = field(
         default=0.5,
         metadata={"help": "best ticket: accuracy points below dense still matching", "min": 0},
@@ -68,78 +65,22 @@ class LotteryConfig:
         default=False,
         metadata={"help": "data-parallel over all local devices (jit over a Mesh)"},
     )
-    quick: bool = field(
-        default=False,
-        metadata={
-            "help": "smoke test: 3 rounds of 100 steps, 2 seeds (explicit flags win)",
-            "run_only": True,
-        },
-    )
-    out: str = field(
-        default="runs",
-        metadata={"help": "root of the output directory lottery-<hash8>/", "run_only": True},
-    )
-    resume: bool = field(
-        default=False,
-        metadata={"help": "continue from the last per-round checkpoint", "run_only": True},
-    )
 
-    def hashed(self) -> dict[str, Any]:
-        """The fields that decide the results (what the output directory is named by)."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if not f.metadata.get("run_only")
-        }
+    def validate(self, fail) -> None:
+        from experiments.data import TRAIN_SIZES
 
-    def digest(self) -> str:
-        blob = json.dumps(self.hashed(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:8]
-
-    def run_dir(self) -> Path:
-        return Path(self.out) / f"lottery-{self.digest()}"
+        if self.steps % self.eval_every:
+            fail("eval_every", f"must divide --steps ({self.steps}), got {self.eval_every}")
+        if self.batch_size > TRAIN_SIZES[self.data]:
+            fail(
+                "batch_size",
+                f"must be <= the {TRAIN_SIZES[self.data]} training examples of --data "
+                f"{self.data}, got {self.batch_size}",
+            )
+        if self.rewind_step >= self.steps:
+            fail("rewind_step", f"must be < --steps ({self.steps}), got {self.rewind_step}")
 
 
-QUICK = {"rounds": 3, "steps": 100, "eval_every": 25, "seeds": 2}
-
-
-def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> LotteryConfig:
-    """Defaults, then the ``--quick`` preset, then the flags given explicitly."""
-    given = vars(args).copy()
-    values = dict(QUICK) if given.get("quick") else {}
-    values.update(given)
-    cfg = LotteryConfig(**values)
-
-    def origin(name):  # a value the user did not type came from --quick or the default
-        if name in given:
-            return ""
-        return " (from --quick)" if name in values else " (the default)"
-
-    if cfg.steps % cfg.eval_every:
-        parser.error(
-            f"argument --eval-every: must divide --steps ({cfg.steps}), got "
-            f"{cfg.eval_every}{origin('eval_every')}"
-        )
-    from experiments.data import TRAIN_SIZES
-
-    if cfg.batch_size > TRAIN_SIZES[cfg.data]:
-        parser.error(
-            f"argument --batch-size: must be <= the {TRAIN_SIZES[cfg.data]} training examples "
-            f"of --data {cfg.data}, got {cfg.batch_size}"
-        )
-    if cfg.rewind_step >= cfg.steps:
-        parser.error(
-            f"argument --rewind-step: must be < --steps ({cfg.steps}), got {cfg.rewind_step}"
-        )
-    return cfg
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
-        prog="jaxsparse lottery",
-        description=DESCRIPTION,
-    )
-    from experiments.cli import add_dataclass_arguments
-
-    add_dataclass_arguments(parser, LotteryConfig)
-    return parser
+QUICK = LotteryConfig.QUICK
+build_parser = functools.partial(harness.build_parser, LotteryConfig, DESCRIPTION)
+config_from_args = functools.partial(harness.config_from_args, LotteryConfig)

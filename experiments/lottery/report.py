@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from experiments.lottery_config import LotteryConfig
+from experiments.lottery.config import LotteryConfig
 
 ARMS = ("ticket", "reinit", "reprune")
 ARM_LABELS = {

@@ -1,42 +1,14 @@
-"""The lottery-ticket study on real digits (Frankle & Carbin, ICLR 2019).
-
-Iterative magnitude pruning of LeNet-300-100 (or a small Conv-2-like net): every round
-trains the current winning ticket and its two controls, random re-initialisation (same
-mask, fresh initial weights) and random re-pruning (same initial weights, each layer's
-mask shuffled at the same density), then prunes the ticket (hidden layers 20%, output
-layer 10% of the remaining weights) and rewinds the survivors to their initial values
-(or to step k with ``--rewind-step k``). The three arms and all seeds are trained
-together in one compiled program (``jaxsparse.lottery.run`` vmapped over seeds), one
-round per call so progress shows; the program compiles once.
-
-Per round and arm it reports the share of weights remaining, the test accuracy at the
-early-stopping iteration (minimum validation loss), that iteration and the final test
-accuracy, as mean ± std over seeds, and writes ``results.json``, ``results.csv``, a
-table, a plot and the best ticket to ``runs/lottery-<hash8>/``.
-
-Run::
-
-    jaxsparse lottery                 # default study, a few minutes on 2 CPU cores
-    jaxsparse lottery --quick         # smoke test, well under a minute
-    python -m experiments.lottery --data mnist1d --model conv --rewind-step 100
-    jaxsparse lottery --resume        # continue an interrupted run from its checkpoints
-    jaxsparse lottery --mesh          # data-parallel over all local devices
-"""
+"""The lottery-ticket study's work: one compiled round of IMP and its controls at a time."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import math
 import re
-import shutil
-import sys
 import time
-from collections.abc import Sequence
 
-from experiments.lottery_config import QUICK, LotteryConfig, build_parser, config_from_args
-from experiments.lottery_report import (
+from experiments import harness
+from experiments.lottery.config import LotteryConfig
+from experiments.lottery.report import (
     ARMS,
     BEST_RULE,
     best_round,
@@ -45,8 +17,6 @@ from experiments.lottery_report import (
     table,
     write_csv,
 )
-
-__all__ = ["QUICK", "LotteryConfig", "build_parser", "config_from_args", "main", "run_study"]
 
 
 def setup(cfg: LotteryConfig):
@@ -92,7 +62,6 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     import optax
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
-    from tqdm import tqdm
 
     import jaxsparse as js
     from experiments import data as data_lib
@@ -100,13 +69,8 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     from jaxsparse import checkpoint
     from jaxsparse.filters import path_str
 
-    t_start = time.perf_counter()
-    run_dir = cfg.run_dir()
-    ckpt_root = run_dir / "checkpoints"
-    if not cfg.resume and ckpt_root.exists():
-        shutil.rmtree(ckpt_root)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    run = harness.start(cfg, log=log)
+    run_dir, ckpt_root = run.dir, run.checkpoints
 
     ds = data_lib.load(cfg.data)
     model, init_fn, _ = setup(cfg)
@@ -162,7 +126,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         "x_test": ds.x_test,
         "y_test": ds.y_test,
     }
-    run_keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), 1), cfg.seeds)
+    run_keys = harness.seed_keys(cfg, 1)
 
     if cfg.mesh:
         mesh = Mesh(np.array(jax.devices()), ("data",))
@@ -209,13 +173,8 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]]
 
     round_s = []
-    bar = tqdm(
-        range(start, cfg.rounds),
-        desc="IMP rounds",
-        unit="round",
-        initial=start,
-        total=cfg.rounds,
-        file=sys.stderr,
+    bar = run.progress(
+        range(start, cfg.rounds), desc="IMP rounds", unit="round", initial=start, total=cfg.rounds
     )
     for r in bar:
         t0 = time.perf_counter()
@@ -292,7 +251,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         "best_ticket": ticket_meta,
         "history": history,
     }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    run.write_json("results.json", results)
     write_csv(run_dir / "results.csv", rows)
     md = table(rows, cfg)
     caption = (
@@ -302,7 +261,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         f"{cfg.eval_every} iterations). Best ticket: {ticket_meta['rule']} -> round {best}, "
         f"{ticket_meta['pct_remaining']:.1f}% of weights."
     )
-    (run_dir / "table.md").write_text(caption + "\n\n" + md + "\n")
+    run.write_text("table.md", caption + "\n\n" + md)
     plot(
         run_dir / "lottery.png",
         rows,
@@ -310,16 +269,14 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         f"{cfg.model} on {cfg.data}: IMP, {cfg.seeds} seeds (hash {cfg.digest()})",
     )
 
-    total_s = time.perf_counter() - t_start
-    timing = {
-        "compile_s": compile_s,
-        "round_s": round_s,
-        "mean_round_s": float(np.mean(round_s)) if round_s else None,
-        "total_s": total_s,
-        "devices": len(jax.devices()) if cfg.mesh else 1,
-        "resumed_from": start - 1 if start else None,
-    }
-    (run_dir / "timing.json").write_text(json.dumps(timing, indent=1))
+    timing = run.finish(
+        compile_s=compile_s,
+        round_s=round_s,
+        mean_round_s=float(np.mean(round_s)) if round_s else None,
+        devices=len(jax.devices()) if cfg.mesh else 1,
+        resumed_from=start - 1 if start else None,
+    )
+    total_s = timing["total_s"]
     log("\n" + caption + "\n\n" + md)
     log(
         f"\ncompile {compile_s:.1f} s, {len(round_s)} rounds at "
@@ -327,19 +284,3 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     )
     log(f"wrote {run_dir}/ (results.json, results.csv, table.md, lottery.png, ticket/)")
     return results
-
-
-def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    cfg = config_from_args(args, parser)
-    run_study(cfg)
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return run_from_args(args, parser)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from experiments.lottery import main
+
+sys.exit(main())
