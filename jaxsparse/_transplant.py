@@ -35,14 +35,14 @@ def flat_paths(tree: chex.ArrayTree) -> tuple[list[str], list[Any], Any]:
 
     Paths are ``/``-joined keys as everywhere in jaxsparse, except that the trailing
     ``value`` attribute of an NNX ``Variable`` is dropped, so an ``nnx.State``, its pure
-    dict (``State.to_pure_dict()``) and a Linen params dict of the same model share paths.
+    dict (``nnx.to_pure_dict(state)``) and a Linen params dict of the same model share paths.
 
     Example:
         >>> flat_paths({"b": jnp.zeros(2), "a": {"k": jnp.ones(1)}})[0]
         ['a/k', 'b']
 
     References:
-      Flax NNX, ``nnx.split`` and ``State.to_pure_dict`` (Variables hold ``.value``).
+      Flax NNX, ``nnx.split`` and ``nnx.to_pure_dict`` (Variables hold ``.value``).
     """
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
     return [_key_path(p) for p, _ in flat], [x for _, x in flat], treedef

@@ -24,16 +24,18 @@ With ``N == M`` every strategy is the identity.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxsparse._transplant import flat_paths, onto
-from jaxsparse.filters import all_leaves
-from jaxsparse.masks import check_mask
+from jaxsparse.filters import Filter, all_leaves
+from jaxsparse.masks import check_mask, mask_prunable
 from jaxsparse.pruning import shuffle_mask
 
 DEFAULT_BLOCK = r"stage(?P<stage>\d+)_block(?P<block>\d+)/"
@@ -76,6 +78,8 @@ def block_mapping(n_source: int, n_target: int, strategy: str = "interleave") ->
         raise ValueError(f"elastic: strategy {strategy!r} squeezes only; {STRETCH} stretch")
     if m < n and strategy not in SQUEEZE:
         raise ValueError(f"elastic: strategy {strategy!r} stretches only; {SQUEEZE} squeeze")
+    if m == 0:
+        return [0]
     if n == 0:
         raise ValueError(f"elastic: cannot stretch a stage with only block 0 to {n_target} blocks")
     if strategy == "interleave":
@@ -94,6 +98,27 @@ def block_mapping(n_source: int, n_target: int, strategy: str = "interleave") ->
     else:  # keep_last
         inner = [j + n - m for j in range(m)]
     return [0] + [i + 1 for i in inner]
+
+
+# vmapped over the leaves of one shape and jitted: one compilation a shape (eager, each
+# leaf's 32 counting passes would be slow; one program over all leaves compiles slowly)
+_shuffle_stack = jax.jit(jax.vmap(functools.partial(shuffle_mask, where=all_leaves)))
+
+
+def _shuffle(key: jax.Array, masks: list[jax.Array]) -> list[jax.Array]:
+    """Each mask shuffled with its own key, its alive count kept exactly."""
+    if not masks:
+        return []
+    keys = jax.random.split(key, len(masks))
+    by_shape: dict = {}
+    for j, m in enumerate(masks):
+        by_shape.setdefault(m.shape, []).append(j)
+    out = list(masks)
+    for idx in by_shape.values():
+        new = _shuffle_stack(keys[np.asarray(idx)], jnp.stack([masks[j] for j in idx]))
+        for row, j in enumerate(idx):
+            out[j] = new[row]
+    return out
 
 
 def _stage_key(text: str) -> int | str:
@@ -167,6 +192,7 @@ def elastic(
     strategy: str = "interleave",
     mapping: Mapping[int | str, Sequence[int]] | None = None,
     shuffle_key: jax.Array | None = None,
+    where: Filter = None,
 ) -> tuple[chex.ArrayTree, chex.ArrayTree]:
     """Stretches or squeezes a ticket (rewind weights and mask) to another depth.
 
@@ -186,9 +212,12 @@ def elastic(
       strategy: how blocks 1.. are mapped in each stage (see the module docstring).
       mapping: ``{stage: [source block for each target block 0..M-1]}``, overriding
         ``strategy`` for the stages it names (keys ints or strings).
-      shuffle_key: if given, the paper's control: every leaf of target blocks 1.. gets a
-        randomly shuffled copy of its copied mask, with its alive count kept exactly
-        (independently for each copy); block 0, stem and head keep their masks.
+      shuffle_key: if given, the paper's control: every prunable leaf of target blocks
+        1.. gets a randomly shuffled copy of its copied mask, with its alive count kept
+        exactly (independently for each copy; see :func:`jaxsparse.shuffle_mask`);
+        block 0, stem and head keep their masks.
+      where: which leaves ``shuffle_key`` shuffles (default: kernels, ``ndim >= 2``);
+        unused without ``shuffle_key``.
 
     Returns:
       ``(params, mask)`` mirroring ``target_params``; ``params`` is zero where the new
@@ -254,13 +283,17 @@ def elastic(
             f"elastic: source leaves outside the blocks are not in the target: {extra[:10]}"
         )
     m_leaves = jax.tree.leaves(mask)
-    new_params, new_mask = [], []
-    for j, (i, loc, leaf) in enumerate(zip(sources, t_loc, t_leaves)):
-        m = onto(m_leaves[i], leaf, bool)
-        if shuffle_key is not None and loc is not None and loc[1] > 0:
-            key = jax.random.fold_in(shuffle_key, j)
-            m = onto(shuffle_mask(key, m, where=all_leaves), leaf, bool)
+    masks = [onto(m_leaves[i], leaf, bool) for i, leaf in zip(sources, t_leaves)]
+    if shuffle_key is not None:
+        sel = mask_prunable(jax.tree.unflatten(treedef, masks), where)
+        picked = [j for j, loc in enumerate(t_loc) if loc is not None and loc[1] > 0 and sel[j]]
+        # one call: an independent key per leaf, so every copy gets its own shuffle
+        shuffled = _shuffle(shuffle_key, [masks[j] for j in picked])
+        for j, m in zip(picked, shuffled):
+            masks[j] = onto(m, t_leaves[j], bool)
+    new_params = []
+    for i, m, leaf in zip(sources, masks, t_leaves):
         w = onto(s_leaves[i], leaf)
-        new_mask.append(m)
         new_params.append(jnp.where(m, w, jnp.zeros((), w.dtype)))
+    new_mask = masks
     return jax.tree.unflatten(treedef, new_params), jax.tree.unflatten(treedef, new_mask)

@@ -10,7 +10,7 @@
 
 Paths are ``/``-joined keys; the trailing ``value`` of an NNX ``Variable`` is dropped, so
 an ``nnx.State`` (``nnx.split(model, nnx.Param)[1]``), its pure dict
-(``state.to_pure_dict()``) and a Linen params dict of the same model match leaf for leaf.
+(``nnx.to_pure_dict(state)``) and a Linen params dict of the same model match leaf for leaf.
 Which leaf goes where is decided from paths and shapes only, so everything here also
 runs under ``jit``; output leaves take the *target* leaves' dtypes and shardings.
 """
