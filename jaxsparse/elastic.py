@@ -24,7 +24,6 @@ With ``N == M`` every strategy is the identity.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping, Sequence
 
@@ -100,9 +99,14 @@ def block_mapping(n_source: int, n_target: int, strategy: str = "interleave") ->
     return [0] + [i + 1 for i in inner]
 
 
-# vmapped over the leaves of one shape and jitted: one compilation a shape (eager, each
-# leaf's 32 counting passes would be slow; one program over all leaves compiles slowly)
-_shuffle_stack = jax.jit(jax.vmap(functools.partial(shuffle_mask, where=all_leaves)))
+def _shuffle_one(key_and_mask):
+    return shuffle_mask(*key_and_mask, where=all_leaves)
+
+
+# One compilation a leaf shape, the leaves of that shape in a lax.map: eager, each
+# leaf's 32 counting passes are slow, and one program over all leaves compiles slowly
+# (vmap would turn shuffle_mask's tie-breaking cond into both branches).
+_shuffle_stack = jax.jit(lambda keys, masks: jax.lax.map(_shuffle_one, (keys, masks)))
 
 
 def _shuffle(key: jax.Array, masks: list[jax.Array]) -> list[jax.Array]:
@@ -164,23 +168,31 @@ def _stage_mappings(src_n: dict, tgt_n: dict, strategy, mapping) -> dict:
             f"elastic: source stages {sorted(src_n, key=str)} differ from target stages "
             f"{sorted(tgt_n, key=str)}"
         )
+    if mapping is not None and not isinstance(mapping, Mapping):
+        raise TypeError(f"elastic: mapping= must be a mapping {{stage: [blocks]}}, got {mapping!r}")
     given = {_stage_key(str(k)): list(v) for k, v in (mapping or {}).items()}
     for stage, blocks in given.items():
         if stage not in tgt_n:
-            raise ValueError(f"elastic: mapping names stage {stage!r}, not one of {sorted(tgt_n)}")
+            raise ValueError(
+                f"elastic: mapping names stage {stage!r}, not one of {sorted(tgt_n, key=str)}"
+            )
         if len(blocks) != tgt_n[stage]:
             raise ValueError(
                 f"elastic: mapping[{stage!r}] has {len(blocks)} entries; the target's stage "
                 f"{stage} has {tgt_n[stage]} blocks"
             )
         for j, b in enumerate(blocks):
-            if not isinstance(b, int) or not 0 <= b < src_n[stage]:
+            integer = isinstance(b, int | np.integer) and not isinstance(b, bool)
+            if not integer or not 0 <= b < src_n[stage]:
                 raise ValueError(
                     f"elastic: mapping[{stage!r}][{j}] names source block {b!r}; the "
                     f"source's stage {stage} has blocks 0..{src_n[stage] - 1}"
                 )
     block_mapping(2, 2, strategy)  # validates the strategy even when mapping covers all
-    return {s: given.get(s) or block_mapping(src_n[s], tgt_n[s], strategy) for s in tgt_n}
+    return {
+        s: [int(b) for b in given[s]] if s in given else block_mapping(src_n[s], tgt_n[s], strategy)
+        for s in tgt_n
+    }
 
 
 def elastic(

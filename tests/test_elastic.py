@@ -6,7 +6,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -165,8 +164,8 @@ def test_shuffle_control_keeps_each_leaf_count_and_moves_positions():
     width = 16
     src, tgt = make_tree(3, width=width), make_tree(5, width=width)
     mask = make_mask(src, 4)
-    _, plain = elastic(src, mask, tgt)
-    params, shuffled = elastic(src, mask, tgt, shuffle_key=jax.random.key(0))
+    plain = jax.device_get(elastic(src, mask, tgt)[1])
+    params, shuffled = jax.device_get(elastic(src, mask, tgt, shuffle_key=jax.random.key(0)))
     moved = 0
     for name in plain:
         for (path, a), b in zip(
@@ -195,7 +194,7 @@ def test_shuffle_control_keeps_each_leaf_count_and_moves_positions():
     )
 
 
-def test_jit_sharding_and_training_under_masked():
+def test_jit_and_target_sharding():
     src, tgt = make_tree(2), make_tree(3)
     mask = make_mask(src, 5)
     eager = elastic(src, mask, tgt)
@@ -207,21 +206,6 @@ def test_jit_sharding_and_training_under_masked():
     tgt_sharded = jax.tree.map(lambda x: jax.device_put(x, rows), tgt)
     params, new_mask = elastic(src, mask, tgt_sharded)
     assert all(x.sharding == rows for x in jax.tree.leaves((params, new_mask)))
-    # the stretched ticket trains under masked(), pruned weights exactly 0
-    params, new_mask = eager
-    tx = js.masked(optax.adam(0.1), new_mask)
-
-    @jax.jit
-    def train(p):
-        opt = tx.init(p)
-        for _ in range(3):
-            u, opt = tx.update(jax.tree.map(jnp.ones_like, p), opt, p)
-            p = optax.apply_updates(p, u)
-        return p
-
-    p = train(params)
-    for w, w0, m in zip(jax.tree.leaves(p), jax.tree.leaves(params), jax.tree.leaves(new_mask)):
-        assert bool((w[~m] == 0).all()) and not np.allclose(w[m], w0[m])
 
 
 def test_errors_name_the_paths_blocks_and_arguments():

@@ -31,6 +31,11 @@ class NnxNet(nnx.Module):
         self.layers = nnx.List([nnx.Linear(4, 8, rngs=rngs), nnx.Linear(8, 8, rngs=rngs)])
         self.out = nnx.Linear(8, 3, rngs=rngs)
 
+    def __call__(self, x):
+        for layer in self.layers:
+            x = nnx.relu(layer(x))
+        return self.out(x)
+
 
 def linen_params(classes=3, seed=0):
     return Net(classes).init(jax.random.key(seed), jnp.ones((1, 4)))["params"]
@@ -110,6 +115,12 @@ def test_linen_and_nnx_round_trip_both_ways():
     for source in (as_state, as_pure):
         back, _ = transfer_mask(source, params, rename=NNX_TO_LINEN, missing="raise", extra="raise")
         chex.assert_trees_all_equal(back, mask)
+    # a whole Linen ticket applied to the NNX model computes what the Linen ticket does
+    graphdef, _ = nnx.split(NnxNet(nnx.Rngs(0)), nnx.Param)
+    weights, _, _ = apply_ticket(ticket(params, mask), nnx_state, rename=LINEN_TO_NNX)
+    x = jnp.linspace(-1.0, 1.0, 8).reshape(2, 4)
+    want = Net().apply({"params": js.apply_mask(params, mask)}, x)
+    np.testing.assert_allclose(nnx.merge(graphdef, weights)(x), want, rtol=1e-6)
 
 
 def test_errors_name_paths_shapes_and_arguments():
