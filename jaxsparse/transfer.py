@@ -147,8 +147,9 @@ def ticket(state_or_params: Any, mask: chex.ArrayTree | None = None) -> Ticket:
     """The ticket of a train state, or of given weights and a mask.
 
     From a :class:`jaxsparse.SparseTrainState` (anything with ``rewind_params``) the
-    weights are its rewind snapshot (the weights at step k, or the ``rewind_to`` of the
-    last :func:`jaxsparse.imp_round`) and the mask defaults to ``state.mask``. From a
+    weights are its rewind snapshot (the weights at step k once training has reached k,
+    the creation weights before; or the ``rewind_to`` of the last
+    :func:`jaxsparse.imp_round`) and the mask defaults to ``state.mask``. From a
     params pytree, those params are the weights and ``mask`` is required. Either way the
     pruned weights are zeroed.
 

@@ -182,7 +182,7 @@ def test_shuffle_control_keeps_each_leaf_count_and_moves_positions():
         shuffled["stage1_block1"]["conv"]["kernel"], shuffled["stage1_block2"]["conv"]["kernel"]
     )
     for w, m in zip(jax.tree.leaves(params), jax.tree.leaves(shuffled)):
-        assert bool((w[~m] == 0).all())
+        assert (w[~m] == 0).all()
     # the same key gives the same control; where= picks what is shuffled
     chex.assert_trees_all_equal(elastic(src, mask, tgt, shuffle_key=jax.random.key(0))[1], shuffled)
     _, bn_too = elastic(src, mask, tgt, shuffle_key=jax.random.key(0), where=js.all_leaves)
