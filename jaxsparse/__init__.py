@@ -21,6 +21,7 @@ from jaxsparse import (
     parallel,
     scores,
     training,
+    transfer,
 )
 from jaxsparse.controls import random_reinit, reprune
 from jaxsparse.filters import all_leaves, kernels
@@ -77,5 +78,6 @@ __all__ = [
     "shuffle_mask",
     "sparsity",
     "training",
+    "transfer",
     "unpack",
 ]
