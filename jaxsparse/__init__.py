@@ -41,6 +41,7 @@ from jaxsparse.masks import (
 )
 from jaxsparse.optim import MaskedState, get_mask, masked, set_mask
 from jaxsparse.pruning import prune, shuffle_mask
+from jaxsparse.slimming import slimming
 from jaxsparse.state import SparseTrainState
 from jaxsparse.training import make_train_fn
 
@@ -77,6 +78,7 @@ __all__ = [
     "scores",
     "set_mask",
     "shuffle_mask",
+    "slimming",
     "sparsity",
     "training",
     "unpack",
