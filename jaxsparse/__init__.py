@@ -21,6 +21,7 @@ from jaxsparse import (
     lottery,
     parallel,
     scores,
+    structured,
     training,
 )
 from jaxsparse.controls import random_reinit, reprune
@@ -80,6 +81,7 @@ __all__ = [
     "shuffle_mask",
     "slimming",
     "sparsity",
+    "structured",
     "training",
     "unpack",
 ]
