@@ -1,8 +1,5 @@
 """Group specs by value: scores, exact group pruning, expand, shrink, and masked training."""
 
-from collections.abc import Sequence
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,27 +8,7 @@ import pytest
 
 import jaxsparse as js
 from jaxsparse import structured
-
-
-class MLP(nn.Module):
-    widths: Sequence[int]
-
-    @nn.compact
-    def __call__(self, x):
-        for w in self.widths:
-            x = nn.relu(nn.Dense(w)(x))
-        return nn.Dense(3)(x)
-
-
-class CNN(nn.Module):
-    widths: Sequence[int]
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        for w in self.widths:
-            x = nn.Conv(w, (3, 3))(x)
-            x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.5)(x))
-        return nn.Dense(5)(jnp.mean(x, axis=(1, 2)))  # global average pooling
+from tests._structured_models import CNN, MLP, init_variables
 
 
 def _rel_err(a, b) -> float:
@@ -48,23 +25,6 @@ def _tie_free(gs, seed=0):
         n = gs[k].shape[0]
         out[k], i = jnp.asarray(vals[i : i + n]), i + n
     return out
-
-
-def init_variables(model, x, seed=0):
-    """Random variables for ``model`` filled by NumPy: Flax's initialisers compile slowly."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
-    rng = np.random.default_rng(seed)
-
-    def fill(path, s):
-        name = js.filters.path_str(path)
-        n = rng.standard_normal(s.shape).astype(np.float32)
-        if len(s.shape) >= 2:
-            return jnp.asarray(n / np.sqrt(np.prod(s.shape[:-1])))
-        if name.endswith(("scale", "var")):  # BN scale and variance: positive, not 1
-            return jnp.asarray(1.0 + 0.3 * np.abs(n))
-        return jnp.asarray(0.1 * n)
-
-    return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def _cnn(widths=(6, 8, 10), seed=0):
