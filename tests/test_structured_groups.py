@@ -8,7 +8,7 @@ import pytest
 
 import jaxsparse as js
 from jaxsparse import structured
-from tests._structured_models import CNN, MLP, init_variables
+from tests._structured_models import CNN, MLP, init_variables, prune_groups
 
 
 def _rel_err(a, b) -> float:
@@ -76,7 +76,7 @@ def test_group_scores_l1_l2_by_value():
     params = variables["params"]
     spec = structured.channels(params)
     for how, f in (("l1", np.abs), ("l2", np.square)):
-        gs = structured.group_scores(params, spec, how)
+        gs = jax.jit(lambda p, how=how: structured.group_scores(p, spec, how))(params)
         k0, k1 = np.asarray(params["Conv_0"]["kernel"]), np.asarray(params["Conv_1"]["kernel"])
         bn = params["BatchNorm_0"]
         want = (
@@ -112,7 +112,7 @@ def test_group_prune_counts_are_exact_and_nested(scope):
     _, variables, _ = _cnn(widths=(7, 9, 13))
     params = variables["params"]
     spec = structured.channels(params)
-    gs = _tie_free(structured.group_scores(params, spec))
+    gs = _tie_free({k: jnp.zeros(n) for k, n in structured.check_spec(spec, params).items()})
     gmask = js.mask_like(gs)
     alive = {k: v.shape[0] for k, v in gs.items()}
     prune = jax.jit(lambda g: js.prune(gs, g, 0.3, scope=scope, where=js.all_leaves))
@@ -132,7 +132,7 @@ def test_group_prune_counts_are_exact_and_nested(scope):
         assert all(bool(jnp.all(new[k] <= gmask[k])) for k in gs)
         gmask, alive = new, got
     # the expanded param mask has exactly the counts the group mask implies
-    mask = structured.expand(gmask, spec, params)
+    mask = jax.jit(lambda g: structured.expand(g, spec, params))(gmask)
     a = [int(gmask[f"Conv_{i}"].sum()) for i in range(3)]
     assert int(mask["Conv_0"]["kernel"].sum()) == 9 * 2 * a[0]
     assert int(mask["Conv_1"]["kernel"].sum()) == 9 * a[0] * a[1]
@@ -185,9 +185,7 @@ def test_pruned_neurons_stay_zero_under_masked_adam_and_alive_match_the_shrunk_n
     params = init_variables(model, x)["params"]
     spec = structured.neurons(params)
     assert set(spec) == {"Dense_0", "Dense_1"}
-    gs = structured.group_scores(params, spec, "l2")
-    gmask = js.prune(gs, js.mask_like(gs), 0.4, scope="global", where=js.all_leaves)
-    mask = structured.expand(gmask, spec, params)
+    gmask, mask = prune_groups(params, spec, 0.4)
     small_params, widths = structured.shrink(params, gmask, spec)
     assert widths == {k: int(v.sum()) for k, v in gmask.items()}
 
@@ -223,9 +221,7 @@ def test_pruned_channels_stay_zero_under_masked_adam_with_batchnorm():
     model, variables, x = _cnn()
     params, stats = variables["params"], variables["batch_stats"]
     spec = structured.channels(params)
-    gs = structured.group_scores(params, spec, where="BatchNorm")
-    gmask = js.prune(gs, js.mask_like(gs), 0.5, scope="layerwise", where=js.all_leaves)
-    mask = structured.expand(gmask, spec, params)
+    _, mask = prune_groups(params, spec, 0.5, "layerwise", how="l1", score_where="BatchNorm")
     params = js.apply_mask(params, mask)
     tx = js.masked(optax.adam(1e-2), mask)
 

@@ -12,7 +12,7 @@ from flax import nnx
 
 import jaxsparse as js
 from jaxsparse import structured
-from tests._structured_models import CNN, MLP, init_variables
+from tests._structured_models import CNN, MLP, init_variables, prune_groups
 
 RNG = np.random.default_rng(0)
 
@@ -27,14 +27,7 @@ def _rel_err(a, b) -> float:
 
 
 def _prune_groups(tree, spec, fraction=0.4, scope="global", **kw):
-    """Group mask by L2 group scores; jitted, as eager ``prune`` compiles op by op."""
-
-    @jax.jit
-    def run(tree):
-        gs = structured.group_scores(tree, spec, "l2")
-        return js.prune(gs, js.mask_like(gs), fraction, scope=scope, where=js.all_leaves, **kw)
-
-    return run(tree)
+    return prune_groups(tree, spec, fraction, scope, **kw)[0]
 
 
 # --- neurons ----------------------------------------------------------------------------
@@ -178,24 +171,25 @@ def test_nnx_state_and_pure_dict_expand_and_shrink():
 
     mask = structured.expand(gmask, spec, state)
     nnx.update(model, js.apply_mask(state, mask))
-    full = model(x)
+    forward = nnx.jit(lambda model, x: model(x))
+    full = forward(model, x)
     widths_want = {k: int(v.sum()) for k, v in gmask.items()}
 
     small_state, widths = structured.shrink(state, gmask, spec)
     assert widths == widths_want
     small = _nnx_model(tuple(widths[f"convs/{i}"] for i in range(3)))
     nnx.update(small, small_state)
-    assert _rel_err(small(x), full) <= 1e-5
+    assert _rel_err(forward(small, x), full) <= 1e-5
 
-    pure = state.to_pure_dict()
+    pure = nnx.to_pure_dict(state)
     pure_mask = structured.expand(gmask, spec, pure)
-    jax.tree.map(np.testing.assert_array_equal, pure_mask, mask.to_pure_dict())
+    jax.tree.map(np.testing.assert_array_equal, pure_mask, nnx.to_pure_dict(mask))
     small_pure, widths_pure = structured.shrink(pure, gmask, spec)
     assert widths_pure == widths
     _, small_abstract = nnx.split(small)
     nnx.replace_by_pure_dict(small_abstract, small_pure)
     nnx.update(small, small_abstract)
-    assert _rel_err(small(x), full) <= 1e-5
+    assert _rel_err(forward(small, x), full) <= 1e-5
 
 
 # --- heads and an EarlyBERT-style encoder block -------------------------------------------
