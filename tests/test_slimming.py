@@ -10,11 +10,17 @@ import jaxsparse as js
 
 
 def _params():
-    k = jax.random.split(jax.random.key(0), 3)
+    rng = np.random.default_rng(0)
     return {
-        "Conv_0": {"kernel": jax.random.normal(k[0], (3, 3, 2, 4)), "bias": jnp.zeros(4)},
+        "Conv_0": {
+            "kernel": jnp.asarray(rng.standard_normal((3, 3, 2, 4)), jnp.float32),
+            "bias": jnp.zeros(4),
+        },
         "BatchNorm_0": {"scale": jnp.array([1.5, -0.2, 0.0, 0.7]), "bias": jnp.ones(4)},
-        "Dense_0": {"kernel": jax.random.normal(k[1], (4, 3)), "bias": jnp.zeros(3)},
+        "Dense_0": {
+            "kernel": jnp.asarray(rng.standard_normal((4, 3)), jnp.float32),
+            "bias": jnp.zeros(3),
+        },
     }
 
 
@@ -47,12 +53,19 @@ def test_equals_sgd_on_the_l1_penalised_loss():
 
     tx = optax.chain(js.slimming(strength, where="scale"), optax.sgd(lr))
     ref_tx = optax.sgd(lr)
-    p, s, q, r = params, tx.init(params), params, ref_tx.init(params)
-    for _ in range(5):
-        u, s = tx.update(jax.grad(_loss)(p), s, p)
-        p = optax.apply_updates(p, u)
-        v, r = ref_tx.update(jax.grad(penalised)(q), r, q)
-        q = optax.apply_updates(q, v)
+
+    @jax.jit
+    def run(params):
+        def body(_, c):
+            p, s, q, r = c
+            u, s = tx.update(jax.grad(_loss)(p), s, p)
+            v, r = ref_tx.update(jax.grad(penalised)(q), r, q)
+            return optax.apply_updates(p, u), s, optax.apply_updates(q, v), r
+
+        init = (params, tx.init(params), params, ref_tx.init(params))
+        return jax.lax.fori_loop(0, 5, body, init)
+
+    p, _, q, _ = run(params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), p, q)
 
 

@@ -222,6 +222,13 @@ def test_heads_spec_by_value():
         assert not m["attn"][p]["bias"][1].any()
     assert not m["attn"]["out"]["kernel"][1].any() and m["attn"]["out"]["bias"].all()
     assert list(structured.heads({"params": params["attn"]})) == ["attention"]
+    nnx_attn = nnx.eval_shape(
+        lambda: nnx.MultiHeadAttention(
+            num_heads=4, in_features=8, qkv_features=16, decode=False, rngs=nnx.Rngs(0)
+        )
+    )
+    state = nnx.split(nnx_attn)[1]
+    assert structured.check_spec(structured.heads(state), state) == {"attention": 4}
     with pytest.raises(ValueError, match="no attention layer"):
         structured.heads({"Dense_0": {"kernel": jnp.ones((2, 2))}})
     with pytest.raises(ValueError, match="'ffn_in' has no query"):

@@ -1,4 +1,4 @@
-"""Structured sparsity: whole neurons, channels, heads, blocks and N:M patterns.
+r"""Structured sparsity: whole neurons, channels, heads, blocks and N:M patterns.
 
 Structured masks are still ordinary param masks, so :func:`jaxsparse.masked`,
 :func:`jaxsparse.imp_round`, checkpoints and the rest take them unchanged.
@@ -16,7 +16,7 @@ Structured masks are still ordinary param masks, so :func:`jaxsparse.masked`,
 A whole round, channel pruning by ``|BN gamma|``::
 
     spec = js.structured.channels(variables["params"])
-    gs = js.structured.group_scores(variables["params"], spec, where="BatchNorm")
+    gs = js.structured.group_scores(variables["params"], spec, where=r"BatchNorm_\d+/scale")
     gmask = js.prune(gs, js.mask_like(gs), 0.5, scope="global", where=js.all_leaves)
     mask = js.structured.expand(gmask, spec, variables["params"])   # for masked()
     small, widths = js.structured.shrink(variables, gmask, spec)    # batch_stats too

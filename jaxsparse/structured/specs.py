@@ -13,7 +13,7 @@ the params, the whole variables dict (BatchNorm statistics included) and an NNX 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import chex
 import jax
@@ -32,7 +32,7 @@ def _pattern(module: str, leaves: Sequence[str]) -> str:
 
 def _modules(tree: chex.ArrayTree) -> dict[str, dict[str, tuple[int, ...]]]:
     """``{module_path: {leaf_name: shape}}``; a top-level ``params`` collection is entered."""
-    if isinstance(tree, dict) and "params" in tree:
+    if isinstance(tree, Mapping) and "params" in tree:
         tree = tree["params"]
     mods: dict[str, dict[str, tuple[int, ...]]] = {}
     for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
