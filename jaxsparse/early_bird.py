@@ -186,6 +186,9 @@ def distances(eb: EarlyBirdState) -> jax.Array:
 def found(eb: EarlyBirdState, eps: float | jax.Array = 0.1) -> jax.Array:
     """Whether the early bird is found: the FIFO is full and every distance is <= ``eps``.
 
+    It reads the FIFO as it is now, so it can turn false again after a push; a training
+    loop that draws the ticket once keeps ``done = done | found(eb)``.
+
     Args:
       eb: the detector.
       eps: the distance threshold in ``[0, 1]`` (the paper's 0.1); may be traced.

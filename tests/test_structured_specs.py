@@ -68,6 +68,8 @@ def test_neurons_explicit_layers_norms_and_errors():
         structured.neurons(params, ["up", "other"])
     with pytest.raises(ValueError, match="no module 'nope'"):
         structured.neurons(params, ["up", "nope"])
+    with pytest.raises(ValueError, match="module 'norm' has no kernel"):
+        structured.neurons(params, ["up", "norm"])
     with pytest.raises(ValueError, match="2 layers but 1 norms"):
         structured.neurons(params, ["up", "down"], norms=["norm"])
 

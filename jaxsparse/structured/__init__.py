@@ -20,6 +20,12 @@ A whole round, channel pruning by ``|BN gamma|``::
     gmask = js.prune(gs, js.mask_like(gs), 0.5, scope="global", where=js.all_leaves)
     mask = js.structured.expand(gmask, spec, variables["params"])   # for masked()
     small, widths = js.structured.shrink(variables, gmask, spec)    # batch_stats too
+
+Set names are the group mask's paths, so ``prune``'s ``rates=`` mixes scopes in one call,
+as EarlyBERT does (heads 1 of 4 in every layer, FFN units 40% globally)::
+
+    spec = {**js.structured.heads(params), **js.structured.neurons(params, ["ffn_in", "ffn_out"])}
+    gmask = js.prune(gs, gmask, 0.4, scope="global", where=js.all_leaves, rates={"attn": 0.25})
 """
 
 from jaxsparse.structured.groups import GroupSpec, check_spec, expand, group_scores, shrink

@@ -56,6 +56,9 @@ def _chain(mods, layers, norms, consumer, who: str) -> dict[str, list[tuple[str,
     for name in [*layers, *(n for n in norms if n), *([consumer] if consumer else [])]:
         if name not in mods:
             raise ValueError(f"{who}: no module {name!r} in the params")
+    for name in layers:
+        if "kernel" not in mods[name]:
+            raise ValueError(f"{who}: module {name!r} has no kernel")
     spec = {}
     for i, layer in enumerate(layers):
         nxt = layers[i + 1] if i + 1 < len(layers) else consumer
@@ -98,9 +101,10 @@ def neurons(
 
     Args:
       params: params, variables dict or NNX state.
-      layers: module paths of the chain, in order (e.g. one transformer block's
-        ``["block_0/ffn_in", "block_0/ffn_out"]``); default: every module with a 2-D
-        kernel, in natural order of their paths.
+      layers: module paths of the chain, in data-flow order (e.g. one transformer
+        block's ``["block_0/ffn_in", "block_0/ffn_out"]``); default: every module with a
+        2-D kernel, in natural order of their paths (right for Linen's ``Dense_0``,
+        ``Dense_1``... and NNX lists; pass other names in order).
       norms: optionally, per layer, the module path of a norm on its outputs (or
         ``None``).
 
@@ -146,8 +150,9 @@ def channels(
 
     Args:
       params: params, variables dict or NNX state.
-      convs: module paths of the conv chain, in order; default: every module with a
-        kernel of rank >= 3, in natural order of their paths.
+      convs: module paths of the conv chain, in data-flow order; default: every module
+        with a kernel of rank >= 3, in natural order of their paths (right for Linen's
+        ``Conv_0``, ``Conv_1``... and NNX lists; pass other names in order).
       norms: per conv, the module path of its norm (or ``None``). Default: the modules
         with a 1-D ``scale`` and no kernel, paired in natural order, if there are as many
         as convs (or none at all).
