@@ -16,10 +16,12 @@ from jaxsparse import (
     checkpoint,
     controls,
     distributions,
+    early_bird,
     filters,
     lottery,
     parallel,
     scores,
+    structured,
     training,
     transfer,
 )
@@ -41,6 +43,7 @@ from jaxsparse.masks import (
 )
 from jaxsparse.optim import MaskedState, get_mask, masked, set_mask
 from jaxsparse.pruning import prune, shuffle_mask
+from jaxsparse.slimming import slimming
 from jaxsparse.state import SparseTrainState
 from jaxsparse.training import make_train_fn
 
@@ -56,6 +59,7 @@ __all__ = [
     "controls",
     "density",
     "distributions",
+    "early_bird",
     "filters",
     "get_mask",
     "hamming",
@@ -76,7 +80,9 @@ __all__ = [
     "scores",
     "set_mask",
     "shuffle_mask",
+    "slimming",
     "sparsity",
+    "structured",
     "training",
     "transfer",
     "unpack",
