@@ -195,8 +195,8 @@ def prune(
       A boolean pytree mirroring ``mask``, with ``new <= mask`` everywhere.
 
     Raises:
-      ValueError / TypeError: mismatched trees, non-float or NaN scores, or an amount
-        outside ``[0, 1)``, each naming the place.
+      ValueError / TypeError: mismatched trees, non-float or NaN scores, an amount
+        outside ``[0, 1)``, or a ``where`` that selects no leaf, each naming the place.
 
     Example:
         >>> w = {"w": jnp.array([[0.3, -0.1], [2.0, 0.05]])}
@@ -213,6 +213,13 @@ def prune(
         raise ValueError(f"prune: scope must be 'layerwise' or 'global', got {scope!r}")
     check_mask(mask, scores)
     sel = jax.tree.leaves(prunable(scores, where))
+    if not any(sel):
+        # silently pruning nothing hides a wrong filter, e.g. 1-D group scores under the
+        # default (kernels only)
+        raise ValueError(
+            "prune: where= selects no leaf of the scores (the default takes kernels, "
+            "ndim >= 2; pass where=js.all_leaves to prune 1-D scores such as group scores)"
+        )
     _check_scores(scores, sel)
     for pattern, rate in (rates or {}).items():
         _check_fraction(rate, f"prune: rates[{pattern!r}]")
