@@ -8,17 +8,20 @@ Where things live (imports run downward only):
 
 * ``filters``: pytree paths and ``where=`` filters; ``masks``: mask pytrees, distances,
   bit-packing.
-* ``scores``, ``distributions``, ``pruning``, ``optim``: the parts.
-* ``state``, ``lottery``, ``controls``, ``checkpoint``, ``parallel``: what users do.
+* ``scores`` (with ``saliency``), ``distributions``, ``pruning``, ``optim``,
+  ``schedules``, ``ste``: the parts.
+* ``state``, ``lottery``, ``controls``, ``dst``, ``checkpoint``, ``parallel``: what users do.
 """
 
 from jaxsparse import (
     checkpoint,
     controls,
     distributions,
+    dst,
     filters,
     lottery,
     parallel,
+    schedules,
     scores,
     training,
 )
@@ -41,6 +44,7 @@ from jaxsparse.masks import (
 from jaxsparse.optim import MaskedState, get_mask, masked, set_mask
 from jaxsparse.pruning import prune, shuffle_mask
 from jaxsparse.state import SparseTrainState
+from jaxsparse.ste import straight_through
 from jaxsparse.training import make_train_fn
 
 __version__ = "0.1.0"
@@ -55,6 +59,7 @@ __all__ = [
     "controls",
     "density",
     "distributions",
+    "dst",
     "filters",
     "get_mask",
     "hamming",
@@ -72,10 +77,12 @@ __all__ = [
     "random_reinit",
     "report",
     "reprune",
+    "schedules",
     "scores",
     "set_mask",
     "shuffle_mask",
     "sparsity",
+    "straight_through",
     "training",
     "unpack",
 ]
