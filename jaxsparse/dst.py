@@ -11,7 +11,8 @@ state, whose mask is read and replaced), ``.step`` and ``.replace``;
 :class:`jaxsparse.SparseTrainState` and a Flax ``TrainState`` whose ``tx`` is
 ``masked(...)`` both work. An update happens only when ``step % every == 0`` and
 ``start <= step < end``, under ``lax.cond``: other steps cost a comparison, and the
-mask is data, so nothing recompiles when it changes.
+mask is data, so nothing recompiles when it changes. The hyperparameters may be traced
+too (jit arguments); they are validated only when concrete.
 
 The rule, per prunable leaf with ``n_alive`` alive weights at step ``t``:
 
@@ -202,7 +203,8 @@ def set(  # the algorithm's name, used as ``dst.set`` (shadows the builtin here 
 
     Args:
       state: the train state, as in :func:`rigl`.
-      key: a PRNG key for the random growth (fold in the step or split per call).
+      key: a PRNG key for the random growth; the step is folded into it, so one key
+        can serve a whole run.
       every: steps between updates (the paper: one epoch), a positive integer.
       end: no update at ``step >= end``.
       zeta: the fraction ``ζ`` of alive weights replaced, in ``(0, 1]`` (the paper: 0.3).
@@ -232,7 +234,7 @@ def set(  # the algorithm's name, used as ``dst.set`` (shadows the builtin here 
     _check("set", every, start, end, "zeta", zeta)
 
     def grow_scores(idx, m_leaves):
-        keys = jax.random.split(key, len(m_leaves))
+        keys = jax.random.split(jax.random.fold_in(key, state.step), len(m_leaves))
         return [jax.random.uniform(keys[i], m_leaves[i].shape) for i in idx]
 
     def fraction(t):

@@ -176,6 +176,9 @@ def test_set_drops_smallest_and_grows_at_random():
             assert not (old & ~new & ~drop).any()  # only the k smallest turn off
             assert (new & ~old).sum() + (new & drop).sum() == k  # k grown in all
     assert not np.array_equal(a.mask["Dense_0"]["kernel"], b.mask["Dense_0"]["kernel"])
+    # the step is folded into the key: one key grows differently at each update
+    c = SET(state.replace(step=jnp.int32(10)), jax.random.key(0), every=10, end=100, zeta=0.25)
+    assert not np.array_equal(a.mask["Dense_0"]["kernel"], c.mask["Dense_0"]["kernel"])
 
 
 def test_no_update_off_schedule_and_constant_or_cosine_fraction():
