@@ -8,18 +8,21 @@ Where things live (imports run downward only):
 
 * ``filters``: pytree paths and ``where=`` filters; ``masks``: mask pytrees, distances,
   bit-packing.
-* ``scores``, ``distributions``, ``pruning``, ``optim``: the parts.
-* ``state``, ``lottery``, ``controls``, ``checkpoint``, ``parallel``: what users do.
+* ``scores`` (with ``saliency``), ``distributions``, ``pruning``, ``optim``,
+  ``schedules``, ``ste``: the parts.
+* ``state``, ``lottery``, ``controls``, ``dst``, ``checkpoint``, ``parallel``: what users do.
 """
 
 from jaxsparse import (
     checkpoint,
     controls,
     distributions,
+    dst,
     early_bird,
     filters,
     lottery,
     parallel,
+    schedules,
     scores,
     structured,
     training,
@@ -45,6 +48,7 @@ from jaxsparse.optim import MaskedState, get_mask, masked, set_mask
 from jaxsparse.pruning import prune, shuffle_mask
 from jaxsparse.slimming import slimming
 from jaxsparse.state import SparseTrainState
+from jaxsparse.ste import straight_through
 from jaxsparse.training import make_train_fn
 
 __version__ = "0.1.0"
@@ -59,6 +63,7 @@ __all__ = [
     "controls",
     "density",
     "distributions",
+    "dst",
     "early_bird",
     "filters",
     "get_mask",
@@ -77,11 +82,13 @@ __all__ = [
     "random_reinit",
     "report",
     "reprune",
+    "schedules",
     "scores",
     "set_mask",
     "shuffle_mask",
     "slimming",
     "sparsity",
+    "straight_through",
     "structured",
     "training",
     "transfer",

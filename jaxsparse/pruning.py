@@ -314,3 +314,36 @@ def shuffle_mask(
         for i, new in zip(idx, _select_lowest([rand[i] for i in idx], alive)):
             out[i] = new
     return jax.tree.unflatten(treedef, out)
+
+
+def _select(score: jax.Array, candidates: jax.Array, k, *, largest: bool = False) -> jax.Array:
+    """Marks ``min(k, #candidates)`` candidates of one leaf with the lowest (``largest``:
+    highest) scores, by the rule of :func:`prune` (ties: first in row-major order)."""
+    s = -jnp.asarray(score) if largest else score
+    return _select_lowest([_keys(s, candidates, *_key_dtype([s]))], k)[0]
+
+
+def _prune_to(scores, mask, target, *, scope: str = "layerwise", where: Filter = None):
+    """Prunes the lowest-scoring alive weights until ``round(target * n)`` prunable
+    weights are dead, per leaf (``n`` its size) or over all prunable leaves (``n`` their
+    total); a leaf (or pool) already that sparse is left as it is. ``target`` may be
+    traced (its exact float32 value is used, as :func:`prune`'s traced ``amount``)."""
+    if scope not in ("layerwise", "global"):
+        raise ValueError(f"scope must be 'layerwise' or 'global', got {scope!r}")
+    check_mask(mask, scores)
+    sel = jax.tree.leaves(prunable(scores, where))
+    _check_scores(scores, sel)
+    s_leaves = jax.tree.leaves(scores)
+    m_leaves, treedef = jax.tree.flatten(mask)
+    idx = [i for i, keep in enumerate(sel) if keep]
+    groups = [[i] for i in idx] if scope == "layerwise" else [idx] * bool(idx)
+    dtypes = _key_dtype([s_leaves[i] for i in idx])
+    new = list(m_leaves)
+    for group in groups:
+        n = sum(int(np.prod(m_leaves[i].shape)) for i in group)
+        alive = sum((jnp.sum(m_leaves[i], dtype=jnp.int32) for i in group), jnp.int32(0))
+        k = jnp.maximum(round_mul(target, n) - (n - alive), 0)
+        gone = _select_lowest([_keys(s_leaves[i], m_leaves[i], *dtypes) for i in group], k)
+        for i, g in zip(group, gone):
+            new[i] = m_leaves[i] & ~g
+    return jax.tree.unflatten(treedef, new)

@@ -1,8 +1,10 @@
 """Importance scores: a pytree mirroring params, higher = more important to keep.
 
-Saliency scores that need a loss (SNIP, GraSP, SynFlow) build on the same contract:
-``scores`` is any float pytree shaped like the params, and :func:`jaxsparse.prune`
-removes the lowest.
+``magnitude`` and ``random`` live here; the saliency scores that need a loss or a model
+(``snip``, ``grasp``, ``synflow``, ``iterative_synflow``, ``movement``) live in
+:mod:`jaxsparse.saliency` and are re-exported here. The contract is the same for all:
+``scores`` is a float pytree shaped like the params, and :func:`jaxsparse.prune` removes
+the lowest.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import jax.numpy as jnp
 
 from jaxsparse.filters import is_floating
 from jaxsparse.masks import explicit_spec
+from jaxsparse.saliency import grasp, iterative_synflow, movement, snip, synflow
+
+__all__ = ["grasp", "iterative_synflow", "magnitude", "movement", "random", "snip", "synflow"]
 
 
 def magnitude(params: chex.ArrayTree) -> chex.ArrayTree:

@@ -319,7 +319,7 @@ def test_ties_among_some_equal_scores_and_signed_zero():
 
 def test_a_filter_selecting_nothing_is_an_error():
     group_scores = {"conv_0": jnp.array([0.3, 0.1, 0.2])}  # 1-D: not a kernel
-    with pytest.raises(ValueError, match="selects no leaf.*all_leaves"):
+    with pytest.raises(ValueError, match=r"selects no leaf.*all_leaves"):
         js.prune(group_scores, js.mask_like(group_scores), 0.5)
     m = js.prune(group_scores, js.mask_like(group_scores), 0.5, where=js.all_leaves)
     np.testing.assert_array_equal(np.asarray(m["conv_0"]), [True, False, False])  # round(1.5)=2
