@@ -43,7 +43,7 @@ import numpy as np
 
 from jaxsparse._rounding import round_mul
 from jaxsparse.filters import Filter, check_structure
-from jaxsparse.masks import apply_mask, mask_prunable
+from jaxsparse.masks import apply_mask, explicit_spec, mask_prunable
 from jaxsparse.optim import get_mask, set_mask
 from jaxsparse.pruning import _select
 from jaxsparse.state import mask_moments
@@ -235,7 +235,10 @@ def set(  # the algorithm's name, used as ``dst.set`` (shadows the builtin here 
 
     def grow_scores(idx, m_leaves):
         keys = jax.random.split(jax.random.fold_in(key, state.step), len(m_leaves))
-        return [jax.random.uniform(keys[i], m_leaves[i].shape) for i in idx]
+        return [
+            jax.random.uniform(keys[i], m_leaves[i].shape, out_sharding=explicit_spec(m_leaves[i]))
+            for i in idx
+        ]
 
     def fraction(t):
         return cosine_fraction(t, zeta, end) if cosine else jnp.float32(zeta)
