@@ -60,6 +60,13 @@ FORMATS = ("bcoo", "bcsr", "nm")
 def dense_kernels(path: str, leaf) -> bool:
     """Default ``where=`` of :func:`to_sparse`: floating leaves of rank exactly 2.
 
+    Args:
+      path: the leaf's path (unused).
+      leaf: the leaf, or anything with a shape and dtype.
+
+    Returns:
+      ``True`` for a floating 2-D leaf (a Dense kernel); conv kernels are left dense.
+
     Example:
         >>> js.export.dense_kernels("w", jnp.ones((3, 2)))
         True
@@ -169,6 +176,12 @@ def _is_kernel(x) -> bool:
 def to_dense(sparse_params: chex.ArrayTree) -> chex.ArrayTree:
     """Inverse of :func:`to_sparse`: every sparse kernel back to a dense ``(in, out)`` array.
 
+    Args:
+      sparse_params: a pytree from :func:`to_sparse` (dense leaves pass through).
+
+    Returns:
+      The masked dense params: ``apply_mask(params, mask)`` of the exported pair.
+
     Example:
         >>> params = {"w": jnp.array([[1.0, 2.0], [3.0, 4.0]])}
         >>> mask = {"w": jnp.array([[True, False], [True, True]])}
@@ -234,6 +247,17 @@ def matmul(x: jax.Array, kernel) -> jax.Array:
 
 def dense(x: jax.Array, kernel, bias: jax.Array | None = None) -> jax.Array:
     """A Dense layer, ``matmul(x, kernel) + bias``, for dense or exported kernels.
+
+    Args:
+      x: ``(..., in)`` activations.
+      kernel: anything :func:`matmul` takes.
+      bias: ``(out,)`` or ``None``.
+
+    Returns:
+      ``(..., out)``.
+
+    Raises:
+      ValueError, TypeError: as :func:`matmul`.
 
     Example:
         >>> k = js.export.to_sparse({"w": jnp.eye(2)}, {"w": jnp.eye(2, dtype=bool)})["w"]
@@ -305,7 +329,8 @@ def mlp_apply(
             keys = list(tree) if isinstance(tree, dict) else type(tree).__name__
             raise ValueError(f"mlp_apply: no Dense_<i> layers in {keys}; pass layers=[...]")
     for i, path in enumerate(layers):
-        layer = _layer(tree, path)
+        wrapped = tree is not sparse_params and path.startswith("params/")
+        layer = _layer(sparse_params if wrapped else tree, path)
         x = dense(x, layer["kernel"], layer.get("bias"))
         if i < len(layers) - 1:
             x = activation(x)

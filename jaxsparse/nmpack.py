@@ -31,6 +31,14 @@ class NMPacked:
       indices: ``uint8``, same shape: each value's offset ``0..m-1`` in its group.
       n, m, axis: the pattern (static).
       shape: the kernel's shape (static).
+
+    Example:
+        >>> p = js.export.nm_compress(jnp.ones((4, 3)), jnp.ones((4, 3), bool), n=2, m=2)
+        >>> p.values.shape, p.indices.dtype, (p.n, p.m, p.axis, p.shape)
+        ((2, 2, 3), dtype('uint8'), (2, 2, 0, (4, 3)))
+
+    References:
+      Mishra et al., "Accelerating Sparse Deep Neural Networks", 2021 (2:4 sparsity).
     """
 
     values: jax.Array

@@ -60,7 +60,7 @@ def _tanh_apply(sp, x):
 
 
 @pytest.mark.parametrize("fmt", SPARSE_FORMATS)
-@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.99])
+@pytest.mark.parametrize("sparsity", [0.0, 0.9, 0.99])
 def test_mlp_apply_equals_masked_dense_model(fmt, sparsity):
     model, params, x = _mlp()
     mask = _random_mask(params, sparsity, seed=int(sparsity * 100))
@@ -154,6 +154,9 @@ def test_mlp_apply_layer_paths_on_lenet_names():
     layers = ["hidden_0", "hidden_1", "output"]
     got = jax.jit(lambda s, x: export.mlp_apply(s, x, layers=layers))(sp, x)
     np.testing.assert_allclose(got, _masked_outputs(model, params, mask, x), atol=1e-5)
+    # paths may name the Linen "params" wrapper too
+    wrapped = export.mlp_apply({"params": sp}, x, layers=[f"params/{n}" for n in layers])
+    np.testing.assert_allclose(wrapped, got, atol=1e-6)
     with pytest.raises(ValueError, match="no Dense_<i> layers"):
         export.mlp_apply(sp, x)
     with pytest.raises(ValueError, match="'hidden_7'"):
@@ -205,7 +208,7 @@ def _round_trip(kernel, mask, n, m, axis):
     return p, export.nm_decompress(p)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     nm=st.sampled_from([(1, 2), (2, 4), (1, 4), (3, 4), (4, 4), (2, 8)]),
     axis=st.sampled_from([0, 1, -1]),
