@@ -119,7 +119,7 @@ def measure(quick: bool = False) -> dict:
     (``bcoo``, ``bcsr``, ``nm``), ``ms``, ``dense_ms``, ``ratio`` (dense / sparse, > 1:
     sparse wins), ``bytes_ratio`` (stored bytes of the model / dense).
     """
-    sparsities = (0.9, 0.99) if quick else (0.9, 0.95, 0.98, 0.99)
+    sparsities = (0.95,) if quick else (0.9, 0.95, 0.98, 0.99)
     batches = (1, 128)
     repeats = 3 if quick else 9
     rng = np.random.default_rng(0)
