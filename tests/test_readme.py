@@ -28,3 +28,10 @@ def test_readme_whole_loop_example_runs():
     text = run_block(1)
     assert "(3, 5, 3) (3, 5, 3, 5)" in text
     assert "[1.     0.5    0.25   0.125  0.0625]" in text
+
+
+def test_readme_beyond_imp_example_runs():
+    text = run_block(2)
+    assert text.startswith("0.900\n0.800\n{'Dense_0': 32, 'Dense_1': 32}\nTrue\nTrue\n")
+    assert "dense    -               Dense_2/kernel      320" in text
+    assert text.rstrip().endswith("True")
