@@ -59,6 +59,14 @@ class EarlyBirdConfig(StudyConfig):
         metadata={"help": "early bird when all mask distances in the FIFO are <= eps"},
     )
     window: int = field(default=5, metadata={"help": "masks in the detector's FIFO", "min": 2})
+    min_keep: float = field(
+        default=0.1,
+        metadata={
+            "help": "every layer keeps at least this share of its channels (its top |γ|): "
+            "global pruning can empty a layer",
+            "unit": True,
+        },
+    )
     widths: str = field(
         default="32,32,64,64", metadata={"help": "channels of the conv layers, comma-separated"}
     )

@@ -4,6 +4,7 @@ they are drawn (interleaved with the rest of the dense run), then the controls."
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -306,10 +307,17 @@ def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
     slices = {n: slice(int(a), int(b)) for n, a, b in zip(sizes, offsets[:-1], offsets[1:])}
     gmask_like = [{n: jnp.ones(s, bool) for n, s in sizes.items()} for _ in RATIOS]
 
+    floor = {n: max(1, math.ceil(cfg.min_keep * s)) for n, s in sizes.items()}
+
+    def with_floor(gmask, gs):
+        """Every layer keeps at least its ``floor`` channels of largest |γ|."""
+        return {n: g | (gs[n] >= jnp.sort(gs[n])[-floor[n]]) for n, g in gmask.items()}
+
     def check(params, ebs):
         gs = js.structured.group_scores(params, spec, "l1", where=BN_SCALES)
         gmasks = tuple(
-            js.prune(gs, js.mask_like(gs), r, scope="global", where=js.all_leaves) for r in RATIOS
+            with_floor(js.prune(gs, js.mask_like(gs), r, scope="global", where=js.all_leaves), gs)
+            for r in RATIOS
         )
         ebs = tuple(js.early_bird.update(e, g) for e, g in zip(ebs, gmasks))
         found = jnp.stack([js.early_bird.found(e, cfg.eps) for e in ebs])
