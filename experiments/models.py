@@ -226,3 +226,19 @@ class SlimEncoder(nn.Module):
             inner = nh * self.head_dim
             total += t * (4 * d * inner + 2 * d * nf) + 2 * t * t * inner
         return 2 * (total + d * self.num_classes)
+
+
+def slim_encoder_spec(params, layers: int) -> dict:
+    """The group spec of a :class:`SlimEncoder`: the heads of every block
+    (``block_i/attn``) and its FFN units (``block_i/ffn_in``), each group with its
+    slimming coefficient, so shrinking cuts the coefficients too."""
+    import jaxsparse as js
+
+    spec = {}
+    for i in range(layers):
+        b = f"block_{i}"
+        heads = js.structured.heads(params, [f"{b}/attn"])[f"{b}/attn"]
+        spec[f"{b}/attn"] = [*heads, (rf"^{b}/attn/head_coef$", 0)]
+        ffn = js.structured.neurons(params, [f"{b}/ffn_in", f"{b}/ffn_out"])[f"{b}/ffn_in"]
+        spec[f"{b}/ffn_in"] = [*ffn, (rf"^{b}/ffn_coef$", 0)]
+    return spec

@@ -11,6 +11,7 @@ import numpy as np
 from experiments import harness
 from experiments.early_bert.config import EarlyBertConfig
 from experiments.early_bert.report import report
+from experiments.models import slim_encoder_spec
 
 COEFS = r"(head|ffn)_coef$"
 
@@ -24,21 +25,6 @@ def build_model(cfg: EarlyBertConfig, heads=None, ffn=None):
         width=cfg.width,
         head_dim=cfg.width // cfg.heads,
     )
-
-
-def group_spec(cfg: EarlyBertConfig, params) -> dict:
-    """Heads (``block_i/attn``) and FFN units (``block_i/ffn_in``) of every block, each
-    with its slimming coefficient."""
-    import jaxsparse as js
-
-    spec = {}
-    for i in range(cfg.layers):
-        b = f"block_{i}"
-        heads = js.structured.heads(params, [f"{b}/attn"])[f"{b}/attn"]
-        spec[f"{b}/attn"] = [*heads, (rf"^{b}/attn/head_coef$", 0)]
-        ffn = js.structured.neurons(params, [f"{b}/ffn_in", f"{b}/ffn_out"])[f"{b}/ffn_in"]
-        spec[f"{b}/ffn_in"] = [*ffn, (rf"^{b}/ffn_coef$", 0)]
-    return spec
 
 
 def make_tx(cfg: EarlyBertConfig, steps, slimming):
@@ -222,7 +208,7 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
         return model.init(key, x[:1])["params"]
 
     like = jax.eval_shape(init, jax.random.key(0))
-    spec = group_spec(cfg, like)
+    spec = slim_encoder_spec(like, cfg.layers)
     sizes = js.structured.check_spec(spec, like)
     gmask_like = {n: jnp.ones(s, bool) for n, s in sizes.items()}
 

@@ -41,14 +41,14 @@ class EarlyBirdConfig(StudyConfig):
         "retrain": "0.5",
     }
 
-    epochs: int = field(default=20, metadata={"help": "training epochs (the budget)", "min": 1})
+    epochs: int = field(default=16, metadata={"help": "training epochs (the budget)", "min": 1})
     checks_per_epoch: int = field(
         default=2,
         metadata={"help": "channel masks computed and pushed to the detector per epoch", "min": 1},
     )
-    batch_size: int = field(default=64, metadata={"help": "minibatch size", "min": 1})
+    batch_size: int = field(default=128, metadata={"help": "minibatch size", "min": 1})
     lr: float = field(
-        default=0.05, metadata={"help": "SGD (momentum 0.9) peak rate, cosine decay", "gt": 0.0}
+        default=0.1, metadata={"help": "SGD (momentum 0.9) peak rate, cosine decay", "gt": 0.0}
     )
     weight_decay: float = field(default=1e-4, metadata={"help": "L2 weight decay", "min": 0.0})
     slimming: float = field(
