@@ -20,6 +20,11 @@ STUDIES: dict[str, tuple[str, str]] = {
         "iterative magnitude pruning on real digits with random-reinit and "
         "random-reprune controls (Frankle & Carbin 2019)",
     ),
+    "early-bird": ("experiments.early_bird", "early-bird channel tickets (You et al. 2020)"),
+    "early-bert": (
+        "experiments.early_bert",
+        "EarlyBERT: structured early tickets of a transformer encoder (Chen et al. 2021)",
+    ),
 }
 
 

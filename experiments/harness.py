@@ -356,3 +356,26 @@ def enable_compilation_cache(directory: str | None = None) -> Path:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+# --- measured wall time -----------------------------------------------------------------
+
+
+def timed(fn: Callable, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``(fn(*args, **kwargs), seconds)``: the wall time until every array of the result
+    is ready. JAX dispatches asynchronously, so a clock read right after the call would
+    time only the dispatch."""
+    import jax
+
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args, **kwargs))
+    return out, time.perf_counter() - t0
+
+
+def compiled(fn: Callable, *args: Any) -> tuple[Callable, float]:
+    """Compiles the jitted ``fn`` ahead of time for the shapes of ``args``:
+    ``(executable, seconds)``, so compile time is reported apart from measured compute.
+    The executable takes arguments of the same shapes and dtypes (never recompiles)."""
+    t0 = time.perf_counter()
+    exe = fn.lower(*args).compile()
+    return exe, time.perf_counter() - t0

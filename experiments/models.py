@@ -85,3 +85,160 @@ def num_params(params) -> int:
     import jax
 
     return sum(int(jnp.size(x)) for x in jax.tree.leaves(params))
+
+
+# --- the early-bird and early-bert studies (experiments/early_bird, experiments/early_bert)
+# and experiments/bench_shrink.py: models whose widths are constructor arguments, so
+# jaxsparse.structured.shrink's widths rebuild them smaller.
+
+
+class Conv3x3(nn.Module):
+    """A 3x3 'SAME' convolution without bias, computed as im2col + one matmul.
+
+    XLA's CPU convolution is about 10x slower than a matmul for these small channel
+    counts (measured: 28 vs 2.6 CPU-s an epoch of the early-bird VGG on 14x14 MNIST), and
+    a matmul's cost falls with the widths as FLOPs do. The kernel is ``kernel`` of shape
+    ``(3, 3, in, out)``, as ``nn.Conv``'s, so :func:`jaxsparse.structured.channels` finds it.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        cin = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.kaiming_normal(), (3, 3, cin, self.features))
+        h, w = x.shape[1:3]
+        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        cols = jnp.concatenate(
+            [xp[:, i : i + h, j : j + w, :] for i in range(3) for j in range(3)], axis=-1
+        )
+        return cols @ kernel.reshape(9 * cin, self.features)
+
+
+class VGGBN(nn.Module):
+    """A small VGG-style net: 3x3 conv + BatchNorm + ReLU blocks (``conv_i``, ``bn_i``),
+    2x2 max-pooling after the blocks in ``pool_after``, global average pooling, a Dense
+    ``output``. Global pooling makes the last conv's channels a group set of
+    :func:`jaxsparse.structured.channels` too.
+    """
+
+    widths: Sequence[int] = (32, 32, 64, 64)
+    input_shape: Sequence[int] = (14, 14, 1)
+    pool_after: Sequence[int] = (1,)
+    num_classes: int = 10
+    bn_momentum: float = 0.9
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape(x.shape[0], *self.input_shape)
+        for i, w in enumerate(self.widths):
+            x = Conv3x3(w, name=f"conv_{i}")(x)
+            x = nn.BatchNorm(
+                use_running_average=not train, momentum=self.bn_momentum, name=f"bn_{i}"
+            )(x)
+            x = nn.relu(x)
+            if i in self.pool_after:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        return nn.Dense(self.num_classes, name="output")(jnp.mean(x, axis=(1, 2)))
+
+    def flops(self) -> int:
+        """Multiply-adds x 2 of the convolutions and the classifier, per example."""
+        h, w, cin = self.input_shape
+        total = 0
+        for i, c in enumerate(self.widths):
+            total += 2 * h * w * 9 * cin * c
+            cin = c
+            if i in self.pool_after:
+                h, w = h // 2, w // 2
+        return total + 2 * cin * self.num_classes
+
+
+class SlimAttention(nn.Module):
+    """Multi-head self-attention with EarlyBERT's per-head slimming coefficients:
+    ``head_coef[h]`` (initialised to 1) multiplies head h's output, which is the same as
+    scaling its attention probabilities. The projections ``query``, ``key``, ``value``
+    (``[d, heads, head_dim]`` kernels) and ``out`` (``[heads, head_dim, d]``) are laid out
+    as in Flax's attention, so :func:`jaxsparse.structured.heads` finds them."""
+
+    heads: int
+    head_dim: int = 16
+
+    @nn.compact
+    def __call__(self, x):
+        q, k, v = (
+            nn.DenseGeneral((self.heads, self.head_dim), name=n)(x)
+            for n in ("query", "key", "value")
+        )
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(float(self.head_dim))
+        heads = jnp.einsum("bhqk,bkhd->bqhd", nn.softmax(logits, axis=-1), v)
+        heads = heads * self.param("head_coef", nn.initializers.ones, (self.heads,))[:, None]
+        return nn.DenseGeneral(x.shape[-1], axis=(-2, -1), name="out")(heads)
+
+
+class SlimBlock(nn.Module):
+    """A pre-LayerNorm transformer block: :class:`SlimAttention` (``attn``), then an FFN
+    (``ffn_in``, GELU, ``ffn_out``) whose unit j's activation is multiplied by the
+    slimming coefficient ``ffn_coef[j]`` (initialised to 1), as in EarlyBERT."""
+
+    heads: int
+    ffn: int
+    head_dim: int = 16
+
+    @nn.compact
+    def __call__(self, x):
+        x = x + SlimAttention(self.heads, self.head_dim, name="attn")(nn.LayerNorm(name="ln_0")(x))
+        y = nn.gelu(nn.Dense(self.ffn, name="ffn_in")(nn.LayerNorm(name="ln_1")(x)))
+        y = y * self.param("ffn_coef", nn.initializers.ones, (self.ffn,))
+        return x + nn.Dense(x.shape[-1], name="ffn_out")(y)
+
+
+class SlimEncoder(nn.Module):
+    """A small transformer encoder over image patches (``patch x patch`` pixels a token),
+    with per-layer head counts and FFN widths as constructor arguments."""
+
+    heads: Sequence[int] = (4, 4, 4, 4)
+    ffn: Sequence[int] = (256, 256, 256, 256)
+    width: int = 64
+    head_dim: int = 16
+    patch: int = 7
+    input_shape: Sequence[int] = (28, 28, 1)
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x):
+        h, w, c = self.input_shape
+        p = self.patch
+        x = x.reshape(x.shape[0], h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+        x = x.reshape(x.shape[0], (h // p) * (w // p), p * p * c)
+        x = nn.Dense(self.width, name="embed")(x)
+        x = x + self.param("pos", nn.initializers.normal(0.02), x.shape[1:])
+        for i, (nh, nf) in enumerate(zip(self.heads, self.ffn)):
+            x = SlimBlock(nh, nf, self.head_dim, name=f"block_{i}")(x)
+        x = nn.LayerNorm(name="ln_out")(jnp.mean(x, axis=1))
+        return nn.Dense(self.num_classes, name="output")(x)
+
+    def flops(self) -> int:
+        """Multiply-adds x 2 of the matmuls (projections, attention, FFN), per example."""
+        h, w, c = self.input_shape
+        t, p, d = (h // self.patch) * (w // self.patch), self.patch, self.width
+        total = t * p * p * c * d
+        for nh, nf in zip(self.heads, self.ffn):
+            inner = nh * self.head_dim
+            total += t * (4 * d * inner + 2 * d * nf) + 2 * t * t * inner
+        return 2 * (total + d * self.num_classes)
+
+
+def slim_encoder_spec(params, layers: int) -> dict:
+    """The group spec of a :class:`SlimEncoder`: the heads of every block
+    (``block_i/attn``) and its FFN units (``block_i/ffn_in``), each group with its
+    slimming coefficient, so shrinking cuts the coefficients too."""
+    import jaxsparse as js
+
+    spec = {}
+    for i in range(layers):
+        b = f"block_{i}"
+        heads = js.structured.heads(params, [f"{b}/attn"])[f"{b}/attn"]
+        spec[f"{b}/attn"] = [*heads, (rf"^{b}/attn/head_coef$", 0)]
+        ffn = js.structured.neurons(params, [f"{b}/ffn_in", f"{b}/ffn_out"])[f"{b}/ffn_in"]
+        spec[f"{b}/ffn_in"] = [*ffn, (rf"^{b}/ffn_coef$", 0)]
+    return spec

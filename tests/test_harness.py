@@ -186,3 +186,28 @@ def test_cli_compile_cache_flag_is_parsed():
     args = parser.parse_args(["--compile-cache", "off", "lottery", "--quick"])
     assert args.compile_cache == "off"
     assert isinstance(args, argparse.Namespace)
+
+
+def test_timed_waits_for_the_result_and_compiled_is_ahead_of_time():
+    import time
+
+    import jax
+
+    out, seconds = harness.timed(lambda x: (time.sleep(0.05), x + 1)[1], jnp.arange(3))
+    np.testing.assert_array_equal(out, [1, 2, 3])
+    assert 0.05 <= seconds < 5
+
+    traces = []
+
+    @jax.jit
+    def f(x):
+        traces.append(1)
+        return 2 * x
+
+    exe, seconds = harness.compiled(f, jnp.zeros(4))
+    assert seconds > 0 and len(traces) == 1
+    np.testing.assert_array_equal(exe(jnp.arange(4.0)), [0, 2, 4, 6])
+    np.testing.assert_array_equal(exe(jnp.ones(4)), [2, 2, 2, 2])
+    assert len(traces) == 1  # new values, no new trace
+    with pytest.raises(TypeError):
+        exe(jnp.zeros(5))  # an executable is for its shapes only

@@ -1,0 +1,5 @@
+import sys
+
+from experiments.early_bert import main
+
+sys.exit(main())

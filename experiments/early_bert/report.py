@@ -1,0 +1,218 @@
+"""Reporting for the early-bert study: the drawn ticket's size, accuracy and measured
+training time against dense; accuracy against wall time and the detector's distances."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from experiments import harness
+from experiments.early_bert.config import EarlyBertConfig
+
+TIME_NOTE = (
+    "Wall times are measured in this run: dense training and the EarlyBERT pipeline "
+    "alternate chunk by chunk (half an epoch by default), so machine load hits both "
+    "alike; compilation is excluded (ahead of time, reported apart). pipeline = the "
+    "search chunks (full width, slimming) + the mask checks + shrinking the params and "
+    "Adam's moments + the shrunk encoder's chunks to the end of the same epoch budget."
+)
+
+
+def _clean(obj):
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _pm(values, scale=100.0, digits=1):
+    return harness.pm(values, scale, digits) if len(values) else "–"
+
+
+def summarise(cfg: EarlyBertConfig, per_seed: list[dict], dense_info: dict) -> dict:
+    n_checks = cfg.epochs * cfg.checks_per_epoch
+    drawn = [s["drawn"] for s in per_seed if s["drawn"]]
+    return {
+        "dense": {
+            **dense_info,
+            "acc": [s["acc"]["dense"] for s in per_seed],
+            "time_s": [s["dense_s"] for s in per_seed],
+        },
+        "earlybert": {
+            "found": len(drawn),
+            "epoch": [(d["check"] + 1) / cfg.checks_per_epoch for d in drawn],
+            "share": [(d["check"] + 1) / n_checks for d in drawn],
+            "heads": [d["heads"] for d in drawn],
+            "ffn": [d["ffn"] for d in drawn],
+            "params": [d["params"] for d in drawn],
+            "flops": [d["flops"] for d in drawn],
+            "acc": [s["acc"]["earlybert"] for s in per_seed],
+            "time_s": [s["pipeline_s"] for s in per_seed],
+            "time_ratio": [s["time_ratio"] for s in per_seed],
+            "saving": [1 - s["time_ratio"] for s in per_seed],
+            "step_ratio": [s["step_ratio"] for s in per_seed if s["step_ratio"] is not None],
+            "shrink_s": [d["shrink_s"] for d in drawn],
+            "compile_s": [d["compile_s"] for d in drawn],
+        },
+    }
+
+
+def _mean_list(rows) -> str:
+    return "/".join(f"{v:.0f}" for v in np.mean(np.asarray(rows, float), axis=0)) if rows else "–"
+
+
+def table(cfg: EarlyBertConfig, summary: dict) -> str:
+    d, e = summary["dense"], summary["earlybert"]
+    rows = [
+        [
+            "dense",
+            "/".join(map(str, d["heads"])),
+            "/".join(map(str, d["ffn"])),
+            f"{d['params']:,}",
+            f"{d['flops'] / 1e6:.2f}",
+            _pm(d["acc"]),
+            _pm(d["time_s"], 1, 1),
+            "1",
+        ],
+        [
+            f"EarlyBERT ticket (drawn at epoch {_pm(e['epoch'], 1, 1)}, "
+            f"{_pm(e['share'], 100, 0)}% of schedule; {e['found']}/{cfg.seeds} seeds)",
+            _mean_list(e["heads"]),
+            _mean_list(e["ffn"]),
+            f"{np.mean(e['params']):,.0f}" if e["params"] else "–",
+            f"{np.mean(e['flops']) / 1e6:.2f}" if e["flops"] else "–",
+            _pm(e["acc"]),
+            _pm(e["time_s"], 1, 1),
+            _pm(e["time_ratio"], 1, 2),
+        ],
+    ]
+    main = harness.markdown_table(
+        [
+            "network",
+            "heads per layer",
+            "FFN units per layer",
+            "params (after draw)",
+            "MFLOPs/example",
+            "test acc %",
+            "wall s",
+            "time / dense",
+        ],
+        rows,
+    )
+    return (
+        f"{main}\n\nTraining time saved: **{_pm(e['saving'], 100, 1)}%** (EarlyBERT's "
+        f"claim: 35–45% on BERT); the shrunk encoder's chunk takes "
+        f"{_pm(e['step_ratio'], 1, 2)} of the dense chunk's time at "
+        f"{np.mean(e['flops']) / d['flops'] if e['flops'] else float('nan'):.2f} of its FLOPs."
+    )
+
+
+def plot(run, cfg: EarlyBertConfig, per_seed: list[dict], name: str) -> None:
+    plt = harness.pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for k, s in enumerate(per_seed):
+        alpha = 1.0 if k == 0 else 0.35
+        t_dense = np.cumsum(s["chunk_s"]["dense"])
+        pipe = np.asarray(s["chunk_s"]["pipeline"])
+        checks = np.zeros_like(pipe)
+        checks[: len(s["chunk_s"]["check"])] = s["chunk_s"]["check"]
+        t_pipe = np.cumsum(pipe + checks)
+        lab = k == 0
+        ax1.plot(t_dense, 100 * s["curves"][0], "C0-", alpha=alpha, label="dense" if lab else None)
+        ax1.plot(
+            t_pipe, 100 * s["curves"][1], "C3-", alpha=alpha, label="EarlyBERT" if lab else None
+        )
+        if s["drawn"]:
+            c = s["drawn"]["check"]
+            ax1.plot(t_pipe[c], 100 * s["curves"][1][c], "k*", ms=9, alpha=alpha)
+        epochs = (np.arange(len(s["dists"])) + 1) / cfg.checks_per_epoch
+        dmax = np.max(s["dists"], axis=1)
+        ax2.plot(epochs, np.where(np.isfinite(dmax), dmax, np.nan), "C3-", alpha=alpha)
+    ax1.set_xlabel("measured training wall time (s, compile excluded)")
+    ax1.set_ylabel("test accuracy (%)")
+    ax1.set_ylim(bottom=max(0, ax1.get_ylim()[0]))
+    ax1.legend(title="★ ticket drawn")
+    ax1.grid(alpha=0.3)
+    ax2.axhline(cfg.eps, color="k", ls="--", lw=1, label=f"eps = {cfg.eps:g}")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("largest mask distance in the FIFO")
+    ax2.set_yscale("symlog", linthresh=0.01)
+    ax2.legend()
+    ax2.grid(alpha=0.3)
+    fig.suptitle(
+        f"EarlyBERT on MNIST patches: {cfg.layers} layers, {cfg.heads} heads, width "
+        f"{cfg.width}, FFN {cfg.ffn}; {cfg.seeds} seeds (seed 0 solid); hash {cfg.digest()}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    run.save_figure(name, fig)
+
+
+def report(run, cfg, ds, per_seed, dense_info, compile_s) -> dict:
+    summary = summarise(cfg, per_seed, dense_info)
+    caption = (
+        f"EarlyBERT: a {cfg.layers}-layer pre-LN transformer encoder ({cfg.heads} heads, "
+        f"width {cfg.width}, FFN {cfg.ffn}, 7x7 patches as 16 tokens) on MNIST "
+        f"({ds.sizes()} train/val/test), {cfg.epochs} epochs of Adam (lr {cfg.lr:g}, "
+        f"cosine, batch {cfg.batch_size}). Slimming coefficients (init 1) on every head's "
+        f"output and FFN unit, L1 {cfg.slimming:g} in the pipeline; detector every "
+        f"{1 / cfg.checks_per_epoch:g} epoch (window {cfg.window}, eps {cfg.eps:g}) on the "
+        f"mask pruning {100 * cfg.head_ratio:.0f}% of heads in every layer and "
+        f"{100 * cfg.ffn_ratio:.0f}% of FFN units globally; at the draw the params and "
+        f"Adam's moments are shrunk and training continues on the same schedule. Test "
+        f"accuracy at the end, mean ± std over {cfg.seeds} seeds (hash {cfg.digest()})."
+    )
+    md = f"{caption}\n\n{table(cfg, summary)}\n\n{TIME_NOTE}"
+    run.write_text("table.md", md)
+    rows = []
+    for s in per_seed:
+        dense = {"network": "dense", "acc": s["acc"]["dense"], "time_s": s["dense_s"]}
+        rows.append({"seed": s["seed"], **dense})
+        d = s["drawn"] or {}
+        rows.append(
+            {
+                "seed": s["seed"],
+                "network": "earlybert",
+                "acc": s["acc"]["earlybert"],
+                "time_s": s["pipeline_s"],
+                "drawn_epoch": (d["check"] + 1) / cfg.checks_per_epoch if d else None,
+                "heads": "/".join(map(str, d.get("heads", []))),
+                "ffn": "/".join(map(str, d.get("ffn", []))),
+                "params": d.get("params"),
+                "flops": d.get("flops"),
+            }
+        )
+    run.write_csv("results.csv", rows)
+    plot(run, cfg, per_seed, "early_bert.png")
+    results = _clean(
+        {
+            "study": "early-bert",
+            "config": cfg.hashed(),
+            "config_hash": cfg.digest(),
+            "data": {"name": ds.name, "train": len(ds.x_train), "test": len(ds.x_test)},
+            "std": "sample standard deviation over seeds (ddof=1)",
+            "summary": summary,
+            "compile_s": compile_s,
+            "seeds": [
+                {
+                    **{k: v for k, v in s.items() if k not in ("curves", "dists")},
+                    "curves": {
+                        "dense": s["curves"][0].tolist(),
+                        "earlybert": s["curves"][1].tolist(),
+                    },
+                    "distances": np.where(np.isfinite(s["dists"]), s["dists"], np.nan).tolist(),
+                }
+                for s in per_seed
+            ],
+            "time_note": TIME_NOTE,
+        }
+    )
+    run.write_json("results.json", results)
+    timing = run.finish(compile_s=compile_s, seeds=cfg.seeds)
+    run.log("\n" + md)
+    run.log(f"\ntotal {timing['total_s']:.1f} s; wrote {run.dir}/")
+    return results

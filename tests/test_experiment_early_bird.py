@@ -1,0 +1,137 @@
+"""End-to-end tests of the early-bird study (``jaxsparse early-bird``) in quick mode:
+outputs and their fields by value, resuming from the seed stages, and bad flags."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import cli
+from experiments.early_bird import QUICK, RATIOS, EarlyBirdConfig
+from experiments.early_bird.report import distance_matrix
+
+ARGS = ["early-bird", "--quick"]
+
+
+def _run_dir(root: Path) -> Path:
+    (d,) = sorted(root.glob("early-bird-*"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eb")
+    assert cli.main([*ARGS, "--out", str(root)]) == 0
+    d = _run_dir(root)
+    return root, d, json.loads((d / "results.json").read_text())
+
+
+def _vgg_params(widths, cin=1, classes=10):
+    total = 0
+    for w in widths:
+        total += 9 * cin * w + 2 * w  # conv kernel (no bias), BN scale and bias
+        cin = w
+    return total + cin * classes + classes
+
+
+def _vgg_flops(widths, side, pool_after=(1,), classes=10):
+    total, cin = 0, 1
+    for i, w in enumerate(widths):
+        total += 2 * side * side * 9 * cin * w
+        cin = w
+        if i in pool_after:
+            side //= 2
+    return total + 2 * cin * classes
+
+
+def test_quick_outputs_by_value(quick_run):
+    _, d, res = quick_run
+    cfg = EarlyBirdConfig(**QUICK)
+    assert d.name == f"early-bird-{cfg.digest()}" == f"early-bird-{res['config_hash']}"
+    for name in ("results.json", "results.csv", "table.md", "timing.json", "config.json"):
+        assert (d / name).stat().st_size > 0, name
+    assert (d / "early_bird.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    n_checks = cfg.epochs * cfg.checks_per_epoch
+    assert res["ratios"] == list(RATIOS) and len(res["seeds"]) == cfg.seeds
+    # eps = 1: the detector fires on the push that fills the FIFO, never before
+    for ratio in RATIOS:
+        f = res["summary"]["found"][str(ratio)]
+        assert f["check"] == [cfg.window - 1] * cfg.seeds
+        assert f["share"] == [cfg.window / n_checks] * cfg.seeds
+    for s in res["seeds"]:
+        dist = np.array(s["distances"], dtype=float)  # (checks, ratios, window - 1)
+        assert dist.shape == (n_checks, len(RATIOS), cfg.window - 1)
+        assert np.isnan(dist[0]).all() and np.isnan(dist[1, :, 0]).all()  # unfilled: inf
+        assert not np.isnan(dist[cfg.window - 1 :]).any()
+        assert ((dist[cfg.window - 1 :] >= 0) & (dist[cfg.window - 1 :] <= 1)).all()
+
+    widths0, side = [8, 8, 16, 16], 28 // cfg.pool
+    dense = res["summary"]["dense"]
+    assert dense["params"] == _vgg_params(widths0)
+    assert dense["flops"] == _vgg_flops(widths0, side)
+    row = res["summary"]["ratios"]["0.5"]
+    floor = [math.ceil(0.1 * w) for w in widths0]
+    for arm in ("eb", "full", "random"):
+        for w, p, f, acc in zip(
+            row[arm]["widths"], row[arm]["params"], row[arm]["flops"], row[arm]["acc"]
+        ):
+            # global pruning keeps 24 of 48 channels; the per-layer floor may add a few
+            assert 24 <= sum(w) <= 24 + sum(floor)
+            assert all(fl <= x <= w0 for x, fl, w0 in zip(w, floor, widths0))
+            assert p == _vgg_params(w) and f == _vgg_flops(w, side)
+            assert 0.0 <= acc <= 1.0
+    assert row["random"]["widths"] == row["eb"]["widths"]  # same widths, random channels
+    for key in ("acc", "time_s"):
+        assert len(dense[key]) == cfg.seeds
+    assert all(0.0 <= a <= 1.0 for a in dense["acc"] + res["summary"]["search"]["acc"])
+    assert all(t > 0 for t in row["pipeline_s"] + row["dense_s"])
+    np.testing.assert_allclose(
+        row["time_ratio"], np.divide(row["pipeline_s"], row["dense_s"]), rtol=1e-9
+    )
+    csv_lines = (d / "results.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 1 + cfg.seeds * (2 + 3)
+    table = (d / "table.md").read_text()
+    assert "early-bird ticket" in table and "±" in table and "random channels" in table
+
+
+def test_distance_matrix_by_hand():
+    masks = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 1]], bool)
+    np.testing.assert_allclose(
+        distance_matrix(masks), [[0, 0.25, 1], [0.25, 0, 0.75], [1, 0.75, 0]]
+    )
+
+
+def test_resume_loads_the_seed_stages(quick_run, capsys):
+    root, d, res = quick_run
+    capsys.readouterr()
+    assert cli.main([*ARGS, "--out", str(root), "--resume"]) == 0
+    out = capsys.readouterr().out
+    for s in range(QUICK["seeds"]):
+        assert f"resumed stage 'seed_{s}'" in out
+    timing = json.loads((d / "timing.json").read_text())
+    assert not any(k.startswith("seed_") for k in timing)  # nothing recomputed
+    again = json.loads((d / "results.json").read_text())
+    assert again["summary"] == res["summary"] and again["seeds"] == res["seeds"]
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--eps", "1.5"], "--eps: must be in [0, 1]"),
+        (["--retrain", "0.4"], "--retrain"),
+        (["--widths", "8"], "--widths"),
+        (["--widths", "a,b"], "--widths"),
+        (["--pool", "3"], "--pool"),
+        (["--quick", "--window", "6"], "--window"),
+        (["--min-keep", "1.5"], "--min-keep"),
+        (["--checks-per-epoch", "100"], "--checks-per-epoch"),
+    ],
+)
+def test_bad_flags_name_the_flag(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["early-bird", *argv])
+    assert exc.value.code == 2
+    assert flag in capsys.readouterr().err
