@@ -287,7 +287,11 @@ def shrink(
             )
         keep[name] = np.flatnonzero(np.asarray(g))
     leaves, treedef = jax.tree.flatten(params)
+    cut = set()
     for name, (_, slices) in groups.items():
         for s in slices:
-            leaves[s.index] = jnp.take(leaves[s.index], keep[name], axis=s.axis)
+            # on the host: an eager jnp.take compiles once per leaf shape (seconds each)
+            leaves[s.index] = np.take(np.asarray(leaves[s.index]), keep[name], axis=s.axis)
+            cut.add(s.index)
+    leaves = [jnp.asarray(x) if i in cut else x for i, x in enumerate(leaves)]
     return jax.tree.unflatten(treedef, leaves), {k: len(v) for k, v in keep.items()}
