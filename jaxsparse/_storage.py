@@ -71,6 +71,10 @@ def _write(directory: PathLike, kind: str, leaves: list[dict], arrays: Sequence[
         if _is_key(x):
             rec["key_impl"] = str(jax.random.key_impl(x))
             x = jax.random.key_data(x)
+        if isinstance(x, jax.Array) and x.is_fully_addressable and jax.process_count() > 1:
+            # one process's own copy (every process holds the same): orbax saves arrays
+            # spanning the processes, or host arrays from process 0
+            x = np.asarray(x)
         if not isinstance(x, jax.Array):
             # numpy and Python leaves are stored as JAX would hold them (float64 -> float32
             # without x64), the dtype the record names and a restore gives back
@@ -87,10 +91,9 @@ def _write(directory: PathLike, kind: str, leaves: list[dict], arrays: Sequence[
         "arrays": records,
         **user_json,
     }
-    blob = json.dumps(record)
     # One temp name for all processes, with no message passed: every process derives it
     # from the same record (the digests make it this save's own).
-    token = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    token = hashlib.sha256(json.dumps(record).encode()).hexdigest()[:16]
     tmp = directory.with_name(f".{directory.name}.tmp-{token}")
     if _primary():
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +107,7 @@ def _write(directory: PathLike, kind: str, leaves: list[dict], arrays: Sequence[
                 ckptr.save(tmp / "arrays", args=ocp.args.StandardSave(stored))
         if _primary():
             with open(tmp / RECORD, "w") as f:
-                f.write(blob)
+                json.dump(record, f)
                 f.flush()
                 os.fsync(f.fileno())
             _commit(tmp, directory)

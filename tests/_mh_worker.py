@@ -170,7 +170,11 @@ def main_checks(args, out: Path) -> None:
     checkpoint.save_ticket(out / "ticket", final.mask, final.params, {"by": "both"})
     tmask, tparams, _ = checkpoint.load_ticket(out / "ticket", split.params)
     assert tparams["w1"].sharding == split.params["w1"].sharding
-    save(out, "ticket", {"mask": tmask, "params": tparams})
+    # host copies (the same on every process) are saved too: from process 0
+    host = js.parallel.to_host({"mask": final.mask, "params": final.params})
+    checkpoint.save_ticket(out / "host_ticket", host["mask"], host["params"])
+    hmask, hparams, _ = checkpoint.load_ticket(out / "host_ticket", split.params)
+    save(out, "ticket", {"mask": tmask, "params": tparams, "host": (hmask, hparams)})
     log("checkpoints done")
 
     # 4. run_resumable, uninterrupted: the reference for the killed-and-resumed run

@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,7 +61,7 @@ def report(workers: Sequence[Worker], why: str) -> str:
 
 
 def start(
-    script: Path,
+    command: Sequence[str],
     args: Sequence[str],
     workdir: Path,
     *,
@@ -70,9 +69,10 @@ def start(
     local_devices: int = 4,
     env: dict[str, str] | None = None,
 ) -> list[Worker]:
-    """Starts ``num_processes`` copies of ``python script --coordinator 127.0.0.1:PORT
-    --num-processes N --process-id I *args``, each seeing ``local_devices`` CPU devices;
-    stdout and stderr of worker I go to ``workdir/worker{I}.log``."""
+    """Starts ``num_processes`` copies of ``*command --coordinator 127.0.0.1:PORT
+    --num-processes N --process-id I *args`` (``command``: e.g. ``[sys.executable,
+    script]``), each seeing ``local_devices`` CPU devices; stdout and stderr of worker I
+    go to ``workdir/worker{I}.log``."""
     coordinator = f"127.0.0.1:{free_port()}"
     workdir.mkdir(parents=True, exist_ok=True)
     base_env = {
@@ -86,7 +86,7 @@ def start(
     workers = []
     for i in range(num_processes):
         log = workdir / f"worker{i}.log"
-        cmd = [sys.executable, str(script), "--coordinator", coordinator]
+        cmd = [*command, "--coordinator", coordinator]
         cmd += ["--num-processes", str(num_processes), "--process-id", str(i), *args]
         with open(log, "w") as fh:
             proc = subprocess.Popen(
@@ -148,6 +148,8 @@ def wait(
         raise
 
 
-def run(script: Path, args: Sequence[str], workdir: Path, timeout: float, **kw) -> list[Worker]:
+def run(
+    command: Sequence[str], args: Sequence[str], workdir: Path, timeout: float, **kw
+) -> list[Worker]:
     """:func:`start` then :func:`wait`: all workers must exit 0 within ``timeout``."""
-    return wait(start(script, args, workdir, **kw), timeout)
+    return wait(start(command, args, workdir, **kw), timeout)

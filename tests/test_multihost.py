@@ -4,7 +4,9 @@ worker. Each start of the workers pays JAX's start-up and compilation, so the ch
 share three starts: ``main`` (see ``tests/_mh_worker.py``), and a run killed with
 SIGKILL and started again."""
 
+import json
 import signal
+import sys
 from pathlib import Path
 
 import jax
@@ -17,7 +19,7 @@ from jaxsparse import checkpoint
 from tests import _mh_worker as worker
 from tests import _multihost as mh
 
-SCRIPT = Path(__file__).with_name("_mh_worker.py")
+WORKER = [sys.executable, str(Path(__file__).with_name("_mh_worker.py"))]
 # Generous for a loaded 2-core machine (each start takes 15-45 s there); a dead worker
 # still fails its peers within the 10 s heartbeat, and a hang is killed at the deadline.
 TIMEOUT = 240
@@ -36,7 +38,7 @@ def env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def main_run(tmp_path_factory, env):
     out = tmp_path_factory.mktemp("main")
-    workers = mh.start(SCRIPT, ["--out", str(out), "main"], out, env=env)
+    workers = mh.start(WORKER, ["--out", str(out), "main"], out, env=env)
     mh.wait(workers, TIMEOUT, expect_failure=True)  # process 1 kills itself at the end
     return out, workers
 
@@ -103,6 +105,9 @@ def test_checkpoint_saved_by_both_restores_onto_the_mesh(main_run):
     for k in ("w1", "w2"):
         np.testing.assert_array_equal(ticket[f"mask/{k}"], imp[f"mask/{k}"])
         np.testing.assert_array_equal(ticket[f"params/{k}"], imp[f"params/{k}"])
+    for i, field in enumerate(("mask", "params")):
+        for k in ("w1", "b1", "w2", "b2"):
+            np.testing.assert_array_equal(ticket[f"host/{i}/{k}"], imp[f"{field}/{k}"])
     # what the two processes wrote is one ordinary checkpoint: this process reads it
     _, params = worker.problem()
     like = worker.new_state(jax.tree.map(jnp.asarray, params))
@@ -130,7 +135,7 @@ def test_killed_on_both_processes_resumes_to_the_same_ticket(main_run, env, tmp_
     assert (clean / "clean_ticket").exists(), "the main run made no uninterrupted ticket"
     args = ["--out", str(tmp_path), "resumable"]
     # a pause after each round's checkpoint, so the kill lands between rounds 1 and 2
-    victims = mh.start(SCRIPT, [*args[:2], "--delay", "3", args[2]], tmp_path / "killed", env=env)
+    victims = mh.start(WORKER, [*args[:2], "--delay", "3", args[2]], tmp_path / "killed", env=env)
     try:
         mh.wait(victims, TIMEOUT, until=lambda: checkpoint.latest_round(tmp_path / "ckpt") == 1)
     finally:
@@ -138,7 +143,7 @@ def test_killed_on_both_processes_resumes_to_the_same_ticket(main_run, env, tmp_
     assert [w.returncode for w in victims] == [-signal.SIGKILL] * 2
     assert checkpoint.latest_round(tmp_path / "ckpt") == 1 and not (tmp_path / "ticket").exists()
 
-    resumed = mh.run(SCRIPT, args, tmp_path / "resumed", TIMEOUT, env=env)
+    resumed = mh.run(WORKER, args, tmp_path / "resumed", TIMEOUT, env=env)
     assert all("resuming after round 1" in w.output() for w in resumed)
     like = jax.tree.map(jnp.asarray, worker.problem()[1])
     m1, p1, meta1 = checkpoint.load_ticket(tmp_path / "ticket", like)
@@ -146,3 +151,47 @@ def test_killed_on_both_processes_resumes_to_the_same_ticket(main_run, env, tmp_
     for a, b in zip(jax.tree.leaves((m1, p1)), jax.tree.leaves((m2, p2)), strict=True):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
     assert meta1 == meta2 and np.shape(meta1["loss"]) == (worker.ROUNDS, 1, worker.STEPS)
+
+
+# the quick study, smaller still: one round of 25 steps on the 8x8 digits (compiling
+# the round is most of its cost)
+STUDY = ["--quick", "--mesh", "--data", "digits", "--rounds", "1", "--steps", "25"]
+STUDY += ["--eval-every", "25"]
+
+
+def test_lottery_command_as_two_processes_matches_one(env, tmp_path):
+    from experiments import cli, lottery
+
+    one = tmp_path / "one"
+    assert cli.main(["--compile-cache", "off", "lottery", *STUDY, "--out", str(one)]) == 0
+    two = tmp_path / "two"
+    command = [sys.executable, "-m", "experiments.lottery"]
+    workers = mh.run(command, [*STUDY, "--out", str(two)], tmp_path / "logs", TIMEOUT, env=env)
+
+    # process 0 alone shows the bar and the table; both computed
+    logs = [w.output(100_000) for w in workers]
+    assert "IMP rounds" in logs[0] and "| round | % weights |" in logs[0]
+    assert "IMP rounds" not in logs[1] and "| round |" not in logs[1]
+    (d1,), (d2,) = sorted(one.glob("lottery-*")), sorted(two.glob("lottery-*"))
+    assert d1.name == d2.name  # the process flags are not part of the configuration
+    timing = json.loads((d2 / "timing.json").read_text())
+    assert (timing["devices"], timing["processes"]) == (8, 2)
+    r1 = json.loads((d1 / "results.json").read_text())
+    r2 = json.loads((d2 / "results.json").read_text())
+    # the README's --mesh tolerance: the same layer sizes, per-seed accuracies within 2
+    # points, masks equal but for < 1% of the weights (near-threshold ties that the
+    # last bits of a differently ordered all-reduce can swap)
+    a, b = r1["rounds"][0], r2["rounds"][0]
+    assert a["layer_alive"] == b["layer_alive"]
+    for arm in r1["arms"]:
+        for key in ("early_stop_acc", "final_acc"):
+            np.testing.assert_allclose(
+                a["arms"][arm]["per_seed"][key], b["arms"][arm]["per_seed"][key], atol=0.02
+            )
+    like = lottery.initial_state(lottery.LotteryConfig(**{**lottery.QUICK, "data": "digits"}))
+    s1, _ = checkpoint.load_state(d1 / "checkpoints" / "round_0000", like)
+    s2, _ = checkpoint.load_state(d2 / "checkpoints" / "round_0000", like)
+    for m1, m2 in zip(jax.tree.leaves(s1.mask), jax.tree.leaves(s2.mask), strict=True):
+        assert np.mean(np.asarray(m1) != np.asarray(m2)) < 0.01
+    _, _, meta = checkpoint.load_ticket(d2 / "ticket", jax.tree.map(lambda x: x[0], like.params))
+    assert meta["round"] == 0 and meta == r2["best_ticket"]
