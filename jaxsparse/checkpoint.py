@@ -14,8 +14,11 @@ Across processes (a TPU pod slice, a multi-GPU cluster, ``jax.distributed`` on o
 machine) every process calls the same function with the same arguments: each writes its
 own shards through orbax, process 0 writes the record and renames the directory into
 place once all have finished, and none returns before that. The directory must be on a
-file system all processes share. A restore puts each array on its ``like`` leaf's
-sharding, whichever processes' devices that spans.
+file system all processes share, with an atomic rename. A restore puts each array on its
+``like`` leaf's sharding, whichever processes' devices that spans. The digests are taken
+on the host: an array split across processes is gathered to every process once to save
+it and once to check it (``jaxsparse.parallel.to_host``), which bounds the model size by
+one host's memory.
 """
 
 from __future__ import annotations

@@ -135,16 +135,20 @@ def test_killed_on_both_processes_resumes_to_the_same_ticket(main_run, env, tmp_
     assert (clean / "clean_ticket").exists(), "the main run made no uninterrupted ticket"
     args = ["--out", str(tmp_path), "resumable"]
     # a pause after each round's checkpoint, so the kill lands between rounds 1 and 2
+    # (or, on a machine too loaded to notice within the pause, between 2 and 3)
     victims = mh.start(WORKER, [*args[:2], "--delay", "3", args[2]], tmp_path / "killed", env=env)
     try:
-        mh.wait(victims, TIMEOUT, until=lambda: checkpoint.latest_round(tmp_path / "ckpt") == 1)
+        mh.wait(
+            victims, TIMEOUT, until=lambda: (checkpoint.latest_round(tmp_path / "ckpt") or 0) >= 1
+        )
     finally:
         mh.kill(victims)
     assert [w.returncode for w in victims] == [-signal.SIGKILL] * 2
-    assert checkpoint.latest_round(tmp_path / "ckpt") == 1 and not (tmp_path / "ticket").exists()
+    killed_at = checkpoint.latest_round(tmp_path / "ckpt")
+    assert killed_at in (1, 2) and not (tmp_path / "ticket").exists()
 
     resumed = mh.run(WORKER, args, tmp_path / "resumed", TIMEOUT, env=env)
-    assert all("resuming after round 1" in w.output() for w in resumed)
+    assert all(f"resuming after round {killed_at}" in w.output() for w in resumed)
     like = jax.tree.map(jnp.asarray, worker.problem()[1])
     m1, p1, meta1 = checkpoint.load_ticket(tmp_path / "ticket", like)
     m2, p2, meta2 = checkpoint.load_ticket(clean / "clean_ticket", like)
