@@ -198,6 +198,13 @@ class Run:
     def checkpoints(self) -> Path:
         return self.dir / "checkpoints"
 
+    @property
+    def primary(self) -> bool:
+        """Whether this is process 0, the one that logs and writes files. In a
+        multi-process run every process computes and takes part in the checkpoints;
+        the others' writers and progress bar do nothing."""
+        return _process_index() == 0
+
     def stage(self, name: str, like: Any, compute: Callable[[], tuple[Any, dict]]):
         """``compute() -> (pytree, extra)``, saved as checkpoint ``name``; with
         ``--resume`` a saved stage is loaded onto ``like`` (a pytree of the same
@@ -219,21 +226,33 @@ class Run:
         """A tqdm bar on stderr (so tables on stdout stay clean)."""
         from tqdm import tqdm
 
-        return tqdm(iterable, desc=desc, unit=unit, total=total, initial=initial, file=sys.stderr)
+        return tqdm(
+            iterable,
+            desc=desc,
+            unit=unit,
+            total=total,
+            initial=initial,
+            file=sys.stderr,
+            disable=not self.primary,
+        )
 
     def write_json(self, name: str, obj: Any) -> Path:
         path = self.dir / name
-        path.write_text(json.dumps(obj, indent=1, default=_jsonable))
+        if self.primary:
+            path.write_text(json.dumps(obj, indent=1, default=_jsonable))
         return path
 
     def write_text(self, name: str, text: str) -> Path:
         path = self.dir / name
-        path.write_text(text if text.endswith("\n") else text + "\n")
+        if self.primary:
+            path.write_text(text if text.endswith("\n") else text + "\n")
         return path
 
     def write_csv(self, name: str, rows: Sequence[dict]) -> Path:
         """Rows of flat dicts; the header is the union of their keys, in first-seen order."""
         path = self.dir / name
+        if not self.primary:
+            return path
         header: list[str] = []
         for row in rows:
             header += [k for k in row if k not in header]
@@ -247,7 +266,8 @@ class Run:
         import matplotlib.pyplot as plt
 
         path = self.dir / name
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        if self.primary:
+            fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
         return path
 
@@ -261,14 +281,42 @@ class Run:
 
 def start(cfg: StudyConfig, *, log: Callable[[str], None] = print) -> Run:
     """Creates (or, with ``--resume``, reopens) the run directory and writes
-    ``config.json``. Without ``--resume`` old checkpoints there are removed first."""
+    ``config.json``. Without ``--resume`` old checkpoints there are removed first.
+    In a multi-process run (:func:`join_processes` first) only process 0 touches the
+    directory and logs."""
     run_dir = cfg.run_dir()
-    if not cfg.resume and (run_dir / "checkpoints").exists():
-        shutil.rmtree(run_dir / "checkpoints")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run = Run(cfg=cfg, dir=run_dir, log=log)
+    primary = _process_index() == 0
+    if primary:
+        if not cfg.resume and (run_dir / "checkpoints").exists():
+            shutil.rmtree(run_dir / "checkpoints")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    run = Run(cfg=cfg, dir=run_dir, log=log if primary else _quiet)
     run.write_json("config.json", dataclasses.asdict(cfg))
     return run
+
+
+def join_processes(coordinator: str, num_processes: int, process_id: int) -> None:
+    """Makes this process one of ``num_processes`` of a ``jax.distributed`` run, before
+    JAX starts its backends. ``coordinator`` is process 0's ``HOST:PORT``, or ``"auto"``
+    to let JAX find everything (a TPU pod slice, SLURM, Open MPI, or the
+    ``JAX_COORDINATOR_ADDRESS`` variable). CPU devices talk over gloo."""
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU only
+    if coordinator == "auto":
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+
+
+def _process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def _quiet(message: str) -> None:
+    del message
 
 
 def _jsonable(x: Any):

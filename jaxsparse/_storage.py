@@ -1,9 +1,14 @@
 """Checkpoint storage: orbax arrays plus a JSON record, committed by renaming a temp
-directory. Private to :mod:`jaxsparse.checkpoint`, which documents the format."""
+directory. Private to :mod:`jaxsparse.checkpoint`, which documents the format.
+
+Across processes every process calls the same functions in the same order: orbax writes
+each process's shards, process 0 alone creates, renames and removes directories and
+writes the record, and orbax's barriers keep the processes in step."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -18,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from jaxsparse.parallel import to_host
 
 PathLike = str | os.PathLike
 RECORD = "jaxsparse.json"
@@ -37,60 +44,78 @@ def _digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-def _check_process() -> None:
+_barriers = itertools.count()  # every process saves in the same order: same names
+
+
+def _primary() -> bool:
+    """Process 0 alone touches the file system's names (temp dirs, renames, the record);
+    every process writes its own shards through orbax."""
+    return jax.process_index() == 0
+
+
+def _sync(what: str) -> None:
+    """A barrier across processes (orbax's, on the jax.distributed client); no-op alone."""
     if jax.process_count() > 1:
-        raise NotImplementedError(
-            "jaxsparse.checkpoint supports single-process runs only; use orbax's "
-            "CheckpointManager directly across hosts"
-        )
+        ocp.multihost.sync_global_processes(f"jaxsparse.checkpoint:{next(_barriers)}:{what}")
 
 
 def _write(directory: PathLike, kind: str, leaves: list[dict], arrays: Sequence[Any], **user):
-    _check_process()
     try:
         user_json = {k: json.loads(json.dumps(v)) for k, v in user.items()}
     except (TypeError, ValueError) as e:
         raise TypeError(f"checkpoint {kind} at {directory}: {list(user)} must be JSON: {e}") from e
     directory = Path(directory).absolute()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a crashed save of this directory
-    tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex}")
     stored, records = {}, []
     for i, x in enumerate(arrays):
         rec = {}
         if _is_key(x):
             rec["key_impl"] = str(jax.random.key_impl(x))
             x = jax.random.key_data(x)
+        if isinstance(x, jax.Array) and x.is_fully_addressable and jax.process_count() > 1:
+            # one process's own copy (every process holds the same): orbax saves arrays
+            # spanning the processes, or host arrays from process 0
+            x = np.asarray(x)
         if not isinstance(x, jax.Array):
             # numpy and Python leaves are stored as JAX would hold them (float64 -> float32
             # without x64), the dtype the record names and a restore gives back
             x = np.asarray(x)
             x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype))
-        rec.update(shape=list(x.shape), dtype=str(x.dtype), sha256=_digest(np.asarray(x)))
+        rec.update(shape=list(x.shape), dtype=str(x.dtype), sha256=_digest(to_host(x)))
         if x.size:  # orbax refuses zero-size arrays; the record alone restores them
             stored[f"a{i:05d}"] = x
         records.append(rec)
-    tmp.mkdir()
+    record = {
+        "format": f"jaxsparse.{kind}",
+        "version": VERSION,
+        "leaves": leaves,
+        "arrays": records,
+        **user_json,
+    }
+    # One temp name for all processes, with no message passed: every process derives it
+    # from the same record (the digests make it this save's own).
+    token = hashlib.sha256(json.dumps(record).encode()).hexdigest()[:16]
+    tmp = directory.with_name(f".{directory.name}.tmp-{token}")
+    if _primary():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        for stale in directory.parent.glob(f".{directory.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a crashed save of this directory
+        tmp.mkdir()
+    _sync(f"start {tmp}")
     try:
-        if stored:
+        if stored:  # every process writes its shards; orbax commits the arrays when all have
             with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
                 ckptr.save(tmp / "arrays", args=ocp.args.StandardSave(stored))
-        record = {
-            "format": f"jaxsparse.{kind}",
-            "version": VERSION,
-            "leaves": leaves,
-            "arrays": records,
-            **user_json,
-        }
-        with open(tmp / RECORD, "w") as f:
-            json.dump(record, f)
-            f.flush()
-            os.fsync(f.fileno())
-        _commit(tmp, directory)
+        if _primary():
+            with open(tmp / RECORD, "w") as f:
+                json.dump(record, f)
+                f.flush()
+                os.fsync(f.fileno())
+            _commit(tmp, directory)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if _primary():
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _sync(f"commit {directory}")  # nobody goes on before the checkpoint is in place
 
 
 def _commit(tmp: Path, directory: Path) -> None:
@@ -107,7 +132,6 @@ def _commit(tmp: Path, directory: Path) -> None:
 
 
 def _read_record(directory: PathLike, kind: str) -> dict:
-    _check_process()
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"no checkpoint at {directory}")
@@ -151,7 +175,9 @@ def _check_like(directory: PathLike, saved: list[dict], like: list[dict]) -> Non
 
 def _target_sharding(x: Any) -> jax.sharding.Sharding:
     sharding = getattr(x, "sharding", None)
-    return sharding if sharding is not None else jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    if sharding is None:  # this process's first device: each process reads the whole array
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return sharding
 
 
 def _read_arrays(
@@ -184,7 +210,7 @@ def _read_arrays(
     for i, (rec, x, name) in enumerate(zip(recs, likes, names)):
         key = f"a{i:05d}"
         a = restored[key] if key in targets else np.zeros(rec["shape"], rec["dtype"])
-        if _digest(np.asarray(a)) != rec["sha256"]:
+        if _digest(to_host(a)) != rec["sha256"]:
             raise ValueError(
                 f"checkpoint at {directory} is corrupt: leaf '{name}' does not match the "
                 f"digest recorded at save time"
@@ -203,7 +229,12 @@ def _place(a: Any, like: Any) -> Any:
     sharding (the default device for abstract leaves)."""
     if isinstance(like, np.ndarray | np.generic | int | float | bool | complex):
         return np.asarray(a)
-    return jax.device_put(a, _target_sharding(like))
+    sharding = _target_sharding(like)
+    if isinstance(a, jax.Array) and a.sharding == sharding:
+        return a
+    # from the host: every process holds the whole value, and an array on one process's
+    # device cannot be resharded onto devices of several processes
+    return jax.device_put(np.asarray(a), sharding)
 
 
 def _complete_rounds(root: PathLike) -> list[int]:

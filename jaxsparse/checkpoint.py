@@ -10,7 +10,15 @@ leaves a directory that looks complete. Reads check the record against ``like`` 
 shapes, dtypes) before reading and the digests after, so a partial, corrupt or
 mismatched checkpoint raises instead of yielding a silently wrong state.
 
-Single process only (one host, any number of local devices, any sharding).
+Across processes (a TPU pod slice, a multi-GPU cluster, ``jax.distributed`` on one
+machine) every process calls the same function with the same arguments: each writes its
+own shards through orbax, process 0 writes the record and renames the directory into
+place once all have finished, and none returns before that. The directory must be on a
+file system all processes share, with an atomic rename. A restore puts each array on its
+``like`` leaf's sharding, whichever processes' devices that spans. The digests are taken
+on the host: an array split across processes is gathered to every process once to save
+it and once to check it (``jaxsparse.parallel.to_host``), which bounds the model size by
+one host's memory.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from jaxsparse._storage import (
 )
 from jaxsparse.filters import path_str
 from jaxsparse.masks import check_mask, pack, unpack
+from jaxsparse.parallel import to_host
 
 
 def save_state(directory: PathLike, state: Any, *, extra: dict | None = None) -> None:
@@ -53,7 +62,6 @@ def save_state(directory: PathLike, state: Any, *, extra: dict | None = None) ->
 
     Raises:
       TypeError: ``extra`` is not JSON-serialisable.
-      NotImplementedError: called in a multi-process (multi-host) run.
 
     Example:
         >>> import tempfile, pathlib
@@ -151,7 +159,7 @@ def save_round(
         raise ValueError(f"save_round: keep must be >= 1, got {keep}")
     directory = Path(root) / f"round_{round_index:04d}"
     save_state(directory, state, extra=extra)
-    if keep is not None:
+    if keep is not None and jax.process_index() == 0:
         for r in _complete_rounds(root)[:-keep]:
             shutil.rmtree(Path(root) / f"round_{r:04d}", ignore_errors=True)
     return directory
@@ -247,7 +255,7 @@ def save_ticket(
     leaves = [_describe(path_str(p), x) for p, x in flat]
     arrays = []
     for (_, x), m, bits in zip(flat, jax.tree.leaves(mask), jax.tree.leaves(pack(mask))):
-        arrays += [bits, np.asarray(x)[np.asarray(m)]]
+        arrays += [bits, to_host(x)[to_host(m)]]
     _write(directory, "ticket", leaves, arrays, metadata=metadata or {})
 
 

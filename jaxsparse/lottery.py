@@ -4,6 +4,7 @@ iterative-magnitude-pruning loop as one compiled program (its controls live in
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -193,6 +194,7 @@ def run_resumable(
     controls: Sequence[Control] = (),
     keep: int | None = None,
     on_round: Callable[[int, State, Any], None] | None = None,
+    data: Any = None,
     **imp_kwargs,
 ) -> tuple[State, dict[str, Any]]:
     """:func:`run`, one compiled round a call, checkpointed after every round.
@@ -206,11 +208,19 @@ def run_resumable(
     for more ``rounds``. The round compiles once; ``on_round(r, state, record)`` is
     called after each round (progress, logs).
 
+    Across processes (``jax.distributed``), every process calls it with the same
+    arguments and a ``directory`` they all share; each takes part in every checkpoint
+    (see :mod:`jaxsparse.checkpoint`), and a run killed on all processes resumes as
+    above. Pass data spread over the processes as ``data``: it reaches
+    ``train_fn(state, key, data=data)`` as an argument of the compiled round (a jitted
+    function cannot close over it); :func:`jaxsparse.make_train_fn` takes it so.
+
     Args:
       state, train_fn, key, rounds, controls, **imp_kwargs: as for :func:`run`.
       directory: where the round checkpoints live (created if missing).
       keep: keep only the newest ``keep`` round checkpoints (default: all).
       on_round: optional callback after each completed round.
+      data: optional pytree passed to ``train_fn`` as ``data=`` (see above).
 
     Returns:
       ``(state, history)`` as :func:`run` returns them (history leaves as NumPy arrays).
@@ -236,9 +246,14 @@ def run_resumable(
     References:
       Frankle & Carbin, ICLR 2019; Orbax checkpointing (orbax.checkpoint).
     """
-    from jaxsparse import checkpoint  # a floor beside this one, imported where used
+    from jaxsparse import checkpoint  # floors beside this one, imported where used
+    from jaxsparse.parallel import to_host
 
-    step = jax.jit(lambda s, k: _round(s, train_fn, k, tuple(controls), imp_kwargs))
+    def round_on(s, k, d):
+        fn = train_fn if d is None else functools.partial(train_fn, data=d)
+        return _round(s, fn, k, tuple(controls), imp_kwargs)
+
+    step = functools.partial(jax.jit(round_on), d=data)
     record_shape = jax.eval_shape(step, state, key)[1]
     run_id = _fingerprint(key, controls, imp_kwargs)
 
@@ -261,10 +276,10 @@ def run_resumable(
                 f"run_resumable: {directory} holds a run with other arguments "
                 f"(saved {extra.get('run')}, now {run_id}); use another directory"
             )
-        state, history, start = saved["state"], jax.device_get(saved["history"]), last + 1
+        state, history, start = saved["state"], to_host(saved["history"]), last + 1
     for r in range(start, rounds):
         state, record = step(state, jax.random.fold_in(key, r))
-        record = jax.device_get(record)
+        record = to_host(record)
         history = jax.tree.map(lambda h, x: np.concatenate([h, x[None]]), history, record)
         checkpoint.save_round(
             directory, r, {"state": state, "history": history}, extra={"run": run_id}, keep=keep

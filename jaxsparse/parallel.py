@@ -8,10 +8,13 @@ the replicated params) derives the identical mask on every device. Under ``jit``
 and place params and masks with :func:`shard_like`; XLA inserts the collectives, and the
 counting passes of global pruning reduce across shards without gathering the params.
 
-On a multi-host TPU pod slice or multi-GPU cluster, call ``jax.distributed.initialize()``
-on every host first, then build the mesh over ``jax.devices()`` (all hosts' devices) with
-:func:`data_mesh`; the same program runs unchanged, and orbax
-(:mod:`jaxsparse.checkpoint`) writes sharded checkpoints.
+Across processes (a TPU pod slice, a multi-GPU cluster, or several processes on one
+machine), every process calls ``jax.distributed.initialize()`` first and then runs the
+same program: :func:`data_mesh` spans all processes' devices, each process feeds only
+its own rows of the data (:func:`process_rows`, :func:`shard_batch`), and
+:func:`to_host` fetches a global result on every process. Masks come out identical on
+every process (they are one global array), and :mod:`jaxsparse.checkpoint` saves and
+restores through orbax with every process taking part.
 """
 
 from __future__ import annotations
@@ -40,6 +43,108 @@ def data_mesh(devices: Sequence[jax.Device] | None = None, axis: str = "data") -
     """
     devs = np.asarray(jax.devices() if devices is None else list(devices))
     return Mesh(devs, (axis,))
+
+
+def process_rows(n: int, sharding: NamedSharding) -> slice:
+    """The rows of an ``n``-row global array, split on its leading axis by ``sharding``,
+    that this process's devices hold: the rows it feeds to :func:`shard_batch`.
+
+    With :func:`data_mesh` (devices in ``jax.devices()`` order, grouped by process) and
+    :func:`batch_sharding`, process i of P holds rows ``[i * n / P, (i + 1) * n / P)``.
+
+    Args:
+      n: the global number of rows.
+      sharding: how the global array is split, e.g. ``batch_sharding(data_mesh())``.
+
+    Returns:
+      A ``slice`` of the global rows.
+
+    Raises:
+      ValueError: this process's rows are not one contiguous block (a mesh whose
+        devices interleave processes).
+
+    Example:
+        >>> process_rows(16, batch_sharding(data_mesh()))  # one process holds all rows
+        slice(0, 16, None)
+
+    References:
+      JAX, "Distributed data loading" (each process loads the rows its devices hold).
+    """
+    spans = {
+        idx[0].indices(n)[:2] for idx in sharding.addressable_devices_indices_map((n,)).values()
+    }
+    lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+    if sum(b - a for a, b in spans) != hi - lo:
+        raise ValueError(
+            f"process_rows: process {jax.process_index()} holds rows {sorted(spans)} of {n}, "
+            "not one contiguous block; order the mesh's devices by process"
+        )
+    return slice(lo, hi)
+
+
+def shard_batch(local: chex.ArrayTree, sharding: NamedSharding) -> chex.ArrayTree:
+    """Global arrays, split by ``sharding``, from the rows this process holds.
+
+    Each process passes only its own rows (``data[process_rows(n, sharding)]``); every
+    leaf becomes one ``jax.Array`` of the global shape whose shards live on the devices
+    of all processes (``jax.make_array_from_process_local_data``). On one process it is
+    ``jax.device_put``.
+
+    Args:
+      local: a pytree of host arrays, this process's rows on the leading axis.
+      sharding: the global arrays' sharding, e.g. ``batch_sharding(data_mesh())``.
+
+    Returns:
+      The pytree of global arrays.
+
+    Example:
+        >>> mesh = data_mesh()
+        >>> data = {"x": np.arange(32.0).reshape(16, 2)}
+        >>> rows = process_rows(16, batch_sharding(mesh))
+        >>> batch = shard_batch(jax.tree.map(lambda a: a[rows], data), batch_sharding(mesh))
+        >>> batch["x"].shape, batch["x"].sharding.spec
+        ((16, 2), P('data',))
+
+    References:
+      JAX, "Distributed data loading" (``jax.make_array_from_process_local_data``).
+    """
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local
+    )
+
+
+def to_host(tree: chex.ArrayTree) -> chex.ArrayTree:
+    """Every leaf as a NumPy array holding its *global* value, on every process.
+
+    ``jax.device_get`` for arrays spread over several processes: a leaf whose shards are
+    all here, or that is replicated, is copied; one split across processes is gathered
+    with ``jax.experimental.multihost_utils.process_allgather``, a collective, so every
+    process must call this with the same pytree (in the same order as its other
+    collectives).
+
+    Args:
+      tree: a pytree of ``jax.Array`` (any sharding), NumPy arrays or scalars.
+
+    Returns:
+      The pytree with NumPy leaves.
+
+    Example:
+        >>> x = jax.device_put(jnp.arange(8), batch_sharding(data_mesh()))
+        >>> to_host({"x": x})["x"]
+        array([0, 1, 2, 3, 4, 5, 6, 7], dtype=int32)
+
+    References:
+      JAX, "Distributed data loading" (multi-process arrays, ``process_allgather``).
+    """
+
+    def one(x):
+        if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)
 
 
 def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:

@@ -3,12 +3,15 @@ with periodic evaluation, ready for :func:`jaxsparse.lottery.run`."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import chex
 import jax
 import jax.numpy as jnp
+
+from jaxsparse.filters import check_structure
 
 
 def make_train_fn(
@@ -22,11 +25,16 @@ def make_train_fn(
     axis_name: str | None = None,
     batch_sharding: jax.sharding.Sharding | None = None,
 ) -> Callable[[Any, jax.Array], tuple[Any, Any]]:
-    """Builds ``train_fn(state, key) -> (state, evals)`` training ``steps`` updates.
+    """Builds ``train_fn(state, key, data=None) -> (state, evals)`` training ``steps`` updates.
 
     Each epoch draws a fresh permutation of the examples on device (the last partial
     batch of an epoch is dropped); the whole round is a ``lax.scan``, so it jits, vmaps
     over seeds or arms and runs inside :func:`jaxsparse.lottery.run`.
+
+    ``train_fn`` trains on ``data`` unless given other arrays of the same structure and
+    shapes as its ``data`` argument. Across processes pass them that way, as an
+    argument of the jitted function (``lottery.run_resumable(..., data=...)`` does): a
+    jitted function cannot close over an array spread over several processes.
 
     Args:
       loss_fn: ``(params, batch) -> scalar`` loss; ``batch`` has ``data``'s structure.
@@ -60,6 +68,7 @@ def make_train_fn(
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (each IMP round
       trains the masked network).
     """
+    given = data
     n = jax.tree.leaves(data)[0].shape[0]
     for leaf in jax.tree.leaves(data):
         if leaf.shape[:1] != (n,):
@@ -84,7 +93,7 @@ def make_train_fn(
             idx = jax.lax.dynamic_slice_in_dim(idx, lo, batch_size, axis=1)
         return idx
 
-    def step(state, idx):
+    def step(state, idx, data):
         batch = jax.tree.map(lambda x: x[idx], data)
         if batch_sharding is not None:
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
@@ -93,14 +102,17 @@ def make_train_fn(
             loss, grads = jax.lax.pmean((loss, grads), axis_name)
         return state.apply_gradients(grads=grads), loss
 
-    def train_fn(state, key):
+    def train_fn(state, key, data=data):
+        if data is not given:
+            check_structure(data, given, name="train_fn: data", like_name="make_train_fn's data")
         replicas = 1 if axis_name is None else jax.lax.axis_size(axis_name)
         idx = indices(key, replicas)
+        step_on = functools.partial(step, data=data)
         if eval_fn is None:
-            return jax.lax.scan(step, state, idx)
+            return jax.lax.scan(step_on, state, idx)
 
         def chunk(state, idx_chunk):
-            state, _ = jax.lax.scan(step, state, idx_chunk)
+            state, _ = jax.lax.scan(step_on, state, idx_chunk)
             return state, eval_fn(state.params)
 
         first = eval_fn(state.params)

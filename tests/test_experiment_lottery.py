@@ -203,6 +203,12 @@ def test_mesh_matches_single_device(quick_run, tmp_path):
         (["--batch-size", "5000"], "--batch-size: must be <= the 3500 training examples"),
         (["--data", "digits", "--batch-size", "1300"], "1257 training examples"),
         (["--quick", "--steps", "30"], "got 25 (from --quick)"),
+        (["--coordinator", "127.0.0.1:1234"], "--coordinator: needs --mesh"),
+        (["--mesh", "--num-processes", "2"], "--num-processes: needs --coordinator HOST:PORT"),
+        (
+            ["--mesh", "--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"],
+            "--process-id: must be < --num-processes (2)",
+        ),
     ],
 )
 def test_bad_flags_name_the_flag(argv, flag, capsys):

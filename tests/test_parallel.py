@@ -82,3 +82,33 @@ def test_global_prune_of_sharded_params_equals_single_device():
     out = prune(sharded, mask)
     chex.assert_trees_all_equal(jax.device_get(out), jax.device_get(ref))
     assert sum(int(x.sum()) for x in jax.tree.leaves(out)) == 1792 - round(0.37 * 1792)
+
+
+def test_process_rows_shard_batch_and_to_host_on_one_process():
+    mesh = js.parallel.data_mesh()
+    sharding = js.parallel.batch_sharding(mesh)
+    assert js.parallel.process_rows(40, sharding) == slice(0, 40)
+    x = np.arange(80.0, dtype=np.float32).reshape(40, 2)
+    batch = js.parallel.shard_batch({"x": x[js.parallel.process_rows(40, sharding)]}, sharding)
+    assert batch["x"].sharding == sharding
+    assert batch["x"].addressable_shards[1].data.shape == (5, 2)
+    host = js.parallel.to_host({"x": batch["x"], "n": 3, "a": np.ones(2)})
+    assert isinstance(host["x"], np.ndarray)
+    np.testing.assert_array_equal(host["x"], x)
+    assert host["n"] == 3 and host["a"].tolist() == [1.0, 1.0]
+
+
+def test_run_resumable_with_data_given_equals_closed_over(tmp_path):
+    state, key = new_state(), jax.random.key(5)
+    other = jax.tree.map(lambda x: x[::-1], DATA)  # the data an argument brings
+    train = js.make_train_fn(loss_fn, DATA, batch_size=GLOBAL_BATCH, steps=4)
+    built_on = js.make_train_fn(loss_fn, other, batch_size=GLOBAL_BATCH, steps=4)
+    ref, ref_hist = js.lottery.run_resumable(
+        state, built_on, key, rounds=1, directory=tmp_path / "a", fraction=0.3
+    )
+    out, hist = js.lottery.run_resumable(
+        state, train, key, rounds=1, directory=tmp_path / "b", data=other, fraction=0.3
+    )
+    chex.assert_trees_all_equal(out.mask, ref.mask)
+    chex.assert_trees_all_equal(out.params, ref.params)
+    np.testing.assert_array_equal(hist["metrics"], ref_hist["metrics"])

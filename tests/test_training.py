@@ -58,3 +58,21 @@ def test_bad_arguments_are_named():
     train = js.make_train_fn(loss, data, batch_size=32, steps=1)
     with pytest.raises(ValueError, match="global batch 32 exceeds 24 examples"):
         train(counting_setup()[2], jax.random.key(0))
+
+
+def test_data_given_at_call_replaces_the_data():
+    """train_fn(state, key, data=...) trains on those arrays (as an argument of the jitted
+    function: how data spread over processes must come in), like a train_fn built on them."""
+    data, loss, state = counting_setup()
+    weights = {"i": jnp.arange(N)[::-1]}  # the same shape, other values
+    built_on = js.make_train_fn(loss, weights, batch_size=6, steps=5)
+    given = js.make_train_fn(loss, data, batch_size=6, steps=5)
+    key = jax.random.key(3)
+    ref, ref_losses = jax.jit(built_on)(state, key)
+    out, losses = jax.jit(lambda s, k, d: given(s, k, data=d))(state, key, weights)
+    np.testing.assert_array_equal(out.params["seen"], ref.params["seen"])
+    np.testing.assert_array_equal(losses, ref_losses)
+    mine, _ = jax.jit(given)(state, key)
+    assert not np.array_equal(mine.params["seen"], out.params["seen"])
+    with pytest.raises(ValueError, match="train_fn: data"):
+        given(state, key, data={"i": jnp.arange(N + 1)})

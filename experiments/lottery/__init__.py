@@ -21,6 +21,8 @@ Run::
     python -m experiments.lottery --data mnist1d --model conv --rewind-step 100
     jaxsparse lottery --resume        # continue an interrupted run from its checkpoints
     jaxsparse lottery --mesh          # data-parallel over all local devices
+    jaxsparse lottery --mesh --coordinator 127.0.0.1:1234 --num-processes 2 --process-id I
+                                      # one of 2 processes (I = 0, 1); process 0 writes
 """
 
 from experiments import harness

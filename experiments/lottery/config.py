@@ -63,7 +63,31 @@ class LotteryConfig(StudyConfig):
     )
     mesh: bool = field(
         default=False,
-        metadata={"help": "data-parallel over all local devices (jit over a Mesh)"},
+        metadata={"help": "data-parallel over all devices of all processes (jit over a Mesh)"},
+    )
+    coordinator: str = field(
+        default="",
+        metadata={
+            "help": "one of several processes (with --mesh): process 0's HOST:PORT, or "
+            "'auto' where JAX finds it (TPU pod slice, SLURM, Open MPI)",
+            "run_only": True,
+        },
+    )
+    num_processes: int = field(
+        default=1,
+        metadata={
+            "help": "processes in the run (with --coordinator HOST:PORT)",
+            "min": 1,
+            "run_only": True,
+        },
+    )
+    process_id: int = field(
+        default=0,
+        metadata={
+            "help": "this process's index, 0 .. --num-processes - 1",
+            "min": 0,
+            "run_only": True,
+        },
     )
 
     def validate(self, fail) -> None:
@@ -79,6 +103,13 @@ class LotteryConfig(StudyConfig):
             )
         if self.rewind_step >= self.steps:
             fail("rewind_step", f"must be < --steps ({self.steps}), got {self.rewind_step}")
+        if self.coordinator and not self.mesh:
+            fail("coordinator", "needs --mesh (the processes share one mesh)")
+        explicit = self.coordinator not in ("", "auto")
+        if (self.num_processes > 1 or self.process_id) and not explicit:
+            fail("num_processes", "needs --coordinator HOST:PORT")
+        if self.process_id >= self.num_processes:
+            fail("process_id", f"must be < --num-processes ({self.num_processes})")
 
 
 QUICK = LotteryConfig.QUICK

@@ -60,6 +60,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     import jax.numpy as jnp
     import numpy as np
     import optax
+    import orbax.checkpoint as ocp
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
 
@@ -69,7 +70,10 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     from jaxsparse import checkpoint
     from jaxsparse.filters import path_str
 
+    if cfg.coordinator:  # before anything starts JAX's backends
+        harness.join_processes(cfg.coordinator, cfg.num_processes, cfg.process_id)
     run = harness.start(cfg, log=log)
+    log = run.log  # silent on all but process 0
     run_dir, ckpt_root = run.dir, run.checkpoints
 
     ds = data_lib.load(cfg.data)
@@ -134,7 +138,10 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         batch_sharding = NamedSharding(mesh, P("data"))
         arrays = jax.device_put(arrays, replicated)
         jit_kw = {"out_shardings": replicated}
-        log(f"mesh: {mesh.devices.size} devices on axis 'data', batch sharded, params replicated")
+        log(
+            f"mesh: {mesh.devices.size} devices of {jax.process_count()} process(es) on axis "
+            "'data', batch sharded, params replicated"
+        )
     else:
         replicated, batch_sharding = None, None
         arrays = jax.device_put(arrays)
@@ -166,6 +173,8 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     t0 = time.perf_counter()
     compiled = round_fn.lower(state, round_keys(start), arrays).compile()
     compile_s = time.perf_counter() - t0
+    if jax.process_count() > 1:  # start the rounds together, however long each compiled
+        ocp.multihost.sync_global_processes("jaxsparse lottery: compiled")
     log(
         f"{cfg.data} {ds.sizes()} train/val/test, {cfg.model}, {cfg.seeds} seeds x "
         f"{len(ARMS)} arms, {cfg.steps} steps/round; compiled one round in {compile_s:.1f} s"
@@ -179,7 +188,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     for r in bar:
         t0 = time.perf_counter()
         state, hist = compiled(state, round_keys(r), arrays)
-        hist = jax.device_get(hist)
+        hist = js.parallel.to_host(hist)
         round_s.append(time.perf_counter() - t0)
         alive = np.asarray(jax.tree.leaves(hist["layer_alive"]))  # (leaves, seeds)
         if not (alive == alive[:, :1]).all():
@@ -214,7 +223,8 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         ticket_state = state0.replace(params=after_0.rewind_params)
     else:
         ticket_state, _ = checkpoint.load_state(ckpt_root / f"round_{best - 1:04d}", state)
-    seed0 = jax.tree.map(lambda x: np.asarray(x[0]), ticket_state)
+    seed0 = js.parallel.to_host({"mask": ticket_state.mask, "params": ticket_state.params})
+    seed0 = jax.tree.map(lambda x: x[0], seed0)
     ticket_meta = {
         "rule": BEST_RULE.format(tol=cfg.best_tolerance),
         "round": best,
@@ -225,7 +235,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         "rewind_step": cfg.rewind_step,
         "config_hash": cfg.digest(),
     }
-    checkpoint.save_ticket(run_dir / "ticket", seed0.mask, seed0.params, ticket_meta)
+    checkpoint.save_ticket(run_dir / "ticket", seed0["mask"], seed0["params"], ticket_meta)
 
     results = {
         "study": "lottery",
@@ -252,7 +262,8 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         "history": history,
     }
     run.write_json("results.json", results)
-    write_csv(run_dir / "results.csv", rows)
+    if run.primary:
+        write_csv(run_dir / "results.csv", rows)
     md = table(rows, cfg)
     caption = (
         f"Lottery tickets, {cfg.model} on {cfg.data} ({ds.sizes()} train/val/test), "
@@ -262,18 +273,20 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         f"{ticket_meta['pct_remaining']:.1f}% of weights."
     )
     run.write_text("table.md", caption + "\n\n" + md)
-    plot(
-        run_dir / "lottery.png",
-        rows,
-        cfg,
-        f"{cfg.model} on {cfg.data}: IMP, {cfg.seeds} seeds (hash {cfg.digest()})",
-    )
+    if run.primary:
+        plot(
+            run_dir / "lottery.png",
+            rows,
+            cfg,
+            f"{cfg.model} on {cfg.data}: IMP, {cfg.seeds} seeds (hash {cfg.digest()})",
+        )
 
     timing = run.finish(
         compile_s=compile_s,
         round_s=round_s,
         mean_round_s=float(np.mean(round_s)) if round_s else None,
         devices=len(jax.devices()) if cfg.mesh else 1,
+        processes=jax.process_count(),
         resumed_from=start - 1 if start else None,
     )
     total_s = timing["total_s"]
