@@ -20,6 +20,15 @@ STUDIES: dict[str, tuple[str, str]] = {
         "iterative magnitude pruning on real digits with random-reinit and "
         "random-reprune controls (Frankle & Carbin 2019)",
     ),
+    "random-pruning": (
+        "experiments.random_pruning",
+        "random masks with layer-wise ratios vs dense and a smaller dense net (Liu et al. 2022)",
+    ),
+    "sparse-training": (
+        "experiments.sparse_training",
+        "sparse-training baselines at one sparsity and an equal step budget "
+        "(SNIP, GraSP, SynFlow, SET, RigL, GMP, STE, IMP)",
+    ),
 }
 
 
