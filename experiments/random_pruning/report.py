@@ -65,14 +65,16 @@ def claims(rows: list[dict]) -> dict:
             widths = sorted({r["width"] for r in here})
             for rule in sorted({r["rule"] for r in here}):
                 by_w = {r["width"]: r["gap"] for r in here if r["rule"] == rule}
-                if len(widths) > 1:
+                if len(by_w) > 1:  # a rule may be infeasible at some widths (uniform+)
+                    lo, hi = min(by_w), max(by_w)
                     out["gap_closes"].append(
                         {
                             "network": net,
                             "sparsity": s,
                             "rule": rule,
-                            "gap_narrowest": by_w[widths[0]],
-                            "gap_widest": by_w[widths[-1]],
+                            "widths": [lo, hi],
+                            "gap_narrowest": by_w[lo],
+                            "gap_widest": by_w[hi],
                         }
                     )
             for w in widths:
@@ -206,7 +208,8 @@ def plot_gaps(run, rows: list[dict], title: str) -> None:
             if i == len(nets) - 1:
                 ax.set_xlabel("width multiplier")
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    for row in {0, len(nets) - 1}:  # the conv row also has uniform+
+        axes[row][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     run.save_figure("gap_vs_width.png", fig)
