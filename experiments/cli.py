@@ -25,6 +25,15 @@ STUDIES: dict[str, tuple[str, str]] = {
         "experiments.early_bert",
         "EarlyBERT: structured early tickets of a transformer encoder (Chen et al. 2021)",
     ),
+    "random-pruning": (
+        "experiments.random_pruning",
+        "random masks with layer-wise ratios vs dense and a smaller dense net (Liu et al. 2022)",
+    ),
+    "sparse-training": (
+        "experiments.sparse_training",
+        "sparse-training baselines at one sparsity and an equal step budget "
+        "(SNIP, GraSP, SynFlow, SET, RigL, GMP, STE, IMP)",
+    ),
 }
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from experiments.random_pruning import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from experiments.sparse_training import main
+
+sys.exit(main())
