@@ -20,6 +20,7 @@ STUDIES: dict[str, tuple[str, str]] = {
         "iterative magnitude pruning on real digits with random-reinit and "
         "random-reprune controls (Frankle & Carbin 2019)",
     ),
+    "bench": ("experiments.bench", "benchmarks against baselines measured in the same run"),
 }
 
 
