@@ -149,21 +149,24 @@ _SPREAD = 2.5  # the bracket's half-width, in binomial standard deviations of th
 
 
 def _strides(x: jax.Array, want: float) -> tuple[int, ...]:
-    """Per-axis strides taking about ``want`` entries of ``x``, on a grid. Where an axis
-    is sharded on a mesh with Explicit axes, its stride divides the per-shard length, so
-    that the strided slice keeps whole shards (an Explicit-axis requirement)."""
+    """Per-axis strides taking about ``want`` entries of ``x`` on a grid, the largest
+    axes strided first. Where an axis is sharded on a mesh with Explicit axes, its
+    stride divides the per-shard length, so that the strided slice keeps whole shards
+    (an Explicit-axis requirement)."""
     spec = explicit_spec(x)
     mesh = jax.typeof(x).sharding.mesh
-    per_axis = max(int(np.prod(x.shape)) / max(want, 1.0), 1.0) ** (1 / max(x.ndim, 1))
-    out = []
-    for axis, d in enumerate(x.shape):
-        s = max(1, min(d, int(per_axis)))
+    factor = int(np.prod(x.shape)) / max(want, 1.0)
+    out = [1] * x.ndim
+    for axis in sorted(range(x.ndim), key=lambda a: -x.shape[a]):
+        d = x.shape[axis]
+        s = max(1, min(d, int(factor)))
         names = spec[axis] if spec is not None else None
         if names is not None:
             shards = int(np.prod([mesh.shape[n] for n in np.atleast_1d(names)]))
             local = d // shards if d % shards == 0 else 1
             s = max(i for i in range(1, min(s, local) + 1) if local % i == 0)
-        out.append(s)
+        out[axis] = s
+        factor /= s
     return tuple(out)
 
 
@@ -171,37 +174,41 @@ def _sample_brackets(groups: list[list[jax.Array]], k, alive):
     """Per group, two guesses around its k-th alive key from a strided sample of its
     keys: the sample's quantile minus and plus ``_SPREAD`` standard deviations (the
     upper one plus one, so that a run of ties at the quantile is bracketed exactly).
-    The samples of all groups are sorted together, by (group, key)."""
-    keys, gids, offsets, sizes = [], [], [], []
+
+    A group of fewer than ``2 * _SAMPLE`` keys gets no guesses (its passes are cheap),
+    and a leaf is left out of the sample when it would be taken whole: an unstrided
+    copy would tie the sample's layout to the leaf's and steer how XLA shards it.
+    """
+    lo, hi, n_s = [], [], []
     for g, leaves in enumerate(groups):
         n = sum(int(np.prod(x.shape)) for x in leaves)
-        offsets.append(sum(sizes))
-        size = 0
-        for x in leaves:
-            st = _strides(x, int(np.prod(x.shape)) * _SAMPLE / max(n, 1))
+        pieces = []
+        for x in leaves if n >= 2 * _SAMPLE else []:
+            st = _strides(x, int(np.prod(x.shape)) * _SAMPLE / n)
+            if max(st, default=1) == 1:
+                continue
             s = x[tuple(slice(None, None, i) for i in st)]
             if explicit_spec(s) is not None:
                 s = jax.sharding.reshard(s, jax.sharding.PartitionSpec())
-            keys.append(s.ravel())
-            size += s.size
-        gids.append(np.full(size, g, np.int32))
-        sizes.append(size)
-    gid = jnp.asarray(np.concatenate(gids))
-    key = jnp.concatenate(keys)
-    top = _top(key.dtype)
-    # per group, its sorted sample is the static slice [offsets[g], offsets[g] + sizes[g])
-    key = jax.lax.sort((gid, key), num_keys=2)[1]
-    n_s = jnp.stack(
-        [jnp.sum(key[o : o + s] < top, dtype=jnp.int32) for o, s in zip(offsets, sizes)]
-    )
-    p = k.astype(jnp.float32) / jnp.maximum(alive, 1).astype(jnp.float32)
-    r = p * n_s.astype(jnp.float32)
-    sd = jnp.sqrt(r * (1 - p)) + 1
-    last = jnp.maximum(n_s - 1, 0)
-    base = jnp.asarray(offsets, jnp.int32)
-    lo = key[base + jnp.clip(jnp.floor(r - _SPREAD * sd).astype(jnp.int32), 0, last)]
-    hi = key[base + jnp.clip(jnp.ceil(r + _SPREAD * sd).astype(jnp.int32), 0, last)]
-    return jnp.stack([lo, jnp.minimum(hi, top - 1) + 1], axis=1), jnp.where(n_s > 0, 2, 0)
+            pieces.append(s.ravel())
+        if not pieces:
+            lo.append(jnp.zeros((), groups[0][0].dtype))
+            hi.append(jnp.zeros((), groups[0][0].dtype))
+            n_s.append(jnp.int32(0))
+            continue
+        sample = jnp.sort(jnp.concatenate(pieces))
+        top = _top(sample.dtype)
+        alive_s = jnp.sum(sample < top, dtype=jnp.int32)
+        p = k[g].astype(jnp.float32) / jnp.maximum(alive[g], 1).astype(jnp.float32)
+        r = p * alive_s.astype(jnp.float32)
+        sd = jnp.sqrt(r * (1 - p)) + 1
+        last = jnp.maximum(alive_s - 1, 0)
+        lo.append(sample[jnp.clip(jnp.floor(r - _SPREAD * sd).astype(jnp.int32), 0, last)])
+        up = sample[jnp.clip(jnp.ceil(r + _SPREAD * sd).astype(jnp.int32), 0, last)]
+        hi.append(jnp.minimum(up, top - 1) + 1)
+        n_s.append(alive_s)
+    guesses = jnp.stack([jnp.stack(lo), jnp.stack(hi)], axis=1)
+    return guesses, jnp.where(jnp.stack(n_s) > 0, 2, 0)
 
 
 def _select_groups(groups: list[list[jax.Array]], ks: list) -> list[list[jax.Array]]:
