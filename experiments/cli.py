@@ -34,6 +34,7 @@ STUDIES: dict[str, tuple[str, str]] = {
         "sparse-training baselines at one sparsity and an equal step budget "
         "(SNIP, GraSP, SynFlow, SET, RigL, GMP, STE, IMP)",
     ),
+    "bench": ("experiments.bench", "benchmarks against baselines measured in the same run"),
 }
 
 

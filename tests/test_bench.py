@@ -1,0 +1,71 @@
+"""``jaxsparse bench --quick``: sections run and write their JSON and markdown; the
+ratios are positive finite numbers (their values are timings: never asserted).
+
+The test runs the two cheapest sections (the training and IMP sections compile whole
+training programs, tens of seconds on 2 shared cores); ``jaxsparse bench --quick``
+runs them all.
+"""
+
+import json
+import math
+import sys
+import types
+
+import pytest
+
+from experiments import bench
+from experiments.bench import BenchConfig, run_study
+
+
+def _numbers(rows, word):
+    for row in rows:
+        for key, value in row.items():
+            if word in key and value is not None and not isinstance(value, (bool, str)):
+                yield key, value
+
+
+def test_quick_bench_writes_json_with_finite_ratios(tmp_path):
+    cfg = BenchConfig(quick=True, out=str(tmp_path), sections="memory,threshold")
+    lines = []
+    results = run_study(cfg, log=lines.append)
+    saved = json.loads((cfg.run_dir() / "bench.json").read_text())
+    assert saved["quick"] is True and list(saved["sections"]) == ["memory", "threshold"]
+    assert saved["machine"]["jax"] and saved["machine"]["cpu_cores"] >= 1
+    md = (cfg.run_dir() / "bench.md").read_text()
+    for name, section in saved["sections"].items():
+        assert section["title"] and section["rows"], name
+        assert section["markdown"] in md and section["markdown"] in "\n".join(lines)
+    threshold = saved["sections"]["threshold"]["rows"]
+    assert {r["scope"] for r in threshold} == {"global", "layerwise"}
+    ratios = dict(_numbers(threshold, "ratio")) | dict(_numbers(threshold, "passes"))
+    assert {"speedup_vs_argsort_ratio", "speedup_vs_top_k_ratio", "threshold_in_passes"} <= set(
+        ratios
+    )
+    for key, value in ratios.items():
+        assert math.isfinite(value) and value > 0, (key, value)
+    memory = saved["sections"]["memory"]["rows"]
+    assert memory[0]["bytes_per_param"] == 1.0  # a bool per weight in training
+    packed = [r["bits_per_param"] for r in memory if "mask, packed" in r["what"]]
+    assert packed and all(0 < b <= 1.01 for b in packed)  # 1 bit, padded to a byte a leaf
+    assert results["sections"].keys() == saved["sections"].keys()
+
+
+def test_a_section_plugs_in_with_one_line(tmp_path, monkeypatch):
+    """A module with ``measure(quick) -> {"title", "rows", "markdown"}`` is a section
+    (as ``experiments/bench_export.py`` will be), skipped rows included."""
+    module = types.ModuleType("fake_section")
+    module.measure = lambda quick: {
+        "title": "Fake",
+        "rows": [{"what": "x", "ratio": 2.0}, {"what": "y", "ratio": None, "skipped": True}],
+        "markdown": "### Fake\n\n| what | ratio |",
+    }
+    monkeypatch.setitem(sys.modules, "fake_section", module)
+    monkeypatch.setitem(bench.SECTIONS, "fake", "fake_section")
+    saved = run_study(BenchConfig(quick=True, out=str(tmp_path), sections="fake"), log=str)
+    assert saved["sections"]["fake"]["rows"][0]["ratio"] == 2.0
+
+
+def test_unknown_section_is_a_flag_error(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--sections", "nope"])
+    assert "--sections" in capsys.readouterr().err

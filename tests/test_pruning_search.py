@@ -1,0 +1,109 @@
+"""The exact threshold search behind ``prune`` on sizes where it samples a bracket
+first (>= 4096 keys): by value against NumPy's stable sort, with heavy ties and NaN, on
+one device and on a mesh with Auto and Explicit axes; and the search's pass count."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import jaxsparse as js
+from jaxsparse import pruning
+from tests.test_pruning import ref_global, ref_layerwise
+
+SHAPES = {"a": (96, 64), "b": (40, 32), "c": (8, 8)}
+SEL = [True, True, True]
+
+
+def _problem(seed: int, kind: str):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in SHAPES.items():
+        if kind == "ties":  # five values, NaN among them: thresholds land inside ties
+            out[name] = rng.choice(np.float32([np.nan, -0.0, 0.25, 0.5, 1.0]), shape)
+        elif kind == "bf16":  # 8 bits of mantissa: many ties, many distinct values
+            out[name] = np.abs(rng.standard_normal(shape)).astype(jnp.bfloat16).astype(np.float32)
+        else:
+            out[name] = np.abs(rng.standard_normal(shape)).astype(np.float32)
+    mask = {k: rng.random(v.shape) < 0.8 for k, v in out.items()}
+    return out, mask
+
+
+_PRUNE = {
+    scope: jax.jit(lambda s, m, a, scope=scope: js.prune(s, m, a, scope=scope, where=_every))
+    for scope in ("global", "layerwise")
+}
+
+
+def _every(path, x):
+    return True
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    amount=st.integers(0, 63).map(lambda i: i / 64),
+    scope=st.sampled_from(["layerwise", "global"]),
+    kind=st.sampled_from(["ties", "bf16", "normal"]),
+)
+def test_sampled_search_matches_numpy(seed, amount, scope, kind):
+    scores, mask = _problem(seed, kind)
+    got = _PRUNE[scope](
+        jax.tree.map(jnp.asarray, scores), jax.tree.map(jnp.asarray, mask), jnp.float32(amount)
+    )
+    nan_lowest = [np.where(np.isnan(x), -np.inf, x) for x in jax.tree.leaves(scores)]
+    ref = (ref_global if scope == "global" else ref_layerwise)(
+        nan_lowest, jax.tree.leaves(mask), amount, sel=SEL
+    )
+    for g, r in zip(jax.tree.leaves(got), ref, strict=True):
+        np.testing.assert_array_equal(np.asarray(g), r)
+
+
+def test_smooth_scores_take_few_passes():
+    """A bracket from the sample and interpolation: a handful of counting passes where
+    a radix select takes 32 (counted at trace time through a callback)."""
+    rng = np.random.default_rng(0)
+    scores = jnp.asarray(np.abs(rng.standard_normal((1000, 100))).astype(np.float32))
+    keys = pruning._keys(scores, jnp.ones(scores.shape, bool))
+    passes = []
+
+    def counted(t):
+        jax.debug.callback(lambda: passes.append(1))
+        return jnp.sum(keys < t[0], dtype=jnp.int32)[None]
+
+    k = jnp.asarray([30_000])
+    _, below, _ = jax.jit(
+        lambda keys: pruning._search(
+            counted,
+            k,
+            jnp.asarray([pruning._top(jnp.uint32)], jnp.uint32),
+            jnp.asarray([100_000]),
+            jnp.uint32,
+            32,
+            guesses=pruning._sample_brackets([[keys]], k, jnp.asarray([100_000])),
+        )
+    )(keys)
+    assert int(below[0]) == 30_000  # distinct scores: an exact threshold exists
+    assert len(passes) <= 12, len(passes)
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+def test_sampled_search_on_mesh_equals_one_device(axis_type):
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_type,) * 2)
+    scores, mask = _problem(1, "ties")
+    specs = {"a": P("data", "model"), "b": P(None, "model"), "c": P()}
+    put = {k: NamedSharding(mesh, s) for k, s in specs.items()}
+    want = [_PRUNE[s](scores, mask, 0.3) for s in ("global", "layerwise")]
+    with jax.set_mesh(mesh):
+        s_m = {k: jax.device_put(jnp.asarray(v), put[k]) for k, v in scores.items()}
+        m_m = {k: jax.device_put(jnp.asarray(v), put[k]) for k, v in mask.items()}
+        for scope, w in zip(("global", "layerwise"), want):
+            got = _PRUNE[scope](s_m, m_m, 0.3)  # the same program as one device's
+            for k in SHAPES:
+                np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(w[k]))
+                if axis_type == AxisType.Explicit:
+                    assert got[k].sharding.is_equivalent_to(put[k], 2), (k, got[k].sharding)
