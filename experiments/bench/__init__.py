@@ -33,6 +33,8 @@ SECTIONS: dict[str, str] = {
     "threshold": "experiments.bench.threshold",
     "imp": "experiments.bench.imp",
     "memory": "experiments.bench.memory",
+    "export": "experiments.bench_export",
+    "shrink": "experiments.bench_shrink",
 }
 
 
