@@ -42,10 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsparse._rounding import round_mul
+from jaxsparse._select import _select
 from jaxsparse.filters import Filter, check_structure
 from jaxsparse.masks import apply_mask, explicit_spec, mask_prunable
 from jaxsparse.optim import get_mask, set_mask
-from jaxsparse.pruning import _select
 from jaxsparse.state import mask_moments
 
 State = Any  # duck-typed: .params, .opt_state, .step, .replace

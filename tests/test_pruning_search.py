@@ -12,7 +12,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxsparse as js
-from jaxsparse import pruning
+from jaxsparse import _select
 from tests.test_pruning import ref_global, ref_layerwise
 
 SHAPES = {"a": (96, 64), "b": (40, 32), "c": (8, 8)}
@@ -68,7 +68,7 @@ def test_smooth_scores_take_few_passes():
     a radix select takes 32 (counted at trace time through a callback)."""
     rng = np.random.default_rng(0)
     scores = jnp.asarray(np.abs(rng.standard_normal((1000, 100))).astype(np.float32))
-    keys = pruning._keys(scores, jnp.ones(scores.shape, bool))
+    keys = _select._keys(scores, jnp.ones(scores.shape, bool))
     passes = []
 
     def counted(t):
@@ -77,14 +77,14 @@ def test_smooth_scores_take_few_passes():
 
     k = jnp.asarray([30_000])
     _, below, _ = jax.jit(
-        lambda keys: pruning._search(
+        lambda keys: _select._search(
             counted,
             k,
-            jnp.asarray([pruning._top(jnp.uint32)], jnp.uint32),
+            jnp.asarray([_select._top(jnp.uint32)], jnp.uint32),
             jnp.asarray([100_000]),
             jnp.uint32,
             32,
-            guesses=pruning._sample_brackets([[keys]], k, jnp.asarray([100_000])),
+            guesses=_select._sample_brackets([[keys]], k, jnp.asarray([100_000])),
         )
     )(keys)
     assert int(below[0]) == 30_000  # distinct scores: an exact threshold exists
