@@ -20,7 +20,10 @@ STUDIES: dict[str, tuple[str, str]] = {
         "iterative magnitude pruning on real digits with random-reinit and "
         "random-reprune controls (Frankle & Carbin 2019)",
     ),
-    "transfer": ("experiments.transfer", "pre-trained tickets carried to other tasks (Chen 2020/21)"),
+    "transfer": (
+        "experiments.transfer",
+        "pre-trained tickets carried to other tasks (Chen 2020/21)",
+    ),
     "elastic": ("experiments.elastic", "tickets stretched/squeezed across ResNet depths (E-LTH)"),
 }
 

@@ -59,7 +59,7 @@ class TransferConfig(StudyConfig):
             fail("eval_every", f"must divide --steps ({self.steps}), got {self.eval_every}")
         if self.batch_size > 1257:  # the smallest training set (UCI digits)
             fail("batch_size", f"must be <= 1257 (UCI digits' training set), got {self.batch_size}")
-        if not 0.0 < self.fraction:
+        if not self.fraction > 0.0:
             fail("fraction", f"must be > 0, got {self.fraction}")
 
 

@@ -60,8 +60,14 @@ def summarise(cfg: TransferConfig, src_extra: dict, tasks: dict[str, list]) -> d
             arms = {a: _stats(acc[i], final[i], dens[i]) for i, a in enumerate(ARMS)}
             rows.append({"round": r, "arms": arms})
             for a, st in arms.items():
-                csv.append({"task": name, "round": r, "arm": a, **{
-                    k: v for k, v in st.items() if k != "per_seed"}})
+                csv.append(
+                    {
+                        "task": name,
+                        "round": r,
+                        "arm": a,
+                        **{k: v for k, v in st.items() if k != "per_seed"},
+                    }
+                )
         dense = rows[0]["arms"]["imp"]
         bar = dense["acc"] - dense["acc_std"]
         matching = [r["round"] for r in rows[1:] if r["arms"]["transfer"]["acc"] >= bar]
@@ -143,8 +149,13 @@ def plot(cfg: TransferConfig, summary: dict):
         t = summary["tasks"][name]
         rows = t["rounds"][1:]
         d = t["dense"]
-        ax.axhspan(100 * (d["acc"] - d["acc_std"]), 100 * (d["acc"] + d["acc_std"]),
-                   color="0.8", alpha=0.6, label=LABELS["dense"] + " ± std")
+        ax.axhspan(
+            100 * (d["acc"] - d["acc_std"]),
+            100 * (d["acc"] + d["acc_std"]),
+            color="0.8",
+            alpha=0.6,
+            label=LABELS["dense"] + " ± std",
+        )
         ax.axhline(100 * d["acc"], color="0.4", lw=1)
         for arm in TABLE_ORDER:
             x = [r["arms"][arm]["pct_remaining"] for r in rows]
@@ -162,7 +173,9 @@ def plot(cfg: TransferConfig, summary: dict):
         ax.set_title(f"MNIST 0-4 -> {name}")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"Transferred pre-trained tickets, LeNet-300-100, {cfg.seeds} seeds "
-                 f"(hash {cfg.digest()})", fontsize=10)
+    fig.suptitle(
+        f"Transferred pre-trained tickets, LeNet-300-100, {cfg.seeds} seeds (hash {cfg.digest()})",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig

@@ -204,9 +204,18 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
         task_keys = harness.seed_keys(cfg, 30 + ti)
         mask_keys = harness.seed_keys(cfg, 40 + ti)
 
-        def task_stage(make_state=make_state, prog=prog, arrays=arrays, start=start,
-                       dense=dense, scratch=scratch, build=build, n_backbone=n_backbone,
-                       task_keys=task_keys, mask_keys=mask_keys):
+        def task_stage(
+            make_state=make_state,
+            prog=prog,
+            arrays=arrays,
+            start=start,
+            dense=dense,
+            scratch=scratch,
+            build=build,
+            n_backbone=n_backbone,
+            task_keys=task_keys,
+            mask_keys=mask_keys,
+        ):
             imp = jax.jit(jax.vmap(make_state))(start, dense)
             history = []
             for r in range(R + 1):
@@ -214,12 +223,14 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
                 amount = 1.0 - (_alive(src_mask) / n_backbone)
                 arms = build(imp, start, scratch, src_mask, fold(mask_keys, r), amount)
                 keys = jnp.tile(fold(task_keys, r), len(ARMS))
-                rewind = jax.tree.map(lambda x: jnp.tile(x, (len(ARMS),) + (1,) * (x.ndim - 1)),
-                                      start)
+                rewind = jax.tree.map(
+                    lambda x: jnp.tile(x, (len(ARMS),) + (1,) * (x.ndim - 1)), start
+                )
                 nxt, _, ev = timed(prog, arms, keys, rewind, arrays)
                 imp = jax.tree.map(lambda x: x[:S], nxt)
-                ev = jax.tree.map(lambda x: np.asarray(x).reshape(len(ARMS), S, *x.shape[1:]),
-                                  jax.device_get(ev))
+                ev = jax.tree.map(
+                    lambda x: np.asarray(x).reshape(len(ARMS), S, *x.shape[1:]), jax.device_get(ev)
+                )
                 history.append(jax.tree.map(np.ndarray.tolist, ev))
             return {"done": jnp.zeros(())}, {"rounds": history}
 
@@ -232,11 +243,19 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
 
     # --- the seed-0 source ticket at the highest sparsity, saved with checkpoint --------
     summary = summarise(cfg, src_extra, task_records)
-    t = ticket(jax.tree.map(lambda x: x[0], pretrained), jax.tree.map(lambda x: x[0], src_masks[-1]))
+    t = ticket(
+        jax.tree.map(lambda x: x[0], pretrained), jax.tree.map(lambda x: x[0], src_masks[-1])
+    )
     js.checkpoint.save_ticket(
-        run.dir / "ticket", *t,
-        {"source": "mnist0-4", "rounds": R, "pct_remaining": summary["source"][-1]["pct_remaining"],
-         "rewound_to": "pre-trained weights", "config_hash": cfg.digest()},
+        run.dir / "ticket",
+        *t,
+        {
+            "source": "mnist0-4",
+            "rounds": R,
+            "pct_remaining": summary["source"][-1]["pct_remaining"],
+            "rewound_to": "pre-trained weights",
+            "config_hash": cfg.digest(),
+        },
     )
 
     results = {
@@ -266,6 +285,8 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
     run.save_figure("transfer.png", plot(cfg, summary))
     timing = run.finish(call_s=call_s, trainings_per_call={"source": S, "task": S * len(ARMS)})
     log("\n" + caption + "\n\n" + md)
-    log(f"\ntotal {timing['total_s']:.1f} s; wrote {run.dir}/ (results.json, results.csv, "
-        "table.md, transfer.png, ticket/)")
+    log(
+        f"\ntotal {timing['total_s']:.1f} s; wrote {run.dir}/ (results.json, results.csv, "
+        "table.md, transfer.png, ticket/)"
+    )
     return results
