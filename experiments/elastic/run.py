@@ -15,6 +15,8 @@ from experiments.elastic.report import plot, summarise, table
 STRETCH = ("interleave", "cycle", "replicate_last")
 SQUEEZE = ("interleave", "keep_first", "keep_last")
 SOURCE_ARMS = ("imp", "random")
+# what elastic's shuffle control shuffles: prunable leaves of blocks 1.. of each stage
+SHUFFLED = r"^stage\d+_block[1-9]\d*/.*kernel$"
 
 
 def arms_for(n_source: int, n_target: int) -> tuple[str, ...]:
@@ -137,23 +139,23 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
     src_prog = _program(cfg, src_model)
     init = src_init(harness.seed_keys(cfg, 0))
 
-    def shuffle(keys, mask):
-        """Each seed's prunable leaves shuffled, their alive counts kept exactly. On the
-        host: ``jaxsparse.shuffle_mask`` vmapped over seeds and ~20 leaves takes minutes
-        to compile on a CPU, a numpy permutation no time at all."""
+    def shuffle(keys, mask, where=PRUNABLE):
+        """Each seed's leaves whose path ``where`` finds shuffled, their alive counts kept
+        exactly. On the host: ``jaxsparse.shuffle_mask`` (also behind ``elastic``'s
+        ``shuffle_key``) takes minutes per leaf shape to compile on a loaded CPU, and
+        a numpy permutation no time at all; the result is the same control."""
         flat, treedef = jax.tree_util.tree_flatten_with_path(jax.device_get(mask))
         rngs = [np.random.default_rng(np.asarray(jax.random.key_data(k)).ravel()) for k in keys]
         out = []
         for path, m in flat:
             m = np.asarray(m)
-            if not re.search(PRUNABLE, path_str(path)):
+            if not re.search(where, path_str(path)):
                 out.append(m)
                 continue
             new = np.zeros_like(m)
             for i, rng in enumerate(rngs):
-                alive = int(m[i].sum())
                 row = np.zeros(m[i].size, bool)
-                row[rng.permutation(m[i].size)[:alive]] = True
+                row[rng.permutation(m[i].size)[: int(m[i].sum())]] = True
                 new[i] = row.reshape(m[i].shape)
             out.append(new)
         return jax.tree.unflatten(treedef, [jnp.asarray(x) for x in out])
@@ -198,20 +200,25 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
         ):
             """The arms of a round, stacked arm-major. ``elastic`` is host-side path
             logic, so it runs per seed, eagerly (its mask shuffles are jitted)."""
-            arms: list[list] = [[] for _ in range(len(strategies) + 1)]
-            interleaved = []
+            arms: list[list] = [[] for _ in strategies]
+            interleaved, dense_mapped = [], []
             for i in range(S):
                 p, m, t = (jax.tree.map(lambda x, i=i: x[i], a) for a in (src_p, src_m, tgt))
                 for j, s in enumerate(strategies):
                     arms[j].append(elastic(p, m, t, strategy=s))
-                arms[-1].append(elastic(p, m, t, shuffle_key=jax.random.fold_in(keys[i], 1)))
                 interleaved.append(elastic(p, m, t)[1])
+                dense_mapped.append(elastic(p, jax.tree.map(jnp.ones_like, m), t)[0])
             batched = [
                 jax.vmap(make_state)(*jax.tree.map(lambda *xs: jnp.stack(xs), *arm)) for arm in arms
             ]
             m_int = jax.tree.map(lambda *xs: jnp.stack(xs), *interleaved)
+            # the paper's control (elastic(..., shuffle_key=) semantics): the masks of
+            # target blocks 1.. shuffled, weights from the dense mapped rewind weights
+            m_shuf = shuffle(fold(keys, 1), m_int, SHUFFLED)
+            w_dense = jax.tree.map(lambda *xs: jnp.stack(xs), *dense_mapped)
+            shuffled = jax.vmap(make_state)(w_dense, m_shuf)
             fresh_state = jax.vmap(make_state)(fresh, shuffle(keys, m_int))
-            return stack(imp, *batched, fresh_state)
+            return stack(imp, *batched, shuffled, fresh_state)
 
         def depth_stage(
             n=n,
