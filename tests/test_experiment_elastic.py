@@ -24,19 +24,26 @@ def quick_run(tmp_path_factory):
     return root, d, json.loads((d / "results.json").read_text())
 
 
+def _params(blocks: int):
+    """Shapes only (jax.eval_shape): an eager init of the ResNet is slow on a CPU."""
+    init = ResNet(blocks=blocks).init
+    return jax.eval_shape(init, jax.random.key(0), jnp.zeros((1, 196)))["params"]
+
+
 def _n_prunable(blocks: int) -> int:
-    params = ResNet(blocks=blocks).init(jax.random.key(0), jnp.zeros((1, 196)))["params"]
+    params = _params(blocks)
     leaves = jax.tree.leaves(params)
     return sum(x.size for p, x in zip(leaf_paths(params), leaves) if re.search(PRUNABLE, p))
 
 
 def test_model_names_its_blocks_for_the_default_regex():
-    params = ResNet(blocks=2).init(jax.random.key(0), jnp.zeros((1, 196)))["params"]
+    params = _params(2)
     paths = leaf_paths(params)
     assert "stage0_block1/conv2/kernel" in paths and "stage2_block0/shortcut/kernel" in paths
     assert "stage0_block0/shortcut/kernel" not in paths  # stage 0 keeps its resolution
-    out = ResNet(blocks=2).apply({"params": params}, jnp.ones((3, 196)))
+    out = jax.eval_shape(ResNet(blocks=2).apply, {"params": params}, jnp.ones((3, 196)))
     assert out.shape == (3, 10)
+    assert params["stage1_block0"]["conv1"]["kernel"].shape == (3, 3, 8, 16)
 
 
 def test_outputs_and_exact_densities(quick_run):
