@@ -96,13 +96,16 @@ def _arms_builder(make_state, n_backbone: int):
 
 
 def _alive(mask) -> int:
+    """Alive backbone weights of seed 0 (every seed has the same counts)."""
+    import re
+
     import jax
     import numpy as np
 
     from jaxsparse.filters import path_str
 
     flat = jax.tree_util.tree_flatten_with_path(mask)[0]
-    return sum(int(np.sum(np.asarray(m)[0])) for p, m in flat if "hidden_" in path_str(p))
+    return sum(int(np.sum(np.asarray(m)[0])) for p, m in flat if re.search(BACKBONE, path_str(p)))
 
 
 def run_study(cfg: TransferConfig, *, log=print) -> dict:
@@ -252,7 +255,7 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
         {
             "source": "mnist0-4",
             "rounds": R,
-            "pct_remaining": summary["source"][-1]["pct_remaining"],
+            "pct_remaining": 100 * _alive(src_masks[-1]) / _alive(ones(pretrained)),
             "rewound_to": "pre-trained weights",
             "config_hash": cfg.digest(),
         },
