@@ -28,9 +28,10 @@ class ElasticConfig(StudyConfig):
     QUICK: ClassVar[dict[str, Any]] = {
         "source_blocks": 2,
         "targets": "1,3",
+        "width": 4,
         "rounds": 1,
-        "steps": 40,
-        "eval_every": 20,
+        "steps": 30,
+        "eval_every": 15,
         "rewind_step": 5,
         "seeds": 2,
     }
