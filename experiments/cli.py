@@ -35,6 +35,11 @@ STUDIES: dict[str, tuple[str, str]] = {
         "(SNIP, GraSP, SynFlow, SET, RigL, GMP, STE, IMP)",
     ),
     "bench": ("experiments.bench", "benchmarks against baselines measured in the same run"),
+    "transfer": (
+        "experiments.transfer",
+        "pre-trained tickets carried to other tasks (Chen 2020/21)",
+    ),
+    "elastic": ("experiments.elastic", "tickets stretched/squeezed across ResNet depths (E-LTH)"),
 }
 
 

@@ -100,3 +100,86 @@ def load(name: str) -> Dataset:
         shape,
         10,
     )
+
+
+# --- transfer and elastic studies: task and resolution variants of the digit sets ------
+
+VARIANTS = ("mnist0-4", "mnist5-9", "digits28", "mnist14")
+
+
+def select_classes(ds: Dataset, classes, name: str) -> Dataset:
+    """The examples of ``ds`` whose label is in ``classes`` (same fixed split), labels
+    renumbered ``0..len(classes)-1`` in the order given."""
+    classes = list(classes)
+    lookup = np.full(ds.num_classes, -1, np.int32)
+    lookup[classes] = np.arange(len(classes), dtype=np.int32)
+
+    def keep(x, y):
+        sel = np.isin(y, classes)
+        return np.ascontiguousarray(x[sel]), lookup[y[sel]]
+
+    parts = [keep(ds.x_train, ds.y_train), keep(ds.x_val, ds.y_val), keep(ds.x_test, ds.y_test)]
+    return Dataset(name, *(a for p in parts for a in p), ds.input_shape, len(classes))
+
+
+def _resize(x: np.ndarray, shape: tuple[int, int], out: tuple[int, int]) -> np.ndarray:
+    import jax
+    import jax.numpy as jnp
+
+    img = jnp.asarray(x).reshape(len(x), *shape)
+    if out[0] < shape[0]:  # downsampling: average-pool by an integer factor
+        f = shape[0] // out[0]
+        small = img.reshape(len(x), out[0], f, out[1], f).mean((2, 4))
+    else:
+        small = jax.image.resize(img, (len(x), *out), method="linear")
+    return np.asarray(small, np.float32).reshape(len(x), -1)
+
+
+def upsample_digits(ds: Dataset, size: int = 28, box: int = 20, name: str = "digits28") -> Dataset:
+    """scikit-learn's 8x8 digits resized (bilinear) to ``box`` x ``box`` and centred in a
+    ``size`` x ``size`` frame, as MNIST centres its digits in a 20x20 box of 28x28."""
+    pad = (size - box) // 2
+
+    def up(x):
+        img = _resize(x, ds.input_shape[:2], (box, box)).reshape(len(x), box, box)
+        img = np.pad(img, ((0, 0), (pad, size - box - pad), (pad, size - box - pad)))
+        return np.ascontiguousarray(np.clip(img, 0.0, 1.0).reshape(len(x), -1))
+
+    return ds._replace(
+        name=name,
+        x_train=up(ds.x_train),
+        x_val=up(ds.x_val),
+        x_test=up(ds.x_test),
+        input_shape=(size, size, 1),
+    )
+
+
+def avg_pool(ds: Dataset, factor: int = 2, name: str = "mnist14") -> Dataset:
+    """``ds``'s images average-pooled by ``factor`` (28x28 MNIST -> 14x14)."""
+    h, w = ds.input_shape[:2]
+    out = (h // factor, w // factor)
+    return ds._replace(
+        name=name,
+        x_train=_resize(ds.x_train, (h, w), out),
+        x_val=_resize(ds.x_val, (h, w), out),
+        x_test=_resize(ds.x_test, (h, w), out),
+        input_shape=(*out, 1),
+    )
+
+
+def load_variant(name: str) -> Dataset:
+    """A variant (one of :data:`VARIANTS`) of the fixed splits above.
+
+    * ``mnist0-4`` / ``mnist5-9``: the MNIST digits of those classes (labels 0..4);
+    * ``digits28``: scikit-learn's digits upsampled to MNIST's 28x28 layout;
+    * ``mnist14``: MNIST average-pooled to 14x14.
+    """
+    if name == "mnist0-4":
+        return select_classes(load("mnist"), range(5), name)
+    if name == "mnist5-9":
+        return select_classes(load("mnist"), range(5, 10), name)
+    if name == "digits28":
+        return upsample_digits(load("digits"))
+    if name == "mnist14":
+        return avg_pool(load("mnist"))
+    raise ValueError(f"unknown data variant {name!r}; choose from {', '.join(VARIANTS)}")

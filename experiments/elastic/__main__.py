@@ -1,0 +1,5 @@
+import sys
+
+from experiments.elastic import main
+
+sys.exit(main())

@@ -1,0 +1,286 @@
+"""The elastic study's work: IMP with late rewinding at the source depth, then at each
+target depth one compiled program training IMP's ticket and the elastic arms of a round
+for all seeds."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from experiments import harness
+from experiments.elastic.config import ElasticConfig
+from experiments.elastic.model import PRUNABLE, ResNet
+from experiments.elastic.report import plot, summarise, table
+
+STRETCH = ("interleave", "cycle", "replicate_last")
+SQUEEZE = ("interleave", "keep_first", "keep_last")
+SOURCE_ARMS = ("imp", "random")
+# what elastic's shuffle control shuffles: prunable leaves of blocks 1.. of each stage
+SHUFFLED = r"^stage\d+_block[1-9]\d*/.*kernel$"
+
+
+def arms_for(n_source: int, n_target: int) -> tuple[str, ...]:
+    """The arms trained at a target depth, in program slot order (IMP first)."""
+    strategies = STRETCH if n_target > n_source else SQUEEZE
+    return ("imp", *strategies, "shuffle", "random")
+
+
+def _program(cfg: ElasticConfig, model):
+    """``program(states, keys, arrays)``: every state (leading axis) trains, is
+    evaluated, then pruned by IMP and rewound to its step-k snapshot."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import jaxsparse as js
+
+    def program(states, keys, arrays):
+        def xent(params, x, y):
+            logits = model.apply({"params": params}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+        def eval_fn(params):
+            val_loss, val_logits = xent(params, arrays["x_val"], arrays["y_val"])
+            test_logits = model.apply({"params": params}, arrays["x_test"])
+            return {
+                "val_loss": val_loss,
+                "val_acc": jnp.mean(jnp.argmax(val_logits, -1) == arrays["y_val"]),
+                "test_acc": jnp.mean(jnp.argmax(test_logits, -1) == arrays["y_test"]),
+            }
+
+        train_fn = js.make_train_fn(
+            lambda p, b: xent(p, b["x"], b["y"])[0],
+            {"x": arrays["x_train"], "y": arrays["y_train"]},
+            batch_size=cfg.batch_size,
+            steps=cfg.steps,
+            eval_fn=eval_fn,
+            eval_every=cfg.eval_every,
+        )
+
+        def one(state, key):
+            trained, evals = train_fn(state, key)
+            evals["density"] = js.density(trained.mask, PRUNABLE)
+            return js.imp_round(trained, fraction=cfg.fraction, scope="global"), evals
+
+        return jax.vmap(one)(states, keys)
+
+    return jax.jit(program)
+
+
+def run_study(cfg: ElasticConfig, *, log=print) -> dict:
+    """Runs (or resumes) the study; writes everything to ``cfg.run_dir()``."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import jaxsparse as js
+    from experiments import data as data_lib
+    from jaxsparse.filters import path_str
+    from jaxsparse.transfer import elastic
+
+    run = harness.start(cfg, log=log)
+    ds = data_lib.load_variant("mnist14")
+    arrays = jax.device_put(
+        {k: getattr(ds, k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+    )
+    tx = js.masked(optax.adam(cfg.lr))  # one object: states stack and programs reuse
+    S, R, N0 = cfg.seeds, cfg.rounds, cfg.source_blocks
+    dummy = jnp.zeros((1, ds.x_train.shape[1]), jnp.float32)
+
+    def setup(blocks):
+        model = ResNet(blocks=blocks, width=cfg.width)
+
+        def make_state(params, mask):
+            return js.SparseTrainState.create(
+                apply_fn=model.apply,
+                params=params,
+                tx=tx,
+                mask=mask,
+                where=PRUNABLE,
+                rewind_step=cfg.rewind_step,
+            )
+
+        def init(keys):
+            return jax.jit(jax.vmap(lambda k: model.init(k, dummy)["params"]))(keys)
+
+        return model, make_state, init
+
+    def ones(tree):
+        return jax.tree.map(lambda p: jnp.ones_like(p, dtype=bool), tree)
+
+    def fold(keys, r):
+        return jax.vmap(lambda k: jax.random.fold_in(k, r))(keys)
+
+    def stack(*states):
+        return jax.tree.map(lambda *xs: jnp.concatenate(xs), *states)
+
+    def split_arms(ev, n_arms):
+        ev = jax.device_get(ev)
+        return jax.tree.map(lambda x: np.asarray(x).reshape(n_arms, S, *x.shape[1:]).tolist(), ev)
+
+    targets = cfg.target_list()
+    calls = (R + 1) * (1 + len(targets))
+    bar = run.progress(range(calls), total=calls, desc="elastic", unit="round")
+    ticks = iter(bar)
+    call_s: list[float] = []
+
+    def timed(fn, *args):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        call_s.append(time.perf_counter() - t0)
+        next(ticks, None)
+        return out
+
+    data_keys = harness.seed_keys(cfg, 1)
+
+    # --- the source depth: IMP with late rewinding, and random pruning beside it -------
+    src_model, src_make, src_init = setup(N0)
+    src_prog = _program(cfg, src_model)
+    init = src_init(harness.seed_keys(cfg, 0))
+
+    def shuffle(keys, mask, where=PRUNABLE):
+        """Each seed's leaves whose path ``where`` finds shuffled, their alive counts kept
+        exactly. On the host: ``jaxsparse.shuffle_mask`` (also behind ``elastic``'s
+        ``shuffle_key``) takes minutes per leaf shape to compile on a loaded CPU, and
+        a numpy permutation no time at all; the result is the same control."""
+        flat, treedef = jax.tree_util.tree_flatten_with_path(jax.device_get(mask))
+        rngs = [np.random.default_rng(np.asarray(jax.random.key_data(k)).ravel()) for k in keys]
+        out = []
+        for path, m in flat:
+            m = np.asarray(m)
+            if not re.search(where, path_str(path)):
+                out.append(m)
+                continue
+            new = np.zeros_like(m)
+            for i, rng in enumerate(rngs):
+                row = np.zeros(m[i].size, bool)
+                row[rng.permutation(m[i].size)[: int(m[i].sum())]] = True
+                new[i] = row.reshape(m[i].shape)
+            out.append(new)
+        return jax.tree.unflatten(treedef, [jnp.asarray(x) for x in out])
+
+    def random_arm(make_state, init_fn, mask, stream, r, key_stream):
+        """Random pruning: a fresh init under ``mask`` shuffled within each layer."""
+        fresh = init_fn(fold(harness.seed_keys(cfg, stream), r))
+        keys = fold(harness.seed_keys(cfg, key_stream), r)
+        return jax.vmap(make_state)(fresh, shuffle(keys, mask))
+
+    def source_stage():
+        state = jax.vmap(src_make)(init, ones(init))
+        masks, history, rewind = [state.mask], [], None
+        for r in range(R + 1):
+            arms = stack(state, random_arm(src_make, src_init, state.mask, 2, r, 3))
+            nxt, ev = timed(src_prog, arms, jnp.tile(fold(data_keys, r), 2), arrays)
+            state = jax.tree.map(lambda x: x[:S], nxt)
+            rewind = state.rewind_params if rewind is None else rewind
+            if r < R:
+                masks.append(state.mask)
+            history.append(split_arms(ev, len(SOURCE_ARMS)))
+        return {"rewind": rewind, "masks": masks}, {"rounds": history}
+
+    like = {"rewind": init, "masks": [ones(init)] * (R + 1)}
+    src_tree, src_extra = run.stage("source", like, source_stage)
+    if "source" not in run.timings:
+        for _ in range(R + 1):
+            next(ticks, None)
+    rewind, masks = src_tree["rewind"], src_tree["masks"]
+
+    # --- each target depth: IMP there, and the source ticket mapped onto it -------------
+    records = {}
+    for n in targets:
+        model, make_state, init_fn = setup(n)
+        prog = _program(cfg, model)
+        arms_n = arms_for(N0, n)
+        strategies = arms_n[1:-2]
+        target = init_fn(harness.seed_keys(cfg, 10 + n))
+
+        def build(
+            imp, src_p, src_m, tgt, fresh, keys, strategies=strategies, make_state=make_state
+        ):
+            """The arms of a round, stacked arm-major. ``elastic`` is host-side path
+            logic, so it runs per seed, eagerly (its mask shuffles are jitted)."""
+            arms: list[list] = [[] for _ in strategies]
+            interleaved, dense_mapped = [], []
+            for i in range(S):
+                p, m, t = (jax.tree.map(lambda x, i=i: x[i], a) for a in (src_p, src_m, tgt))
+                for j, s in enumerate(strategies):
+                    arms[j].append(elastic(p, m, t, strategy=s))
+                interleaved.append(elastic(p, m, t)[1])
+                dense_mapped.append(elastic(p, jax.tree.map(jnp.ones_like, m), t)[0])
+            batched = [
+                jax.vmap(make_state)(*jax.tree.map(lambda *xs: jnp.stack(xs), *arm)) for arm in arms
+            ]
+            m_int = jax.tree.map(lambda *xs: jnp.stack(xs), *interleaved)
+            # the paper's control (elastic(..., shuffle_key=) semantics): the masks of
+            # target blocks 1.. shuffled, weights from the dense mapped rewind weights
+            m_shuf = shuffle(fold(keys, 1), m_int, SHUFFLED)
+            w_dense = jax.tree.map(lambda *xs: jnp.stack(xs), *dense_mapped)
+            shuffled = jax.vmap(make_state)(w_dense, m_shuf)
+            fresh_state = jax.vmap(make_state)(fresh, shuffle(keys, m_int))
+            return stack(imp, *batched, shuffled, fresh_state)
+
+        def depth_stage(
+            n=n,
+            prog=prog,
+            build=build,
+            target=target,
+            init_fn=init_fn,
+            make_state=make_state,
+            arms_n=arms_n,
+        ):
+            imp = jax.vmap(make_state)(target, ones(target))
+            history = []
+            for r in range(R + 1):
+                fresh = init_fn(fold(harness.seed_keys(cfg, 20 + n), r))
+                keys = fold(harness.seed_keys(cfg, 30 + n), r)
+                arms = build(imp, rewind, masks[r], target, fresh, keys)
+                nxt, ev = timed(prog, arms, jnp.tile(fold(data_keys, r), len(arms_n)), arrays)
+                imp = jax.tree.map(lambda x: x[:S], nxt)
+                history.append(split_arms(ev, len(arms_n)))
+            return {"done": jnp.zeros(())}, {"rounds": history, "arms": list(arms_n)}
+
+        _, extra = run.stage(f"depth_{n}", {"done": jnp.zeros(())}, depth_stage)
+        if f"depth_{n}" not in run.timings:
+            for _ in range(R + 1):
+                next(ticks, None)
+        records[n] = extra
+    bar.close()
+
+    summary = summarise(cfg, src_extra, records)
+    results = {
+        "study": "elastic",
+        "config": cfg.hashed(),
+        "config_hash": cfg.digest(),
+        "data": {"name": ds.name, "sizes": ds.sizes(), "input_shape": list(ds.input_shape)},
+        "source_arms": list(SOURCE_ARMS),
+        "std": "sample standard deviation over seeds (ddof=1)",
+        "accuracy": "test accuracy at early stopping (min. validation loss, evaluated every "
+        f"{cfg.eval_every} updates)",
+        "mappings": {
+            str(n): {s: js.transfer.block_mapping(N0, n, s) for s in arms_for(N0, n)[1:-2]}
+            for n in targets
+        },
+        **summary,
+        "history": {"source": src_extra, "targets": {str(k): v for k, v in records.items()}},
+    }
+    run.write_json("results.json", results)
+    run.write_csv("results.csv", summary["csv"])
+    caption = (
+        f"Elastic tickets: ResNet-(6N+2) (width {cfg.width}/{2 * cfg.width}/{4 * cfg.width}) "
+        f"on MNIST average-pooled to 14x14 ({ds.sizes()}), IMP at N={N0} pruning "
+        f"{cfg.fraction:.0%} of the remaining block weights a round (global), late rewinding "
+        f"to step {cfg.rewind_step}, {cfg.steps} updates of {cfg.batch_size} a training, "
+        f"{S} seeds (mean ± sample std), config hash {cfg.digest()}. Accuracy: test at early "
+        "stopping (min. validation loss)."
+    )
+    md = table(cfg, summary)
+    run.write_text("table.md", caption + "\n\n" + md)
+    run.save_figure("elastic.png", plot(cfg, summary))
+    timing = run.finish(call_s=call_s)
+    log("\n" + caption + "\n\n" + md)
+    log(
+        f"\ntotal {timing['total_s']:.1f} s; wrote {run.dir}/ (results.json, results.csv, "
+        "table.md, elastic.png)"
+    )
+    return results

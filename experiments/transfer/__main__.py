@@ -1,0 +1,5 @@
+import sys
+
+from experiments.transfer import main
+
+sys.exit(main())
