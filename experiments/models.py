@@ -242,3 +242,38 @@ def slim_encoder_spec(params, layers: int) -> dict:
         ffn = js.structured.neurons(params, [f"{b}/ffn_in", f"{b}/ffn_out"])[f"{b}/ffn_in"]
         spec[f"{b}/ffn_in"] = [*ffn, (rf"^{b}/ffn_coef$", 0)]
     return spec
+
+
+# --- a classifier's training round on a study's arrays (transfer, elastic) -------------
+
+
+def classifier_train_fn(model, arrays: dict, *, batch_size: int, steps: int, eval_every: int):
+    """``jaxsparse.make_train_fn`` for a Linen classifier on a study's arrays
+    (``x_train``/``y_train``, ``x_val``/``y_val``, ``x_test``/``y_test``): softmax
+    cross-entropy, evaluated every ``eval_every`` steps as validation loss and accuracy
+    and test accuracy (the early-stopping metrics every study reports)."""
+    import optax
+
+    import jaxsparse as js
+
+    def xent(params, x, y):
+        logits = model.apply({"params": params}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+    def eval_fn(params):
+        val_loss, val_logits = xent(params, arrays["x_val"], arrays["y_val"])
+        test_logits = model.apply({"params": params}, arrays["x_test"])
+        return {
+            "val_loss": val_loss,
+            "val_acc": jnp.mean(jnp.argmax(val_logits, -1) == arrays["y_val"]),
+            "test_acc": jnp.mean(jnp.argmax(test_logits, -1) == arrays["y_test"]),
+        }
+
+    return js.make_train_fn(
+        lambda p, b: xent(p, b["x"], b["y"])[0],
+        {"x": arrays["x_train"], "y": arrays["y_train"]},
+        batch_size=batch_size,
+        steps=steps,
+        eval_fn=eval_fn,
+        eval_every=eval_every,
+    )

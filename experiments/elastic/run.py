@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import time
 
-from experiments import harness
+from experiments import harness, models
 from experiments.elastic.config import ElasticConfig
 from experiments.elastic.model import PRUNABLE, ResNet
 from experiments.elastic.report import plot, summarise, table
@@ -29,32 +29,12 @@ def _program(cfg: ElasticConfig, model):
     """``program(states, keys, arrays)``: every state (leading axis) trains, is
     evaluated, then pruned by IMP and rewound to its step-k snapshot."""
     import jax
-    import jax.numpy as jnp
-    import optax
 
     import jaxsparse as js
 
     def program(states, keys, arrays):
-        def xent(params, x, y):
-            logits = model.apply({"params": params}, x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
-
-        def eval_fn(params):
-            val_loss, val_logits = xent(params, arrays["x_val"], arrays["y_val"])
-            test_logits = model.apply({"params": params}, arrays["x_test"])
-            return {
-                "val_loss": val_loss,
-                "val_acc": jnp.mean(jnp.argmax(val_logits, -1) == arrays["y_val"]),
-                "test_acc": jnp.mean(jnp.argmax(test_logits, -1) == arrays["y_test"]),
-            }
-
-        train_fn = js.make_train_fn(
-            lambda p, b: xent(p, b["x"], b["y"])[0],
-            {"x": arrays["x_train"], "y": arrays["y_train"]},
-            batch_size=cfg.batch_size,
-            steps=cfg.steps,
-            eval_fn=eval_fn,
-            eval_every=cfg.eval_every,
+        train_fn = models.classifier_train_fn(
+            model, arrays, batch_size=cfg.batch_size, steps=cfg.steps, eval_every=cfg.eval_every
         )
 
         def one(state, key):

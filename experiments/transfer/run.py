@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from experiments import harness
+from experiments import harness, models
 from experiments.transfer.config import TransferConfig
 from experiments.transfer.report import ARMS, plot, summarise, table
 
@@ -18,32 +18,12 @@ def _program(cfg: TransferConfig, model):
     ``cfg.steps`` updates, is evaluated, then pruned by IMP and rewound to its
     ``rewind_to``. Returns (next states, trained params, metrics)."""
     import jax
-    import jax.numpy as jnp
-    import optax
 
     import jaxsparse as js
 
-    def xent(params, x, y):
-        logits = model.apply({"params": params}, x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
-
     def program(states, keys, rewind_to, arrays):
-        def eval_fn(params):
-            val_loss, val_logits = xent(params, arrays["x_val"], arrays["y_val"])
-            test_logits = model.apply({"params": params}, arrays["x_test"])
-            return {
-                "val_loss": val_loss,
-                "val_acc": jnp.mean(jnp.argmax(val_logits, -1) == arrays["y_val"]),
-                "test_acc": jnp.mean(jnp.argmax(test_logits, -1) == arrays["y_test"]),
-            }
-
-        train_fn = js.make_train_fn(
-            lambda p, b: xent(p, b["x"], b["y"])[0],
-            {"x": arrays["x_train"], "y": arrays["y_train"]},
-            batch_size=cfg.batch_size,
-            steps=cfg.steps,
-            eval_fn=eval_fn,
-            eval_every=cfg.eval_every,
+        train_fn = models.classifier_train_fn(
+            model, arrays, batch_size=cfg.batch_size, steps=cfg.steps, eval_every=cfg.eval_every
         )
 
         def one(state, key, target):
@@ -117,7 +97,6 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
 
     import jaxsparse as js
     from experiments import data as data_lib
-    from experiments import models
     from jaxsparse.transfer import Ticket, apply_ticket, ticket
 
     run = harness.start(cfg, log=log)
