@@ -244,14 +244,23 @@ def slim_encoder_spec(params, layers: int) -> dict:
     return spec
 
 
-# --- a classifier's training round on a study's arrays (transfer, elastic) -------------
+# --- a classifier's training round on a study's arrays (lottery, transfer, elastic) ----
 
 
-def classifier_train_fn(model, arrays: dict, *, batch_size: int, steps: int, eval_every: int):
+def classifier_train_fn(
+    model,
+    arrays: dict,
+    *,
+    batch_size: int,
+    steps: int,
+    eval_every: int,
+    batch_sharding=None,
+):
     """``jaxsparse.make_train_fn`` for a Linen classifier on a study's arrays
     (``x_train``/``y_train``, ``x_val``/``y_val``, ``x_test``/``y_test``): softmax
     cross-entropy, evaluated every ``eval_every`` steps as validation loss and accuracy
-    and test accuracy (the early-stopping metrics every study reports)."""
+    and test accuracy (the early-stopping metrics every study reports);
+    ``batch_sharding`` as in ``make_train_fn``."""
     import optax
 
     import jaxsparse as js
@@ -276,4 +285,5 @@ def classifier_train_fn(model, arrays: dict, *, batch_size: int, steps: int, eva
         steps=steps,
         eval_fn=eval_fn,
         eval_every=eval_every,
+        batch_sharding=batch_sharding,
     )

@@ -59,7 +59,6 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import optax
     import orbax.checkpoint as ocp
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
@@ -80,28 +79,12 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     model, init_fn, _ = setup(cfg)
     rates = models.pruning_rates(cfg.model, cfg.fraction, cfg.output_fraction)
 
-    def loss_fn(params, batch):
-        logits = model.apply({"params": params}, batch["x"])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
-
     def one_round(state, key, arrays):
-        def eval_fn(params):
-            val = model.apply({"params": params}, arrays["x_val"])
-            test = model.apply({"params": params}, arrays["x_test"])
-            return {
-                "val_loss": optax.softmax_cross_entropy_with_integer_labels(
-                    val, arrays["y_val"]
-                ).mean(),
-                "val_acc": jnp.mean(jnp.argmax(val, -1) == arrays["y_val"]),
-                "test_acc": jnp.mean(jnp.argmax(test, -1) == arrays["y_test"]),
-            }
-
-        train_fn = js.make_train_fn(
-            loss_fn,
-            {"x": arrays["x_train"], "y": arrays["y_train"]},
+        train_fn = models.classifier_train_fn(
+            model,
+            arrays,
             batch_size=cfg.batch_size,
             steps=cfg.steps,
-            eval_fn=eval_fn,
             eval_every=cfg.eval_every,
             batch_sharding=batch_sharding,
         )
