@@ -335,7 +335,8 @@ def overlap(m1: chex.ArrayTree, m2: chex.ArrayTree, where: Filter = None) -> jax
         raise ValueError("overlap: no leaf of the masks is selected by where=")
     inter = sum((jnp.sum(x & y, dtype=jnp.int32) for (_, x), (_, y) in zip(a, b)), jnp.int32(0))
     union = sum((jnp.sum(x | y, dtype=jnp.int32) for (_, x), (_, y) in zip(a, b)), jnp.int32(0))
-    return jnp.where(union == 0, 1.0, inter / jnp.maximum(union, 1))
+    # equal counts give exactly 1.0 (a GPU may divide by a reciprocal: x / x = 0.99999994)
+    return jnp.where(inter == union, 1.0, inter / jnp.maximum(union, 1))
 
 
 def pack(mask: chex.ArrayTree) -> chex.ArrayTree:

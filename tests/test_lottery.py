@@ -231,7 +231,10 @@ def test_compiled_loop_equals_python_loop():
     ref_final, ref_losses = python_loop(state, key, 3, CONTROLS)
     chex.assert_trees_all_equal(final.mask, ref_final.mask)
     chex.assert_trees_all_equal(final.params, ref_final.params)
-    np.testing.assert_array_equal(hist["metrics"], ref_losses)
+    if jax.default_backend() == "cpu":
+        np.testing.assert_array_equal(hist["metrics"], ref_losses)
+    else:  # a GPU fuses the loss's reductions differently in the two programs
+        np.testing.assert_allclose(hist["metrics"], ref_losses, rtol=1e-5)
     assert hist["density"].shape == (3, 3)
     np.testing.assert_allclose(hist["density"][:, 0], hist["density"][:, 1])
     np.testing.assert_allclose(hist["density"][:, 0], hist["density"][:, 2])

@@ -123,7 +123,10 @@ def test_pruned_stay_zero_and_alive_follow_inner(name):
         # and over 100 steps the whole run tracks the separate reference run; the two are
         # compiled into differently fused code, whose last-bit differences adaptive
         # optimizers amplify a little, hence a tolerance here (eagerly they agree exactly)
-        np.testing.assert_allclose(x[m], r[m], rtol=1e-2, atol=1e-4, err_msg=f"{name} {path}")
+        # rmsprop (no momentum) takes steps of about its learning rate even at the optimum,
+        # so a flipped last bit can move a weight by ~lr; it gets a tolerance of 2 lr
+        atol = 2e-2 if name == "rmsprop" else 1e-4
+        np.testing.assert_allclose(x[m], r[m], rtol=1e-2, atol=atol, err_msg=f"{name} {path}")
     assert moved > 0.9 * sum(int(np.sum(m)) for m in jax.tree.leaves(mask))
     # the mask in the state is the one given, untouched by training
     for a, b in zip(jax.tree.leaves(js.get_mask(s)), jax.tree.leaves(mask)):

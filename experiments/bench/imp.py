@@ -67,15 +67,25 @@ def _jax_imp(rounds: int, steps: int, x, y):
     return cold_s, warm_s, compile_s
 
 
-def _torch_imp(rounds: int, steps: int, x, y) -> float:
+def _torch_device() -> str:
+    """PyTorch runs where JAX runs: on the GPU when JAX's backend is one and torch sees
+    it, else on the CPU."""
+    import jax
+    import torch
+
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def _torch_imp(rounds: int, steps: int, x, y, device: str = "cpu") -> float:
     import torch
     import torch.nn.utils.prune as tprune
 
     torch.manual_seed(0)
     layers = [torch.nn.Linear(784, 300), torch.nn.Linear(300, 100), torch.nn.Linear(100, 10)]
     net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
+    net = net.to(device)
     init = [lin.weight.detach().clone() for lin in layers]
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)
     per_epoch = N_TRAIN // BATCH
     gen = torch.Generator().manual_seed(0)
     net(xt[:BATCH]).sum().backward()  # load torch's kernels before the clock starts
@@ -85,7 +95,7 @@ def _torch_imp(rounds: int, steps: int, x, y) -> float:
         opt = torch.optim.Adam(net.parameters(), lr=LR)
         for step in range(steps):
             if step % per_epoch == 0:
-                perm = torch.randperm(N_TRAIN, generator=gen)
+                perm = torch.randperm(N_TRAIN, generator=gen).to(device)
             idx = perm[(step % per_epoch) * BATCH : (step % per_epoch + 1) * BATCH]
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx])
@@ -96,6 +106,8 @@ def _torch_imp(rounds: int, steps: int, x, y) -> float:
                 tprune.l1_unstructured(lin, "weight", amount=amount)
                 with torch.no_grad():  # rewind the survivors to their initial values
                     lin.weight_orig.copy_(w0)
+    if device == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
@@ -112,13 +124,14 @@ def imp_vs_torch(quick: bool) -> list[dict]:
         return [
             skipped(what, 'PyTorch not installed (pip install -e ".[torch]")', cold, warm, extra)
         ]
-    torch_s = _torch_imp(rounds, steps, x, y)
+    device = _torch_device()
+    torch_s = _torch_imp(rounds, steps, x, y, device)
     return [
         timing.row(
             what + " (cold: trace + compile + run)",
             cold,
             torch_s,
-            f"torch {torch.__version__} + torch.nn.utils.prune",
+            f"torch {torch.__version__} ({device}) + torch.nn.utils.prune",
             goal=0.5,
             **extra,
         ),
@@ -126,7 +139,7 @@ def imp_vs_torch(quick: bool) -> list[dict]:
             what + " (compiled: run only)",
             warm,
             torch_s,
-            f"torch {torch.__version__} + torch.nn.utils.prune",
+            f"torch {torch.__version__} ({device}) + torch.nn.utils.prune",
             goal=0.4,
             **extra,
         ),

@@ -184,6 +184,6 @@ def measure(quick: bool) -> dict:
         "precomputed keys, global) and the whole `js.prune` are given in counting "
         "passes, `jnp.sum(scores < t)` over the same n: *standalone* = one jitted call, "
         "*in-loop* = one pass of a jitted `fori_loop` of 8. Goal: threshold <= 6 passes. "
-        "Process CPU time, median of interleaved repeats (3 at >= 1e7)."
+        f"{timing.clock_words().capitalize()}, median of interleaved repeats (3 at >= 1e7)."
     )
     return timing.section("Mask update", rows, note, COLUMNS)

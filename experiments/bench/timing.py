@@ -17,16 +17,22 @@ def block(x):
 
 
 def interleaved(
-    calls: dict[str, Callable[[], object]], repeats: int, *, warmup: int = 2, clock: str = "cpu"
+    calls: dict[str, Callable[[], object]], repeats: int, *, warmup: int = 2, clock: str = "auto"
 ) -> dict[str, list[float]]:
     """Seconds of each call over ``repeats`` rounds; every round runs all calls, in
     alternating order, so that drift in the machine's load hits all of them alike.
     Each call is run ``warmup`` times first (compile, then warm).
 
-    ``clock="cpu"`` (the default) counts the process's CPU time (all its threads),
-    ``"wall"`` the elapsed time. On a machine shared with other work, CPU time is far
-    steadier: a process that waits for a core is not charged for the wait.
+    ``clock="cpu"`` counts the process's CPU time (all its threads), ``"wall"`` the
+    elapsed time; ``"auto"`` (the default) takes CPU time on JAX's CPU backend and wall
+    time on an accelerator, where the host's CPU time says nothing of the device's work.
+    On a CPU shared with other work, CPU time is far steadier: a process that waits for
+    a core is not charged for the wait.
     """
+    if clock == "auto":
+        clock = auto_clock()
+    if clock not in ("cpu", "wall"):
+        raise ValueError(f"timing.interleaved: clock must be 'auto', 'cpu' or 'wall', got {clock!r}")
     now = time.process_time if clock == "cpu" else time.perf_counter
     for fn in calls.values():
         for _ in range(warmup):
@@ -39,6 +45,20 @@ def interleaved(
             block(calls[name]())
             times[name].append(now() - t0)
     return times
+
+
+def auto_clock() -> str:
+    """``"cpu"`` on JAX's CPU backend, ``"wall"`` on an accelerator."""
+    import jax
+
+    return "cpu" if jax.default_backend() == "cpu" else "wall"
+
+
+def clock_words() -> str:
+    """What :func:`interleaved`'s default clock measures, for the sections' notes."""
+    if auto_clock() == "cpu":
+        return "the process's CPU time"
+    return "wall time until the result is ready (device work)"
 
 
 def median(xs) -> float:

@@ -234,8 +234,8 @@ class _Vmapped:
 def measure(quick: bool) -> dict:
     rows = masked_step(quick) + gradual(quick) + seeds(quick)
     note = (
-        f"LeNet-300-100, batch {BATCH}, every step inside one jitted `lax.scan`; the "
-        "process's CPU time, median of interleaved repeats, baseline in the same run "
+        f"LeNet-300-100, batch {BATCH}, every step inside one jitted `lax.scan`; "
+        f"{timing.clock_words()}, median of interleaved repeats, baseline in the same run "
         "(`xla_bytes_ratio` in the JSON: bytes a masked step moves / a dense step's, by "
         "XLA's cost analysis). Gradual pruning: Zhu & Gupta's "
         "cubic schedule to 90%, each layer pruned by magnitude with `js.prune` (exact "
