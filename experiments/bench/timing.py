@@ -32,7 +32,9 @@ def interleaved(
     if clock == "auto":
         clock = auto_clock()
     if clock not in ("cpu", "wall"):
-        raise ValueError(f"timing.interleaved: clock must be 'auto', 'cpu' or 'wall', got {clock!r}")
+        raise ValueError(
+            f"timing.interleaved: clock must be 'auto', 'cpu' or 'wall', got {clock!r}"
+        )
     now = time.process_time if clock == "cpu" else time.perf_counter
     for fn in calls.values():
         for _ in range(warmup):
