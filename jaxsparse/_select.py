@@ -49,6 +49,24 @@ def _keys(score: jax.Array, alive: jax.Array, fdtype=jnp.float32, udtype=jnp.uin
     return jnp.where(align(alive, keys), keys, _top(udtype))
 
 
+def _key_value(t: jax.Array, fdtype) -> jax.Array:
+    """The score a key stands for (inverse of :func:`_keys` on finite scores; the top
+    key maps to NaN), in ``fdtype``: interpolating between scores, not between their
+    bit patterns, keeps the counts linear where scores are spread evenly (a bit
+    pattern's scale doubles at every power of two)."""
+    udtype = t.dtype
+    sign = np.array(1 << (np.iinfo(udtype).bits - 1), dtype=udtype)
+    bits = jnp.where((t & sign) != 0, t ^ sign, ~t)
+    return jax.lax.bitcast_convert_type(bits, fdtype)
+
+
+def _value_key(v: jax.Array, udtype) -> jax.Array:
+    """The key of score ``v`` (as :func:`_keys`, without the NaN and dead rules)."""
+    bits = jax.lax.bitcast_convert_type(v + 0.0, udtype)
+    sign = np.array(1 << (np.iinfo(udtype).bits - 1), dtype=udtype)
+    return jnp.where((bits >> (np.iinfo(udtype).bits - 1)) == 1, ~bits, bits | sign)
+
+
 def _positions(x: jax.Array, offset: int, pdtype) -> jax.Array:
     """Each entry's place in the documented order: ``offset`` + its row-major index.
 
@@ -61,7 +79,7 @@ def _positions(x: jax.Array, offset: int, pdtype) -> jax.Array:
     return pos
 
 
-def _search(count_below, k, hi, c_hi, dtype, bits, guesses=None):
+def _search(count_below, k, hi, c_hi, dtype, bits, guesses=None, by_value=False):
     """Per group ``g``: a ``t[g]`` in ``[0, hi[g]]`` with ``count_below(t)[g] == k[g]``,
     or, where none exists (ties at the k-th key), the largest ``t[g]`` with a count below
     ``k[g]``; with that count and the count at the bracket's upper end (``t + 1``'s in
@@ -74,7 +92,9 @@ def _search(count_below, k, hi, c_hi, dtype, bits, guesses=None):
     interpolate between the counts at the bracket's ends and are kept within bisection's
     step count by projection onto a shrinking interval around the midpoint (the ITP
     method of Oliveira & Takahashi, 2020). So a few steps on smooth score
-    distributions, at most about ``bits`` on any.
+    distributions, at most about ``bits`` on any. With ``by_value`` the thresholds are
+    score keys (:func:`_keys`) and the interpolation runs between the scores they stand
+    for; the safeguard still works on the keys.
     """
     k = jnp.asarray(k, jnp.int32)
     fdtype = jnp.float64 if np.dtype(dtype).itemsize == 8 else jnp.float32
@@ -96,6 +116,12 @@ def _search(count_below, k, hi, c_hi, dtype, bits, guesses=None):
         # regula falsi, aiming between the counts k - 1 and k
         frac = (k.astype(fdtype) - 0.5 - c_a.astype(fdtype)) / (c_b - c_a).astype(fdtype)
         x_f = w * frac
+        if by_value:
+            v_a, v_b = _key_value(a, fdtype), _key_value(b, fdtype)
+            t_v = _value_key(v_a + frac * (v_b - v_a), dtype)
+            x_v = (jnp.clip(t_v, a, b) - a).astype(fdtype)
+            # where a bracket end is infinite or the top key (NaN), keep the key space
+            x_f = jnp.where(jnp.isfinite(v_a) & jnp.isfinite(v_b), x_v, x_f)
         delta = 0.2 * w * (w / w0)  # truncation: kappa1 (b - a)^2 with kappa1 = 0.2 / w0
         sigma = jnp.sign(half - x_f)
         x_t = jnp.where(delta <= jnp.abs(half - x_f), x_f + sigma * delta, half)
@@ -226,6 +252,7 @@ def _select_groups(groups: list[list[jax.Array]], ks: list) -> list[list[jax.Arr
         udtype,
         bits,
         guesses=_sample_brackets(groups, k, alive),
+        by_value=True,
     )
     remaining = k - below
 

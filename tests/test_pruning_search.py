@@ -63,32 +63,52 @@ def test_sampled_search_matches_numpy(seed, amount, scope, kind):
         np.testing.assert_array_equal(np.asarray(g), r)
 
 
-def test_smooth_scores_take_few_passes():
-    """A bracket from the sample and interpolation: a handful of counting passes where
-    a radix select takes 32 (counted at trace time through a callback)."""
-    rng = np.random.default_rng(0)
-    scores = jnp.asarray(np.abs(rng.standard_normal((1000, 100))).astype(np.float32))
+def _passes(scores, k: int, by_value: bool = True) -> int:
+    """Counting passes of the sampled search for the k-th of ``scores`` (all alive),
+    counted at run time through a callback; checks the threshold is exact."""
     keys = _select._keys(scores, jnp.ones(scores.shape, bool))
+    n = scores.size
     passes = []
 
     def counted(t):
         jax.debug.callback(lambda: passes.append(1))
         return jnp.sum(keys < t[0], dtype=jnp.int32)[None]
 
-    k = jnp.asarray([30_000])
+    kk = jnp.asarray([k])
     _, below, _ = jax.jit(
         lambda keys: _select._search(
             counted,
-            k,
+            kk,
             jnp.asarray([_select._top(jnp.uint32)], jnp.uint32),
-            jnp.asarray([100_000]),
+            jnp.asarray([n]),
             jnp.uint32,
             32,
-            guesses=_select._sample_brackets([[keys]], k, jnp.asarray([100_000])),
+            guesses=_select._sample_brackets([[keys]], kk, jnp.asarray([n])),
+            by_value=by_value,
         )
     )(keys)
-    assert int(below[0]) == 30_000  # distinct scores: an exact threshold exists
-    assert len(passes) <= 12, len(passes)
+    assert int(below[0]) == k  # distinct scores: an exact threshold exists
+    return len(passes)
+
+
+def test_smooth_scores_take_few_passes():
+    """A bracket from the sample and interpolation: a handful of counting passes where
+    a radix select takes 32."""
+    rng = np.random.default_rng(0)
+    scores = jnp.asarray(np.abs(rng.standard_normal((1000, 100))).astype(np.float32))
+    assert _passes(scores, 30_000) <= 10
+
+
+def test_interpolation_between_scores_not_bit_patterns():
+    """Evenly spread scores whose k-th lies just past a power of two: the count is
+    linear in the score but bends in the key (a float's bit pattern doubles its scale
+    at 2**17), so interpolating between scores takes fewer passes than between keys."""
+    n = 2_000_000
+    scores = jnp.asarray(np.random.default_rng(1).permutation(n).astype(np.float32))
+    k = 2**17 + 2_000
+    by_value, by_key = _passes(scores, k), _passes(scores, k, by_value=False)
+    assert by_value <= 6, by_value
+    assert by_value < by_key, (by_value, by_key)
 
 
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
