@@ -28,9 +28,10 @@ def _data(seed: int = 0):
     return x, y
 
 
-def _jax_imp(rounds: int, steps: int, x, y):
+def _jax_imp(rounds: int, steps: int, x, y, repeats: int = 1):
     """Seconds of one cold ``lax.scan`` over ``rounds`` IMP rounds (trace, compile, run)
-    and of the run alone (a second call), and the program's compile seconds."""
+    and of the run alone (median of ``repeats`` further calls), and the program's
+    compile seconds."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -61,10 +62,12 @@ def _jax_imp(rounds: int, steps: int, x, y):
     compile_s = time.perf_counter() - t0
     jax.block_until_ready(compiled(key))
     cold_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(key))
-    warm_s = time.perf_counter() - t0
-    return cold_s, warm_s, compile_s
+    warm = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(key))
+        warm.append(time.perf_counter() - t0)
+    return cold_s, timing.median(warm), compile_s
 
 
 def _torch_device() -> str:
@@ -115,9 +118,15 @@ def imp_vs_torch(quick: bool) -> list[dict]:
     rounds, epochs = (2, 0) if quick else (13, 8)
     steps = 20 if quick else epochs * (N_TRAIN // BATCH)
     x, y = _data()
-    cold, warm, compile_s = _jax_imp(rounds, steps, x, y)
+    repeats = 1 if quick else 3  # the whole IMP run, each side; wall time, medians
+    cold, warm, compile_s = _jax_imp(rounds, steps, x, y, repeats)
     what = f"IMP, {rounds} rounds x {steps} steps, one compiled lottery.run / PyTorch"
-    extra = {"rounds": rounds, "steps_per_round": steps, "compile_s": compile_s}
+    extra = {
+        "rounds": rounds,
+        "steps_per_round": steps,
+        "compile_s": compile_s,
+        "repeats": repeats,
+    }
     try:
         import torch
     except ImportError:
@@ -125,7 +134,7 @@ def imp_vs_torch(quick: bool) -> list[dict]:
             skipped(what, 'PyTorch not installed (pip install -e ".[torch]")', cold, warm, extra)
         ]
     device = _torch_device()
-    torch_s = _torch_imp(rounds, steps, x, y, device)
+    torch_s = timing.median([_torch_imp(rounds, steps, x, y, device) for _ in range(repeats)])
     return [
         timing.row(
             what + " (cold: trace + compile + run)",
@@ -254,8 +263,9 @@ def measure(quick: bool) -> dict:
     note = (
         "IMP of LeNet-300-100 (Adam, batch 60, 4,000 examples; hidden layers 20%, output "
         "10% a round, rewind to init): jaxsparse's whole `lottery.run` jitted as one "
-        "program, cold (trace + compile + run) and compiled (run only), against PyTorch "
-        "with `torch.nn.utils.prune` in eager mode doing the same steps. Compiles are "
+        "program, cold (trace + compile + run, once) and compiled (run only, median of 3), "
+        "against PyTorch with `torch.nn.utils.prune` in eager mode doing the same steps "
+        "(median of 3 whole runs); wall time. Compiles are "
         "counted with jax's `/jax/core/compile/backend_compile_duration` event."
     )
     cols = [
