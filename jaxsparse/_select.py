@@ -184,10 +184,14 @@ def _sample_brackets(groups: list[list[jax.Array]], k, alive):
 
     A group of fewer than ``2 * _SAMPLE`` keys gets no guesses (its passes are cheap),
     and a leaf is left out of the sample when it would be taken whole: an unstrided
-    copy would tie the sample's layout to the leaf's and steer how XLA shards it.
+    copy would tie the sample's layout to the leaf's and steer how XLA shards it. The
+    groups' samples are padded with the top key (never counted) and sorted together,
+    one sort for every group.
     """
-    lo, hi, n_s = [], [], []
-    for g, leaves in enumerate(groups):
+    udtype = groups[0][0].dtype
+    top = _top(udtype)
+    rows = []
+    for leaves in groups:
         n = sum(int(np.prod(x.shape)) for x in leaves)
         pieces = []
         for x in leaves if n >= 2 * _SAMPLE else []:
@@ -198,24 +202,72 @@ def _sample_brackets(groups: list[list[jax.Array]], k, alive):
             if explicit_spec(s) is not None:
                 s = jax.sharding.reshard(s, jax.sharding.PartitionSpec())
             pieces.append(s.ravel())
-        if not pieces:
-            lo.append(jnp.zeros((), groups[0][0].dtype))
-            hi.append(jnp.zeros((), groups[0][0].dtype))
-            n_s.append(jnp.int32(0))
-            continue
-        sample = jnp.sort(jnp.concatenate(pieces))
-        top = _top(sample.dtype)
-        alive_s = jnp.sum(sample < top, dtype=jnp.int32)
-        p = k[g].astype(jnp.float32) / jnp.maximum(alive[g], 1).astype(jnp.float32)
-        r = p * alive_s.astype(jnp.float32)
-        sd = jnp.sqrt(r * (1 - p)) + 1
-        last = jnp.maximum(alive_s - 1, 0)
-        lo.append(sample[jnp.clip(jnp.floor(r - _SPREAD * sd).astype(jnp.int32), 0, last)])
-        up = sample[jnp.clip(jnp.ceil(r + _SPREAD * sd).astype(jnp.int32), 0, last)]
-        hi.append(jnp.minimum(up, top - 1) + 1)
-        n_s.append(alive_s)
-    guesses = jnp.stack([jnp.stack(lo), jnp.stack(hi)], axis=1)
-    return guesses, jnp.where(jnp.stack(n_s) > 0, 2, 0)
+        rows.append(pieces)
+    width = max((sum(p.size for p in pieces) for pieces in rows), default=0)
+    if width == 0:
+        return jnp.zeros((len(groups), 2), udtype), jnp.zeros(len(groups), jnp.int32)
+    padded = [
+        jnp.concatenate([*pieces, jnp.full(width - sum(p.size for p in pieces), top, udtype)])
+        for pieces in rows
+    ]
+    sample = jnp.sort(jnp.stack(padded), axis=1)
+    alive_s = jnp.sum(sample < top, axis=1, dtype=jnp.int32)
+    p = k.astype(jnp.float32) / jnp.maximum(alive, 1).astype(jnp.float32)
+    r = p * alive_s.astype(jnp.float32)
+    sd = jnp.sqrt(r * (1 - p)) + 1
+    last = jnp.maximum(alive_s - 1, 0)
+
+    def at(i):
+        i = jnp.clip(i.astype(jnp.int32), 0, last)
+        return jnp.take_along_axis(sample, i[:, None], axis=1)[:, 0]
+
+    lo = at(jnp.floor(r - _SPREAD * sd))
+    hi = jnp.minimum(at(jnp.ceil(r + _SPREAD * sd)), top - 1) + 1
+    return jnp.stack([lo, hi], axis=1), jnp.where(alive_s > 0, 2, 0)
+
+
+class _Block:
+    """Leaves counted together: one leaf as it is, or leaves of one shape, dtype and
+    layout from several groups stacked on a new leading axis."""
+
+    def __init__(self, members: list[tuple[int, int, jax.Array]]):
+        self.members = [(g, i) for g, i, _ in members]
+        self.gid = np.array([g for g, _, _ in members])
+        self.stacked = len(members) > 1
+        self.array = jnp.stack([x for _, _, x in members]) if self.stacked else members[0][2]
+
+    def per_entry(self, per_group: jax.Array) -> jax.Array:
+        """A per-group vector's values, broadcastable over the block's entries."""
+        if not self.stacked:
+            return per_group[self.gid[0]]
+        v = per_group[self.gid]
+        return v.reshape(v.shape + (1,) * (self.array.ndim - 1))
+
+    def leaves(self, block_values: jax.Array) -> list[jax.Array]:
+        return (
+            [block_values[s] for s in range(len(self.members))] if self.stacked else [block_values]
+        )
+
+
+def _blocks(groups: list[list[jax.Array]]) -> list[_Block]:
+    """The groups' leaves as blocks: leaves of one shape, dtype and layout that belong
+    to several groups are stacked, so a layerwise prune's pass counts them in one
+    reduction and its compiled search grows with the number of distinct leaf shapes
+    more than with the number of leaves (a ResNet's or a transformer's many equal
+    layers). One group's leaves (a global pool) count fastest leaf by leaf, each in one
+    full reduction, and compile no slower: they stay apart."""
+    by_kind: dict = {}
+    for g, leaves in enumerate(groups):
+        for i, x in enumerate(leaves):
+            kind = (x.shape, jnp.result_type(x), explicit_spec(x))
+            by_kind.setdefault(kind, []).append((g, i, x))
+    out = []
+    for members in by_kind.values():
+        if len({g for g, _, _ in members}) > 1:
+            out.append(_Block(members))
+        else:
+            out += [_Block([m]) for m in members]
+    return out
 
 
 @jax.jit  # called eagerly (a concrete prune), it compiles once per shapes, not per op
@@ -223,31 +275,44 @@ def _select_groups(groups: list[list[jax.Array]], ks: list) -> list[list[jax.Arr
     """For each group of leaves, marks its ``ks[g]`` lowest keys (ties: first in order).
 
     All groups are searched together, one loop whose every pass counts every group (a
-    layerwise prune is one search, not one per leaf). No alive key equals the top key
-    (that is ``-NaN``'s key, and NaNs were mapped to ``-inf``), so dead entries, keyed
-    top, are never counted or selected. Every pass is a count, so the keys may be
-    sharded any way (Auto or Explicit mesh axes): nothing is reshaped, scanned or
-    gathered but a small strided sample.
+    layerwise prune is one search, not one per leaf), equal leaves of several groups
+    as one stacked block (:func:`_blocks`). No alive key equals the top key (that is
+    ``-NaN``'s key, and NaNs were mapped to ``-inf``), so dead entries, keyed top, are
+    never counted or selected. Every pass is a count, so the keys may be sharded any
+    way (Auto or Explicit mesh axes): nothing is reshaped, scanned or gathered but a
+    small strided sample.
     """
     k = jnp.stack([jnp.asarray(x, jnp.int32) for x in ks])
+    n_groups = len(groups)
     udtype = groups[0][0].dtype
     top = _top(udtype)
+    blocks = _blocks(groups)
+    one_hot = np.eye(n_groups, dtype=np.int32)
+
+    def by_group(hits):
+        """Per group, the count of ``hits(j, block)``, a bool array over block j."""
+        scalars: list[list[jax.Array]] = [[] for _ in range(n_groups)]
+        vectors = []
+        for j, blk in enumerate(blocks):
+            h = hits(j, blk)
+            if blk.stacked:
+                per_slice = jnp.sum(h, axis=tuple(range(1, h.ndim)), dtype=jnp.int32)
+                vectors.append(jnp.sum(per_slice[:, None] * one_hot[blk.gid], axis=0))
+            else:
+                scalars[blk.gid[0]].append(jnp.sum(h, dtype=jnp.int32))
+        total = jnp.stack([sum(c, jnp.int32(0)) for c in scalars])
+        return sum(vectors, total)
 
     def count_below(t):
-        return jnp.stack(
-            [
-                sum((jnp.sum(x < t[g], dtype=jnp.int32) for x in leaves), jnp.int32(0))
-                for g, leaves in enumerate(groups)
-            ]
-        )
+        return by_group(lambda j, blk: blk.array < blk.per_entry(t))
 
-    alive = count_below(jnp.full(len(groups), top, udtype))
+    alive = count_below(jnp.full(n_groups, top, udtype))
     bits = np.iinfo(udtype).bits
     # t with #(key < t) == k or, where the k-th key is tied, that key (#(key < t) < k)
     t, below, upto = _search(
         count_below,
         k,
-        jnp.full(len(groups), top, udtype),
+        jnp.full(n_groups, top, udtype),
         alive,
         udtype,
         bits,
@@ -256,8 +321,15 @@ def _select_groups(groups: list[list[jax.Array]], ks: list) -> list[list[jax.Arr
     )
     remaining = k - below
 
+    def unstack(masks):
+        out = [[None] * len(leaves) for leaves in groups]
+        for m, blk in zip(masks, blocks):
+            for (g, i), leaf in zip(blk.members, blk.leaves(m)):
+                out[g][i] = leaf
+        return out
+
     def without_ties():
-        return [[x < t[g] for x in leaves] for g, leaves in enumerate(groups)]
+        return unstack([blk.array < blk.per_entry(t) for blk in blocks])
 
     def with_ties():
         # The first `remaining` ties in order are those placed before a P with
@@ -265,27 +337,31 @@ def _select_groups(groups: list[list[jax.Array]], ks: list) -> list[list[jax.Arr
         sizes = [[int(np.prod(x.shape)) for x in leaves] for leaves in groups]
         n = [sum(s) for s in sizes]
         pdtype = jnp.uint32 if max(n) < 2**32 else jnp.uint64
-        pos = [
-            [_positions(x, int(o), pdtype) for x, o in zip(leaves, np.cumsum([0, *s]))]
-            for leaves, s in zip(groups, sizes)
-        ]
-        eq = [[x == t[g] for x in leaves] for g, leaves in enumerate(groups)]
+        offsets = [np.cumsum([0, *s])[:-1] for s in sizes]
+
+        def places(blk):
+            if not blk.stacked:
+                g, i = blk.members[0]
+                return _positions(blk.array, int(offsets[g][i]), pdtype)
+            first = jnp.asarray(np.array([offsets[g][i] for g, i in blk.members]), pdtype)
+            local = _positions(blk.array[0], 0, pdtype)[None]
+            return first.reshape(first.shape + (1,) * (blk.array.ndim - 1)) + local
+
+        pos = [places(blk) for blk in blocks]
+        eq = [blk.array == blk.per_entry(t) for blk in blocks]
 
         def ties_before(p):
-            return jnp.stack(
-                [
-                    sum((jnp.sum(e & (q < p[g]), dtype=jnp.int32) for e, q in zip(es, qs)), 0)
-                    for g, (es, qs) in enumerate(zip(eq, pos))
-                ]
-            )
+            return by_group(lambda j, blk: eq[j] & (pos[j] < blk.per_entry(p)))
 
         bits_p = np.array([max(m.bit_length(), 1) for m in n], np.int32)
         hi = jnp.asarray(np.array(n, np.uint64), pdtype)
         cut, _, _ = _search(ties_before, remaining, hi, upto - below, pdtype, bits_p)
-        return [
-            [(x < t[g]) | (e & (q < cut[g])) for x, e, q in zip(leaves, es, qs)]
-            for g, (leaves, es, qs) in enumerate(zip(groups, eq, pos))
-        ]
+        return unstack(
+            [
+                (blk.array < blk.per_entry(t)) | (e & (q < blk.per_entry(cut)))
+                for blk, e, q in zip(blocks, eq, pos)
+            ]
+        )
 
     # Without ties at the threshold (the usual case) no ranking pass is needed.
     return jax.lax.cond(jnp.all(remaining == 0), without_ties, with_ties)

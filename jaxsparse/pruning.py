@@ -257,11 +257,14 @@ def _prune_to(scores, mask, target, *, scope: str = "layerwise", where: Filter =
     groups = [[i] for i in idx] if scope == "layerwise" else [idx] * bool(idx)
     dtypes = _key_dtype([s_leaves[i] for i in idx])
     new = list(m_leaves)
+    ks = []
     for group in groups:
         n = sum(int(np.prod(m_leaves[i].shape)) for i in group)
         alive = sum((jnp.sum(m_leaves[i], dtype=jnp.int32) for i in group), jnp.int32(0))
-        k = jnp.maximum(round_mul(target, n) - (n - alive), 0)
-        gone = _select_lowest([_keys(s_leaves[i], m_leaves[i], *dtypes) for i in group], k)
-        for i, g in zip(group, gone):
-            new[i] = m_leaves[i] & ~g
+        ks.append(jnp.maximum(round_mul(target, n) - (n - alive), 0))
+    if groups:  # one search for every group
+        keys = [[_keys(s_leaves[i], m_leaves[i], *dtypes) for i in group] for group in groups]
+        for group, gone in zip(groups, _select_groups(keys, ks)):
+            for i, g in zip(group, gone):
+                new[i] = m_leaves[i] & ~g
     return jax.tree.unflatten(treedef, new)

@@ -15,8 +15,10 @@ import jaxsparse as js
 from jaxsparse import _select
 from tests.test_pruning import ref_global, ref_layerwise
 
-SHAPES = {"a": (96, 64), "b": (40, 32), "c": (8, 8)}
-SEL = [True, True, True]
+# b, d and e share a shape: one stacked block (under Explicit axes e, laid out
+# differently, is a block of its own)
+SHAPES = {"a": (96, 64), "b": (40, 32), "c": (8, 8), "d": (40, 32), "e": (40, 32)}
+SEL = [True] * len(SHAPES)
 
 
 def _problem(seed: int, kind: str):
@@ -115,7 +117,13 @@ def test_interpolation_between_scores_not_bit_patterns():
 def test_sampled_search_on_mesh_equals_one_device(axis_type):
     mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_type,) * 2)
     scores, mask = _problem(1, "ties")
-    specs = {"a": P("data", "model"), "b": P(None, "model"), "c": P()}
+    specs = {
+        "a": P("data", "model"),
+        "b": P(None, "model"),
+        "c": P(),
+        "d": P(None, "model"),
+        "e": P("data", None),
+    }
     put = {k: NamedSharding(mesh, s) for k, s in specs.items()}
     want = [_PRUNE[s](scores, mask, 0.3) for s in ("global", "layerwise")]
     with jax.set_mesh(mesh):

@@ -246,8 +246,36 @@ def study_compile(quick: bool) -> list[dict]:
     ]
 
 
+def prune_compile(quick: bool) -> list[dict]:
+    """Seconds (process CPU time) to trace and compile one jitted ``js.prune`` of L
+    equal conv kernels: how the compiled selection grows with the number of leaves."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxsparse as js
+
+    rows = []
+    for n_leaves in (2, 4) if quick else (4, 16, 48):
+        params = {f"conv{i}": {"kernel": jnp.ones((3, 3, 32, 32))} for i in range(n_leaves)}
+        mask = js.mask_like(params)
+        for scope in ("layerwise", "global"):
+            fn = jax.jit(
+                lambda p, m, scope=scope: js.prune(js.scores.magnitude(p), m, 0.2, scope=scope)
+            )
+            t0 = time.process_time()
+            fn.lower(params, mask).compile()
+            rows.append(
+                {
+                    "what": f"compile one {scope} js.prune of {n_leaves} (3, 3, 32, 32) kernels",
+                    "seconds": time.process_time() - t0,
+                    "leaves": n_leaves,
+                }
+            )
+    return rows
+
+
 def measure(quick: bool) -> dict:
-    rows = imp_vs_torch(quick) + recompiles(quick)
+    rows = imp_vs_torch(quick) + recompiles(quick) + prune_compile(quick)
     if quick:
         rows.append(
             {
