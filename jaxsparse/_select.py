@@ -39,32 +39,30 @@ def _keys(score: jax.Array, alive: jax.Array, fdtype=jnp.float32, udtype=jnp.uin
     Scores narrower than ``fdtype`` (bf16, f16) widen exactly; float64 scores get 64-bit
     keys, so no two distinct scores ever share a key.
     """
-    s = jnp.asarray(score).astype(fdtype) + 0.0  # -0.0 -> 0.0
-    s = jnp.where(jnp.isnan(s), -jnp.inf, s)
-    bits = jax.lax.bitcast_convert_type(s, udtype)
-    width = np.iinfo(udtype).bits
-    neg = (bits >> (width - 1)) == 1
-    sign = np.array(1 << (width - 1), dtype=udtype)
-    keys = jnp.where(neg, ~bits, bits | sign)
+    s = jnp.asarray(score).astype(fdtype)
+    keys = _value_key(jnp.where(jnp.isnan(s), -jnp.inf, s), udtype)
     return jnp.where(align(alive, keys), keys, _top(udtype))
 
 
-def _key_value(t: jax.Array, fdtype) -> jax.Array:
-    """The score a key stands for (inverse of :func:`_keys` on finite scores; the top
-    key maps to NaN), in ``fdtype``: interpolating between scores, not between their
-    bit patterns, keeps the counts linear where scores are spread evenly (a bit
-    pattern's scale doubles at every power of two)."""
-    udtype = t.dtype
-    sign = np.array(1 << (np.iinfo(udtype).bits - 1), dtype=udtype)
-    bits = jnp.where((t & sign) != 0, t ^ sign, ~t)
-    return jax.lax.bitcast_convert_type(bits, fdtype)
+def _sign_bit(udtype) -> np.unsignedinteger:
+    return np.array(1 << (np.iinfo(udtype).bits - 1), dtype=udtype)
 
 
 def _value_key(v: jax.Array, udtype) -> jax.Array:
-    """The key of score ``v`` (as :func:`_keys`, without the NaN and dead rules)."""
-    bits = jax.lax.bitcast_convert_type(v + 0.0, udtype)
-    sign = np.array(1 << (np.iinfo(udtype).bits - 1), dtype=udtype)
-    return jnp.where((bits >> (np.iinfo(udtype).bits - 1)) == 1, ~bits, bits | sign)
+    """The order-preserving key of score ``v`` (``-0.0`` keyed as ``0.0``): negative
+    scores' bits flipped, non-negative ones' sign bit set."""
+    bits = jax.lax.bitcast_convert_type(v + 0.0, udtype)  # -0.0 -> 0.0
+    sign = _sign_bit(udtype)
+    return jnp.where((bits & sign) != 0, ~bits, bits | sign)
+
+
+def _key_value(t: jax.Array, fdtype) -> jax.Array:
+    """The score a key stands for (inverse of :func:`_value_key`; the top key maps to
+    NaN), in ``fdtype``: interpolating between scores, not between their bit patterns,
+    keeps the counts linear where scores are spread evenly (a bit pattern's scale
+    doubles at every power of two)."""
+    sign = _sign_bit(t.dtype)
+    return jax.lax.bitcast_convert_type(jnp.where((t & sign) != 0, t ^ sign, ~t), fdtype)
 
 
 def _positions(x: jax.Array, offset: int, pdtype) -> jax.Array:
@@ -203,12 +201,13 @@ def _sample_brackets(groups: list[list[jax.Array]], k, alive):
                 s = jax.sharding.reshard(s, jax.sharding.PartitionSpec())
             pieces.append(s.ravel())
         rows.append(pieces)
-    width = max((sum(p.size for p in pieces) for pieces in rows), default=0)
+    sizes = [sum(p.size for p in pieces) for pieces in rows]
+    width = max(sizes, default=0)
     if width == 0:
         return jnp.zeros((len(groups), 2), udtype), jnp.zeros(len(groups), jnp.int32)
     padded = [
-        jnp.concatenate([*pieces, jnp.full(width - sum(p.size for p in pieces), top, udtype)])
-        for pieces in rows
+        jnp.concatenate([*pieces, jnp.full(width - size, top, udtype)])
+        for pieces, size in zip(rows, sizes)
     ]
     sample = jnp.sort(jnp.stack(padded), axis=1)
     alive_s = jnp.sum(sample < top, axis=1, dtype=jnp.int32)
