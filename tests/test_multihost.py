@@ -201,3 +201,29 @@ def test_lottery_command_as_two_processes_matches_one(env, tmp_path):
         assert np.mean(np.asarray(m1) != np.asarray(m2)) < 0.01
     _, _, meta = checkpoint.load_ticket(d2 / "ticket", jax.tree.map(lambda x: x[0], like.params))
     assert meta["round"] == 0 and meta == r2["best_ticket"]
+
+
+def test_lottery_command_ends_promptly_when_a_peer_is_killed(env, tmp_path):
+    # The command as a user runs it. Where the kill lands decides how the survivor
+    # learns of it: in a gloo collective (a round) the error comes at once and the
+    # process exits 1 without JAX's shutdown barrier; in a coordination-service barrier
+    # (a checkpoint) only the heartbeat tells, and the runtime aborts the process. Same
+    # shapes as above, so the compilation cache serves the round.
+    heartbeat = 10
+    command = [sys.executable, "-m", "experiments.lottery", "--heartbeat", str(heartbeat)]
+    args = [*STUDY, "--rounds", "40", "--out", str(tmp_path / "runs")]
+    w0, w1 = workers = mh.start(command, args, tmp_path / "logs", env=env)
+    deadline = heartbeat + 30  # slack for a loaded 2-core machine
+    try:
+        mh.wait(workers, TIMEOUT, until=lambda: "IMP rounds" in w0.output())
+        assert w0.proc.poll() is None, mh.report(workers, "the run ended before the kill")
+        mh.kill([w1])
+        mh.wait([w0], deadline, expect_failure=True)  # raises (and kills) past the deadline
+    finally:
+        mh.kill(workers)
+    log = w0.output(100_000)
+    assert w0.returncode != 0, mh.report(workers, "the survivor should fail")
+    at_once = w0.returncode == 1 and "process 0 stops here" in log and "Gloo" in log
+    by_heartbeat = "JAX distributed service detected fatal errors" in log
+    assert at_once or by_heartbeat, log[-3000:]
+    assert w0.ended - w1.ended < deadline

@@ -90,6 +90,16 @@ class LotteryConfig(StudyConfig):
         },
     )
 
+    heartbeat: int = field(
+        default=30,
+        metadata={
+            "help": "seconds without a heartbeat after which the distributed runtime "
+            "declares a process dead and ends the others (JAX's own default: 100)",
+            "min": 1,
+            "run_only": True,
+        },
+    )
+
     def validate(self, fail) -> None:
         from experiments.data import TRAIN_SIZES
 

@@ -70,7 +70,9 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     from jaxsparse.filters import path_str
 
     if cfg.coordinator:  # before anything starts JAX's backends
-        harness.join_processes(cfg.coordinator, cfg.num_processes, cfg.process_id)
+        harness.join_processes(
+            cfg.coordinator, cfg.num_processes, cfg.process_id, heartbeat=cfg.heartbeat
+        )
     run = harness.start(cfg, log=log)
     log = run.log  # silent on all but process 0
     run_dir, ckpt_root = run.dir, run.checkpoints
