@@ -50,12 +50,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as err:
         if err.name in ("experiments", "experiments.cli"):
             print(f"jaxsparse: the studies are not installed.\n\n{HOW_TO}", file=sys.stderr)
-        else:
-            print(
-                f"jaxsparse: the studies need the package {err.name!r}, which is missing.\n"
-                f"Install the studies' dependencies from the clone: "
-                f'pip install -e ".[experiments]"',
-                file=sys.stderr,
-            )
-        return 2
-    return int(cli.main(argv) or 0)
+            return 2
+        return _missing_dependency(err)
+    try:
+        return int(cli.main(argv) or 0)
+    except ModuleNotFoundError as err:
+        # a study's own dependency (mlxtend, scikit-learn, ...) imported when it runs
+        if (err.name or "").split(".")[0] in ("jaxsparse", "experiments"):
+            raise
+        return _missing_dependency(err)
+
+
+def _missing_dependency(err: ModuleNotFoundError) -> int:
+    print(
+        f"jaxsparse: the studies need the package {err.name!r}, which is not installed.\n"
+        'Install the studies\' dependencies in the clone: pip install -e ".[experiments]"',
+        file=sys.stderr,
+    )
+    return 2

@@ -54,3 +54,15 @@ def test_command_without_the_studies_explains_and_exits_2(tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert 'pip install -e ".[experiments]"' in done.stderr
+
+
+def test_command_names_a_missing_study_dependency(monkeypatch, capsys):
+    import experiments.cli
+
+    def needs_mlxtend(argv=None):
+        raise ModuleNotFoundError("No module named 'mlxtend'", name="mlxtend")
+
+    monkeypatch.setattr(experiments.cli, "main", needs_mlxtend)
+    assert _cli.main(["lottery"]) == 2
+    err = capsys.readouterr().err
+    assert "'mlxtend'" in err and 'pip install -e ".[experiments]"' in err
