@@ -29,6 +29,7 @@ from jaxsparse import (
     training,
     transfer,
 )
+from jaxsparse._version import __version__
 from jaxsparse.controls import random_reinit, reprune
 from jaxsparse.filters import all_leaves, kernels
 from jaxsparse.lottery import imp_round
@@ -52,11 +53,10 @@ from jaxsparse.state import SparseTrainState
 from jaxsparse.ste import straight_through
 from jaxsparse.training import make_train_fn
 
-__version__ = "0.1.0"
-
 __all__ = [
     "MaskedState",
     "SparseTrainState",
+    "__version__",
     "all_leaves",
     "apply_mask",
     "check_mask",

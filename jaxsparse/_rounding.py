@@ -71,7 +71,7 @@ def round_mul(a: float | jax.Array, n: int | jax.Array) -> jax.Array | int:
     Returns:
       A Python int when both are static, else an int32 scalar.
 
-    Example:
+    Examples:
         >>> round_mul(0.1, 5), int(jax.jit(lambda n: round_mul(0.1, n))(5))
         (0, 0)
 

@@ -15,9 +15,12 @@ schedules build on it.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from jaxsparse.masks import align, explicit_spec
 
@@ -29,11 +32,17 @@ def _key_dtype(scores: list) -> tuple[type, type]:
     return jnp.float32, jnp.uint32
 
 
-def _top(udtype) -> np.integer:
-    return np.dtype(udtype).type(np.iinfo(udtype).max)
+def _top(udtype: DTypeLike) -> np.unsignedinteger:
+    # numpy's stubs type dtype(...).type(x) loosely; it is the unsigned scalar here
+    return cast(np.unsignedinteger, np.dtype(udtype).type(np.iinfo(udtype).max))
 
 
-def _keys(score: jax.Array, alive: jax.Array, fdtype=jnp.float32, udtype=jnp.uint32):
+def _keys(
+    score: jax.Array,
+    alive: jax.Array,
+    fdtype: DTypeLike = jnp.float32,
+    udtype: DTypeLike = jnp.uint32,
+) -> jax.Array:
     """Order-preserving unsigned keys; NaN lowest; dead entries get the top key.
 
     Scores narrower than ``fdtype`` (bf16, f16) widen exactly; float64 scores get 64-bit
@@ -44,11 +53,11 @@ def _keys(score: jax.Array, alive: jax.Array, fdtype=jnp.float32, udtype=jnp.uin
     return jnp.where(align(alive, keys), keys, _top(udtype))
 
 
-def _sign_bit(udtype) -> np.unsignedinteger:
+def _sign_bit(udtype: DTypeLike) -> np.ndarray:
     return np.array(1 << (np.iinfo(udtype).bits - 1), dtype=udtype)
 
 
-def _value_key(v: jax.Array, udtype) -> jax.Array:
+def _value_key(v: jax.Array, udtype: DTypeLike) -> jax.Array:
     """The order-preserving key of score ``v`` (``-0.0`` keyed as ``0.0``): negative
     scores' bits flipped, non-negative ones' sign bit set."""
     bits = jax.lax.bitcast_convert_type(v + 0.0, udtype)  # -0.0 -> 0.0
@@ -56,7 +65,7 @@ def _value_key(v: jax.Array, udtype) -> jax.Array:
     return jnp.where((bits & sign) != 0, ~bits, bits | sign)
 
 
-def _key_value(t: jax.Array, fdtype) -> jax.Array:
+def _key_value(t: jax.Array, fdtype: DTypeLike) -> jax.Array:
     """The score a key stands for (inverse of :func:`_value_key`; the top key maps to
     NaN), in ``fdtype``: interpolating between scores, not between their bit patterns,
     keeps the counts linear where scores are spread evenly (a bit pattern's scale
@@ -65,7 +74,7 @@ def _key_value(t: jax.Array, fdtype) -> jax.Array:
     return jax.lax.bitcast_convert_type(jnp.where((t & sign) != 0, t ^ sign, ~t), fdtype)
 
 
-def _positions(x: jax.Array, offset: int, pdtype) -> jax.Array:
+def _positions(x: jax.Array, offset: int, pdtype: type) -> jax.Array:
     """Each entry's place in the documented order: ``offset`` + its row-major index.
 
     Built from one iota per axis, never a reshape, so a sharded leaf stays sharded.
@@ -175,7 +184,9 @@ def _strides(x: jax.Array, want: float) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _sample_brackets(groups: list[list[jax.Array]], k, alive):
+def _sample_brackets(
+    groups: list[list[jax.Array]], k: jax.Array, alive: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Per group, two guesses around its k-th alive key from a strided sample of its
     keys: the sample's quantile minus and plus ``_SPREAD`` standard deviations (the
     upper one plus one, so that a run of ties at the quantile is bracketed exactly).
@@ -321,7 +332,7 @@ def _select_groups(groups: list[list[jax.Array]], ks: list) -> list[list[jax.Arr
     remaining = k - below
 
     def unstack(masks):
-        out = [[None] * len(leaves) for leaves in groups]
+        out: list[list[Any]] = [[None] * len(leaves) for leaves in groups]
         for m, blk in zip(masks, blocks):
             for (g, i), leaf in zip(blk.members, blk.leaves(m)):
                 out[g][i] = leaf
@@ -366,12 +377,14 @@ def _select_groups(groups: list[list[jax.Array]], ks: list) -> list[list[jax.Arr
     return jax.lax.cond(jnp.all(remaining == 0), without_ties, with_ties)
 
 
-def _select_lowest(keys: list[jax.Array], k: jax.Array) -> list[jax.Array]:
+def _select_lowest(keys: list[jax.Array], k: int | jax.Array) -> list[jax.Array]:
     """Marks the k lowest keys (ties: first in order) across a list of leaves."""
     return _select_groups([keys], [k])[0]
 
 
-def _select(score: jax.Array, candidates: jax.Array, k, *, largest: bool = False) -> jax.Array:
+def _select(
+    score: jax.Array, candidates: jax.Array, k: int | jax.Array, *, largest: bool = False
+) -> jax.Array:
     """Marks ``min(k, #candidates)`` candidates of one leaf with the lowest (``largest``:
     highest) scores, by the rule of :func:`prune` (ties: first in row-major order)."""
     s = -jnp.asarray(score) if largest else score

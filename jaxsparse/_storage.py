@@ -59,7 +59,9 @@ def _sync(what: str) -> None:
         ocp.multihost.sync_global_processes(f"jaxsparse.checkpoint:{next(_barriers)}:{what}")
 
 
-def _write(directory: PathLike, kind: str, leaves: list[dict], arrays: Sequence[Any], **user):
+def _write(
+    directory: PathLike, kind: str, leaves: list[dict], arrays: Sequence[Any], **user: Any
+) -> None:
     try:
         user_json = {k: json.loads(json.dumps(v)) for k, v in user.items()}
     except (TypeError, ValueError) as e:
@@ -67,7 +69,7 @@ def _write(directory: PathLike, kind: str, leaves: list[dict], arrays: Sequence[
     directory = Path(directory).absolute()
     stored, records = {}, []
     for i, x in enumerate(arrays):
-        rec = {}
+        rec: dict[str, Any] = {}
         if _is_key(x):
             rec["key_impl"] = str(jax.random.key_impl(x))
             x = jax.random.key_data(x)
@@ -80,7 +82,7 @@ def _write(directory: PathLike, kind: str, leaves: list[dict], arrays: Sequence[
             # without x64), the dtype the record names and a restore gives back
             x = np.asarray(x)
             x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype))
-        rec.update(shape=list(x.shape), dtype=str(x.dtype), sha256=_digest(to_host(x)))
+        rec.update(shape=list(x.shape), dtype=str(x.dtype), sha256=_digest(np.asarray(to_host(x))))
         if x.size:  # orbax refuses zero-size arrays; the record alone restores them
             stored[f"a{i:05d}"] = x
         records.append(rec)
@@ -210,7 +212,7 @@ def _read_arrays(
     for i, (rec, x, name) in enumerate(zip(recs, likes, names)):
         key = f"a{i:05d}"
         a = restored[key] if key in targets else np.zeros(rec["shape"], rec["dtype"])
-        if _digest(to_host(a)) != rec["sha256"]:
+        if _digest(np.asarray(to_host(a))) != rec["sha256"]:
             raise ValueError(
                 f"checkpoint at {directory} is corrupt: leaf '{name}' does not match the "
                 f"digest recorded at save time"

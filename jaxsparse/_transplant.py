@@ -37,7 +37,7 @@ def flat_paths(tree: chex.ArrayTree) -> tuple[list[str], list[Any], Any]:
     ``value`` attribute of an NNX ``Variable`` is dropped, so an ``nnx.State``, its pure
     dict (``nnx.to_pure_dict(state)``) and a Linen params dict of the same model share paths.
 
-    Example:
+    Examples:
         >>> flat_paths({"b": jnp.zeros(2), "a": {"k": jnp.ones(1)}})[0]
         ['a/k', 'b']
 
@@ -51,7 +51,7 @@ def flat_paths(tree: chex.ArrayTree) -> tuple[list[str], list[Any], Any]:
 def check_bool(mask: chex.ArrayTree, name: str) -> None:
     """Raises ``TypeError`` naming the first leaf of ``mask`` that is not ``bool``.
 
-    Example:
+    Examples:
         >>> check_bool({"w": jnp.ones(2)}, "mask")
         Traceback (most recent call last):
         ...
@@ -74,7 +74,7 @@ def onto(x: Any, like: Any, dtype: Any = None) -> jax.Array:
     params live: a concrete ``jax.Array`` target gives its sharding (``device_put``);
     under ``jit`` the value is returned as is and XLA's sharding propagation places it.
 
-    Example:
+    Examples:
         >>> onto(jnp.array([1, 0]), jnp.zeros(2)).dtype, onto(jnp.ones(2), jnp.zeros(2), bool)
         (dtype('float32'), Array([ True,  True], dtype=bool))
 
@@ -93,7 +93,7 @@ def onto(x: Any, like: Any, dtype: Any = None) -> jax.Array:
 def dense_like(like: Any) -> jax.Array:
     """An all-``True`` mask leaf built from the param leaf ``like`` (keeps its sharding).
 
-    Example:
+    Examples:
         >>> dense_like(jnp.zeros((2, 1)))
         Array([[ True],
                [ True]], dtype=bool)
@@ -116,7 +116,7 @@ class TransferReport(NamedTuple):
 
     ``str(report)`` is a table, one row a leaf, and a summary line.
 
-    Example:
+    Examples:
         >>> report = TransferReport(matched=(("a", "a", 6),), dense=(("head", 4),),
         ...                         dropped=(("old", 2),))
         >>> print(report)
@@ -182,7 +182,7 @@ def plan_by_path(source, target, rename, missing, extra, who):
     ``None``), and the :class:`TransferReport`; the rules are those of
     :func:`jaxsparse.transfer.transfer_mask` (``who`` starts every error message).
 
-    Example:
+    Examples:
         >>> plan_by_path({"a": jnp.ones(2)}, {"a": jnp.ones(2), "b": jnp.ones(1)},
         ...              None, "dense", "drop", "demo")[0]
         [0, None]
@@ -201,7 +201,7 @@ def plan_by_path(source, target, rename, missing, extra, who):
     by_target: dict[str, int] = {}
     dropped, unplaced = [], []
     for i, path in enumerate(s_paths):
-        new = path
+        new: str | None = path
         for pattern, template in rules:
             if pattern.search(path):  # the first pattern that matches decides
                 new = None if template is None else pattern.sub(template, path)
@@ -224,20 +224,21 @@ def plan_by_path(source, target, rename, missing, extra, who):
         raise ValueError(
             f"{who}: source leaves with no target leaf (extra='raise'): {', '.join(names)}"
         )
-    sources, matched, dense = [], [], []
+    sources: list[int | None] = []
+    matched, dense = [], []
     for j, path in enumerate(t_paths):
-        i = by_target.get(path)
-        sources.append(i)
-        if i is None:
+        src = by_target.get(path)
+        sources.append(src)
+        if src is None:
             dense.append((path, _size(t_leaves[j])))
             continue
-        s_shape, t_shape = jnp.shape(s_leaves[i]), jnp.shape(t_leaves[j])
+        s_shape, t_shape = jnp.shape(s_leaves[src]), jnp.shape(t_leaves[j])
         if s_shape != t_shape:
             raise ValueError(
-                f"{who}: source leaf '{s_paths[i]}' has shape {s_shape} but target leaf "
+                f"{who}: source leaf '{s_paths[src]}' has shape {s_shape} but target leaf "
                 f"'{path}' has shape {t_shape}"
             )
-        matched.append((s_paths[i], path, _size(t_leaves[j])))
+        matched.append((s_paths[src], path, _size(t_leaves[j])))
     if missing == "raise" and dense:
         names = [f"'{p}'" for p, _ in dense[:10]]
         raise ValueError(

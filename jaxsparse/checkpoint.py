@@ -63,7 +63,7 @@ def save_state(directory: PathLike, state: Any, *, extra: dict | None = None) ->
     Raises:
       TypeError: ``extra`` is not JSON-serialisable.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp()) / "ckpt"
         >>> state = js.SparseTrainState.create(
@@ -101,7 +101,7 @@ def load_state(directory: PathLike, like: Any) -> tuple[Any, dict]:
       ValueError: the checkpoint is partial or corrupt, or its structure, a shape or a
         dtype differs from ``like`` (the message names the directory and the path).
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp()) / "ckpt"
         >>> save_state(d, {"w": jnp.arange(3.0)})
@@ -142,7 +142,7 @@ def save_round(
     Raises:
       ValueError: a negative ``round_index`` or ``keep < 1``.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> root = tempfile.mkdtemp()
         >>> for r in range(3):
@@ -171,7 +171,7 @@ def latest_round(root: PathLike) -> int | None:
     Returns:
       The round index, or ``None`` if ``root`` is missing or holds no complete round.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> latest_round(tempfile.mkdtemp()) is None
         True
@@ -193,7 +193,7 @@ def restore_latest(root: PathLike, like: Any) -> tuple[int, Any, dict] | None:
       ValueError: the latest complete round is corrupt or does not match ``like``; it
         is never skipped silently in favour of an older one.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> root = tempfile.mkdtemp()
         >>> restore_latest(root, {"w": jnp.zeros(2)}) is None
@@ -236,7 +236,7 @@ def save_ticket(
       ValueError: ``mask`` does not mirror ``params`` (names the path).
       TypeError: a non-bool mask leaf, or ``metadata`` not JSON-serialisable.
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp()) / "ticket"
         >>> params = {"w": jnp.arange(1.0, 7.0).reshape(2, 3)}
@@ -255,7 +255,7 @@ def save_ticket(
     leaves = [_describe(path_str(p), x) for p, x in flat]
     arrays = []
     for (_, x), m, bits in zip(flat, jax.tree.leaves(mask), jax.tree.leaves(pack(mask))):
-        arrays += [bits, to_host(x)[to_host(m)]]
+        arrays += [bits, np.asarray(to_host(x))[np.asarray(to_host(m))]]
     _write(directory, "ticket", leaves, arrays, metadata=metadata or {})
 
 
@@ -277,7 +277,7 @@ def load_ticket(
       ValueError: a partial or corrupt ticket, or ``like_params`` whose structure, a
         shape or a dtype differs (the message names the pytree path).
 
-    Example:
+    Examples:
         >>> import tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp()) / "ticket"
         >>> save_ticket(d, {"w": jnp.array([True, False])}, {"w": jnp.array([1.0, 2.0])})

@@ -37,7 +37,7 @@ def random_reinit(
     schedule the control and the ticket train over the same steps. With k = 0 this is
     ``tx.init`` exactly.
 
-    Example:
+    Examples:
         >>> state = js.SparseTrainState.create(
         ...     apply_fn=None, params={"w": jnp.ones((2, 3))}, tx=optax.sgd(0.1),
         ...     mask={"w": jnp.array([[1, 0, 1], [0, 1, 0]], bool)})
@@ -68,7 +68,7 @@ def reprune(state: State, key: jax.Array, *, scope: str = "layerwise") -> State:
     """The random re-pruning control: same initial weights, a shuffled mask with the
     same per-layer (or global) density.
 
-    Example:
+    Examples:
         >>> state = js.SparseTrainState.create(
         ...     apply_fn=None, params={"w": jnp.ones((4, 4))}, tx=optax.sgd(0.1),
         ...     mask={"w": jnp.eye(4, dtype=bool)})

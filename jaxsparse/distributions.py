@@ -125,7 +125,7 @@ def uniform(
       dense: path regexes of prunable leaves kept dense.
       overrides: ``{path_regex: sparsity}`` for leaves pinned at a sparsity.
 
-    Example:
+    Examples:
         >>> t = uniform({"a": jnp.ones((10, 10)), "b": jnp.ones(10)}, 0.9)
         >>> t["a"], t["b"]
         (0.9, 0.0)
@@ -147,7 +147,7 @@ def uniform_plus(
 ) -> chex.ArrayTree:
     """Uniform, with the first prunable leaf dense and the last at most 80% sparse.
 
-    Example:
+    Examples:
         >>> p = {"l0": jnp.ones((8, 100)), "l1": jnp.ones((100, 1000)), "l2": jnp.ones((1000, 4))}
         >>> t = uniform_plus(p, 0.9)
         >>> t["l0"], round(t["l2"], 6)
@@ -179,7 +179,7 @@ def er(
 ) -> chex.ArrayTree:
     """Erdős–Rényi: density proportional to ``(n_in + n_out) / (n_in * n_out)``.
 
-    Example:
+    Examples:
         >>> t = er({"a": jnp.ones((100, 100)), "b": jnp.ones((100, 10))}, 0.9)
         >>> t["a"] > t["b"]
         True
@@ -209,7 +209,7 @@ def erk(
     ``power=0`` gives uniform. Layers whose density would exceed 1 are made dense and the
     solve repeated, so the global target is always met.
 
-    Example:
+    Examples:
         >>> p = {"conv": jnp.ones((3, 3, 16, 32)), "fc": jnp.ones((512, 10))}
         >>> t = erk(p, 0.8)
         >>> t["conv"] > t["fc"]

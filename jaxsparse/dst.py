@@ -51,7 +51,7 @@ from jaxsparse.state import mask_moments
 State = Any  # duck-typed: .params, .opt_state, .step, .replace
 
 
-def _check(name: str, every, start, end, frac_name: str, frac) -> None:
+def _check(name: str, every: Any, start: Any, end: Any, frac_name: str, frac: Any) -> None:
     def concrete(x):
         return not isinstance(x, jax.core.Tracer)
 
@@ -74,7 +74,7 @@ def cosine_fraction(step: jax.Array, alpha: float, end: int) -> jax.Array:
     Returns:
       ``f(t)``, from ``α`` at ``t = 0`` down to 0 at ``t = end``.
 
-    Example:
+    Examples:
         >>> round(float(cosine_fraction(50, 0.3, 100)), 6)
         0.15
 
@@ -108,7 +108,8 @@ def _update(
         f = fraction(step)
         grow = grow_scores(idx, m_leaves)
         # one exact rounding for all leaves (round_mul is elementwise)
-        ks = round_mul(f, jnp.stack([jnp.sum(m_leaves[i], dtype=jnp.int32) for i in idx]))
+        alive = jnp.stack([jnp.sum(m_leaves[i], dtype=jnp.int32) for i in idx])
+        ks = jnp.asarray(round_mul(f, alive))
         new = list(m_leaves)
         for j, (i, g) in enumerate(zip(idx, grow)):
             m, k = m_leaves[i], ks[j]
@@ -157,7 +158,7 @@ def rigl(
       ValueError: ``every <= 0``, ``end <= start``, ``alpha`` outside ``(0, 1]``, or
         ``grads`` that does not mirror the params, each naming the argument.
 
-    Example:
+    Examples:
         >>> p = {"w": jnp.array([[0.1, 0.0], [-2.0, 0.0]])}
         >>> state = js.SparseTrainState.create(apply_fn=None, params=p, tx=optax.adam(0.1),
         ...     mask={"w": jnp.array([[True, False], [True, False]])})
@@ -219,7 +220,7 @@ def set(  # the algorithm's name, used as ``dst.set`` (shadows the builtin here 
     Raises:
       ValueError: ``every <= 0``, ``end <= start`` or ``zeta`` outside ``(0, 1]``.
 
-    Example:
+    Examples:
         >>> p = {"w": jnp.arange(1.0, 9.0).reshape(2, 4)}
         >>> state = js.SparseTrainState.create(apply_fn=None, params=p, tx=optax.sgd(0.1),
         ...     mask={"w": jnp.array([[True] * 4, [False] * 4])})

@@ -41,7 +41,7 @@ class EarlyBirdState(NamedTuple):
       count: int32 scalar, how many masks have been pushed.
       size: int32 scalar, how many mask entries a distance is normalised by.
 
-    Example:
+    Examples:
         >>> eb = js.early_bird.init({"w": jnp.ones((3, 4), bool)}, window=5)
         >>> eb.masks["w"].shape, int(eb.count), int(eb.size)
         ((5, 2), 0, 12)
@@ -51,7 +51,8 @@ class EarlyBirdState(NamedTuple):
     """
 
     masks: chex.ArrayTree
-    count: jax.Array
+    # a field named like tuple.count, which it shadows; never called as a method
+    count: jax.Array  # type: ignore[assignment]
     size: jax.Array
 
 
@@ -79,7 +80,7 @@ def init(mask: chex.ArrayTree, window: int = 5, *, where: Filter = all_leaves) -
       ValueError: ``window`` is not an int >= 2, or ``where`` selects no entry.
       TypeError: a mask leaf that is not ``bool``, naming its path.
 
-    Example:
+    Examples:
         >>> eb = js.early_bird.init({"g": jnp.ones(8, bool)}, window=3)
         >>> js.early_bird.distances(eb)
         Array([inf, inf], dtype=float32)
@@ -121,7 +122,7 @@ def update(eb: EarlyBirdState, mask: chex.ArrayTree) -> EarlyBirdState:
         path.
       TypeError: a mask leaf that is not ``bool``, naming its path.
 
-    Example:
+    Examples:
         >>> m = {"g": jnp.array([True, False, True])}
         >>> eb = js.early_bird.update(js.early_bird.init(m), m)
         >>> int(eb.count)
@@ -141,7 +142,7 @@ def update(eb: EarlyBirdState, mask: chex.ArrayTree) -> EarlyBirdState:
         if nbytes == 0:  # a leaf the distance leaves out
             out.append(fifo)
             continue
-        packed = pack(m)
+        packed = jnp.asarray(pack(m))
         if packed.shape != (nbytes,):
             raise ValueError(
                 f"early_bird.update: mask leaf '{path_str(path)}' has shape {jnp.shape(m)}, "
@@ -162,7 +163,7 @@ def distances(eb: EarlyBirdState) -> jax.Array:
       entries where the newest mask differs from the one pushed ``window - 1 - i``
       pushes before it; ``inf`` where that slot has not been filled yet.
 
-    Example:
+    Examples:
         >>> eb = js.early_bird.init({"g": jnp.ones(4, bool)}, window=3)
         >>> for m in ([1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]):
         ...     eb = js.early_bird.update(eb, {"g": jnp.array(m, bool)})
@@ -199,7 +200,7 @@ def found(eb: EarlyBirdState, eps: float | jax.Array = 0.1) -> jax.Array:
     Raises:
       ValueError: a concrete ``eps`` outside ``[0, 1]``.
 
-    Example:
+    Examples:
         >>> m = {"g": jnp.array([True, False])}
         >>> eb = js.early_bird.init(m, window=2)
         >>> bool(js.early_bird.found(js.early_bird.update(eb, m)))

@@ -57,7 +57,7 @@ def block_mapping(n_source: int, n_target: int, strategy: str = "interleave") ->
       ValueError: an unknown strategy, a stretch-only strategy asked to squeeze (or the
         reverse), a count below 1, or a stretch from a stage that has only block 0.
 
-    Example:
+    Examples:
         >>> block_mapping(4, 7), block_mapping(4, 7, "cycle"), block_mapping(7, 4)
         ([0, 1, 1, 2, 2, 3, 3], [0, 1, 2, 3, 1, 2, 3], [0, 1, 3, 5])
 
@@ -129,10 +129,14 @@ def _stage_key(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def _locate(paths: list[str], pattern: re.Pattern, who: str) -> list[tuple | None]:
+# (stage, block, role) of a leaf inside a block
+Location = tuple[int | str, int, str]
+
+
+def _locate(paths: list[str], pattern: re.Pattern, who: str) -> list[Location | None]:
     """``(stage, block, role)`` of each path in a block, ``None`` outside blocks; the role
     is the path with the block number cut out, the same in every block of a stage."""
-    out = []
+    out: list[Location | None] = []
     for path in paths:
         found = pattern.search(path)
         if found is None:
@@ -149,7 +153,7 @@ def _locate(paths: list[str], pattern: re.Pattern, who: str) -> list[tuple | Non
     return out
 
 
-def _blocks_per_stage(located: list[tuple | None], who: str) -> dict:
+def _blocks_per_stage(located: list[Location | None], who: str) -> dict:
     blocks: dict = {}
     for loc in located:
         if loc is not None:
@@ -162,7 +166,7 @@ def _blocks_per_stage(located: list[tuple | None], who: str) -> dict:
     return {stage: len(ids) for stage, ids in blocks.items()}
 
 
-def _stage_mappings(src_n: dict, tgt_n: dict, strategy, mapping) -> dict:
+def _stage_mappings(src_n: dict, tgt_n: dict, strategy: str, mapping: object) -> dict:
     if set(src_n) != set(tgt_n):
         raise ValueError(
             f"elastic: source stages {sorted(src_n, key=str)} differ from target stages "
@@ -242,7 +246,7 @@ def elastic(
         lacks, a block regex that matches no path, or target leaves left unfilled
         (naming them).
 
-    Example:
+    Examples:
         >>> src = {"stem": jnp.ones((1, 2))} | {
         ...     f"stage0_block{b}/w": jnp.full((2, 2), float(b)) for b in range(3)}
         >>> tgt = {"stem": jnp.zeros((1, 2))} | {
@@ -267,25 +271,29 @@ def elastic(
     s_paths, s_leaves, _ = flat_paths(params)
     t_paths, t_leaves, treedef = flat_paths(target_params)
     s_loc, t_loc = _locate(s_paths, pattern, "source"), _locate(t_paths, pattern, "target")
-    for who, loc in (("source", s_loc), ("target", t_loc)):
-        if all(x is None for x in loc):
+    for who, located in (("source", s_loc), ("target", t_loc)):
+        if all(x is None for x in located):
             raise ValueError(f"elastic: the block regex {block!r} matches no {who} path")
     maps = _stage_mappings(
         _blocks_per_stage(s_loc, "source"), _blocks_per_stage(t_loc, "target"), strategy, mapping
     )
-    index = {(loc or path): i for i, (path, loc) in enumerate(zip(s_paths, s_loc))}
-    sources, unfilled = [], []
+    index: dict[str | Location, int] = {
+        (loc or path): i for i, (path, loc) in enumerate(zip(s_paths, s_loc))
+    }
+    sources: list[int] = []  # one per target leaf once no target leaf is unfilled
+    unfilled = []
     for path, loc, leaf in zip(t_paths, t_loc, t_leaves):
         key = path if loc is None else (loc[0], maps[loc[0]][loc[1]], loc[2])
         i = index.get(key)
-        sources.append(i)
         if i is None:
             unfilled.append(path)
-        elif jnp.shape(s_leaves[i]) != jnp.shape(leaf):
+            continue
+        if jnp.shape(s_leaves[i]) != jnp.shape(leaf):
             raise ValueError(
                 f"elastic: source leaf '{s_paths[i]}' has shape {jnp.shape(s_leaves[i])} "
                 f"but target leaf '{path}' has shape {jnp.shape(leaf)}"
             )
+        sources.append(i)
     if unfilled:
         raise ValueError(f"elastic: no source leaf fills the target leaves {unfilled[:10]}")
     t_set = set(t_paths)

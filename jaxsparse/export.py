@@ -29,7 +29,8 @@ small kernel. They stay dense (masked); asking for one with ``where=`` is an err
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import chex
 import jax
@@ -56,8 +57,11 @@ __all__ = [
 
 FORMATS = ("bcoo", "bcsr", "nm")
 
+# a kernel as to_sparse leaves it: dense, BCOO, BCSR (transposed) or N:M-packed
+Kernel = jax.Array | sparse.BCOO | sparse.BCSR | NMPacked
 
-def dense_kernels(path: str, leaf) -> bool:
+
+def dense_kernels(path: str, leaf: Any) -> bool:
     """Default ``where=`` of :func:`to_sparse`: floating leaves of rank exactly 2.
 
     Args:
@@ -67,7 +71,7 @@ def dense_kernels(path: str, leaf) -> bool:
     Returns:
       ``True`` for a floating 2-D leaf (a Dense kernel); conv kernels are left dense.
 
-    Example:
+    Examples:
         >>> js.export.dense_kernels("w", jnp.ones((3, 2)))
         True
 
@@ -115,7 +119,8 @@ def to_sparse(
       where: which leaves become sparse (default :func:`dense_kernels`, floating leaves of
         rank 2); every selected leaf must be 2-D.
       format: ``"bcoo"``, ``"bcsr"`` or ``"nm"`` (layouts in the module docstring).
-      n, m: the N:M pattern, required with ``format="nm"`` (groups along axis 0).
+      n: ``n`` of the N:M pattern, required with ``format="nm"`` (groups along axis 0).
+      m: ``m`` of the N:M pattern, required with ``format="nm"``.
 
     Returns:
       A pytree with ``params``' structure: selected kernels sparse, other leaves dense with
@@ -126,7 +131,7 @@ def to_sparse(
         unknown ``format``; ``n``/``m`` missing, or a mask that is not N:M (naming the path).
       TypeError: a traced ``mask`` or ``params`` (call ``to_sparse`` outside ``jit``).
 
-    Example:
+    Examples:
         >>> params = {"Dense_0": {"kernel": jnp.array([[1.0, 2.0], [3.0, 4.0]]),
         ...                       "bias": jnp.zeros(2)}}
         >>> mask = {"Dense_0": {"kernel": jnp.array([[True, False], [False, True]]),
@@ -162,6 +167,7 @@ def to_sparse(
                 f"so export outside jit"
             )
         if format == "nm":
+            assert n is not None and m is not None  # checked on entry
             return nm_compress(p, mk, n, m, axis=0, name=name)
         kernel, alive = np.asarray(p), np.asarray(mk)
         return _bcoo(kernel, alive) if format == "bcoo" else _bcsr_transposed(kernel, alive)
@@ -169,7 +175,7 @@ def to_sparse(
     return jax.tree_util.tree_map_with_path(one, params, mask)
 
 
-def _is_kernel(x) -> bool:
+def _is_kernel(x: Any) -> bool:
     return isinstance(x, sparse.BCOO | sparse.BCSR | NMPacked)
 
 
@@ -182,7 +188,7 @@ def to_dense(sparse_params: chex.ArrayTree) -> chex.ArrayTree:
     Returns:
       The masked dense params: ``apply_mask(params, mask)`` of the exported pair.
 
-    Example:
+    Examples:
         >>> params = {"w": jnp.array([[1.0, 2.0], [3.0, 4.0]])}
         >>> mask = {"w": jnp.array([[True, False], [True, True]])}
         >>> js.export.to_dense(js.export.to_sparse(params, mask, format="bcsr"))["w"]
@@ -205,7 +211,7 @@ def to_dense(sparse_params: chex.ArrayTree) -> chex.ArrayTree:
     return jax.tree.map(one, sparse_params, is_leaf=_is_kernel)
 
 
-def matmul(x: jax.Array, kernel) -> jax.Array:
+def matmul(x: jax.Array, kernel: Kernel) -> jax.Array:
     """``x @ kernel`` for a dense kernel or one exported by :func:`to_sparse`.
 
     Args:
@@ -220,7 +226,7 @@ def matmul(x: jax.Array, kernel) -> jax.Array:
       ValueError: ``x``'s last axis does not match the kernel's inputs.
       TypeError: ``kernel`` is none of the above.
 
-    Example:
+    Examples:
         >>> k = js.export.to_sparse({"w": jnp.eye(2)}, {"w": jnp.eye(2, dtype=bool)},
         ...                         format="bcsr")["w"]
         >>> js.export.matmul(jnp.array([[1.0, 2.0]]), k)
@@ -245,7 +251,7 @@ def matmul(x: jax.Array, kernel) -> jax.Array:
     return jnp.reshape(y, (*lead, y.shape[-1]))
 
 
-def dense(x: jax.Array, kernel, bias: jax.Array | None = None) -> jax.Array:
+def dense(x: jax.Array, kernel: Kernel, bias: jax.Array | None = None) -> jax.Array:
     """A Dense layer, ``matmul(x, kernel) + bias``, for dense or exported kernels.
 
     Args:
@@ -259,7 +265,7 @@ def dense(x: jax.Array, kernel, bias: jax.Array | None = None) -> jax.Array:
     Raises:
       ValueError, TypeError: as :func:`matmul`.
 
-    Example:
+    Examples:
         >>> k = js.export.to_sparse({"w": jnp.eye(2)}, {"w": jnp.eye(2, dtype=bool)})["w"]
         >>> js.export.dense(jnp.array([[1.0, 2.0]]), k, jnp.array([0.5, 0.5]))
         Array([[1.5, 2.5]], dtype=float32)
@@ -271,7 +277,7 @@ def dense(x: jax.Array, kernel, bias: jax.Array | None = None) -> jax.Array:
     return y if bias is None else y + bias
 
 
-def _layer(tree, path: str):
+def _layer(tree: chex.ArrayTree, path: str) -> dict:
     node = tree
     for key in path.strip("/").split("/"):
         if not isinstance(node, dict) or key not in node:
@@ -282,7 +288,7 @@ def _layer(tree, path: str):
     return node
 
 
-def _dense_layer_names(tree) -> list[str]:
+def _dense_layer_names(tree: Mapping[str, Any]) -> list[str]:
     found = [(int(g.group(1)), k) for k in tree if (g := re.fullmatch(r"Dense_(\d+)", str(k)))]
     return [k for _, k in sorted(found)]
 
@@ -310,7 +316,7 @@ def mlp_apply(
     Raises:
       ValueError: no ``Dense_<i>`` layers and no ``layers=``, or a path with no kernel.
 
-    Example:
+    Examples:
         >>> params = {"Dense_0": {"kernel": jnp.eye(2), "bias": -jnp.ones(2)},
         ...           "Dense_1": {"kernel": jnp.ones((2, 1)), "bias": jnp.zeros(1)}}
         >>> sp = js.export.to_sparse(params, js.mask_like(params), format="bcsr")

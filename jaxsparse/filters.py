@@ -33,7 +33,7 @@ def path_str(path: jax.tree_util.KeyPath) -> str:
     Returns:
       The path's keys joined by ``/``.
 
-    Example:
+    Examples:
         >>> tree = {"params": {"Dense_0": {"kernel": jnp.ones(2)}}}
         >>> path_str(jax.tree_util.tree_flatten_with_path(tree)[0][0][0])
         'params/Dense_0/kernel'
@@ -54,7 +54,7 @@ def kernels(path: str, leaf: Any) -> bool:
     Returns:
       ``True`` for a floating leaf of rank 2 or more.
 
-    Example:
+    Examples:
         >>> kernels("w", jnp.ones((3, 2))), kernels("b", jnp.ones(2))
         (True, False)
 
@@ -76,7 +76,7 @@ def all_leaves(path: str, leaf: Any) -> bool:
     Returns:
       ``True`` for any floating leaf.
 
-    Example:
+    Examples:
         >>> all_leaves("b", jnp.ones(2)), all_leaves("step", jnp.int32(0))
         (True, False)
 
@@ -93,7 +93,7 @@ def is_floating(leaf: Any) -> bool:
     Only floating leaves are ever scored or pruned; integer leaves (step counters,
     indices) pass through every jaxsparse function untouched.
 
-    Example:
+    Examples:
         >>> is_floating(jnp.ones(2)), is_floating(jnp.arange(2))
         (True, False)
 
@@ -116,7 +116,7 @@ def resolve_filter(where: Filter) -> Callable[[str, Any], bool]:
     Raises:
       TypeError: ``where`` is none of the above.
 
-    Example:
+    Examples:
         >>> pred = resolve_filter("Dense_0/")
         >>> pred("Dense_0/bias", jnp.ones(2)), pred("Dense_1/bias", jnp.ones(2))
         (True, False)
@@ -147,7 +147,7 @@ def prunable(tree: chex.ArrayTree, where: Filter = None) -> chex.ArrayTree:
     Returns:
       A pytree of Python bools with ``tree``'s structure.
 
-    Example:
+    Examples:
         >>> params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
         >>> prunable(params)
         {'b': False, 'w': True}
@@ -182,7 +182,7 @@ def check_structure(
     Raises:
       ValueError: a missing or unexpected path, or a leaf shape that differs.
 
-    Example:
+    Examples:
         >>> check_structure({"w": jnp.ones(2)}, {"v": jnp.ones(2)}, name="scores")
         Traceback (most recent call last):
         ...
@@ -214,7 +214,7 @@ def check_structure(
 def leaf_paths(tree: chex.ArrayTree) -> list[str]:
     """The ``/``-joined path of every leaf, in ``jax.tree.leaves`` order.
 
-    Example:
+    Examples:
         >>> leaf_paths({"b": [jnp.ones(1)], "a": jnp.ones(2)})
         ['a', 'b/0']
 

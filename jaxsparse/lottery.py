@@ -64,7 +64,7 @@ def imp_round(
     Returns:
       The rewound state with the new, nested mask.
 
-    Example:
+    Examples:
         >>> params = {"w": jnp.arange(1.0, 11.0).reshape(2, 5)}
         >>> state = js.SparseTrainState.create(
         ...     apply_fn=None, params=params, tx=optax.sgd(0.1))
@@ -118,7 +118,7 @@ def run(
     *,
     rounds: int,
     controls: Sequence[Control] = (),
-    **imp_kwargs,
+    **imp_kwargs: Any,
 ) -> tuple[State, dict[str, Any]]:
     """The whole IMP loop, train -> prune -> rewind, as one ``lax.scan`` over rounds.
 
@@ -148,7 +148,7 @@ def run(
       leading axes (rounds, arms) and ``history["density"]`` the trained masks' global
       densities, shape (rounds, arms).
 
-    Example:
+    Examples:
         >>> params = {"w": jnp.ones((4, 4))}
         >>> state = js.SparseTrainState.create(apply_fn=None, params=params,
         ...                                    tx=optax.sgd(0.1))
@@ -186,7 +186,7 @@ def _round(ticket, train_fn, key, controls, imp_kwargs):
 
 def run_resumable(
     state: State,
-    train_fn: Callable[[State, jax.Array], tuple[State, Any]],
+    train_fn: Callable[..., tuple[State, Any]],
     key: jax.Array,
     *,
     rounds: int,
@@ -195,7 +195,7 @@ def run_resumable(
     keep: int | None = None,
     on_round: Callable[[int, State, Any], None] | None = None,
     data: Any = None,
-    **imp_kwargs,
+    **imp_kwargs: Any,
 ) -> tuple[State, dict[str, Any]]:
     """:func:`run`, one compiled round a call, checkpointed after every round.
 
@@ -216,7 +216,13 @@ def run_resumable(
     function cannot close over it); :func:`jaxsparse.make_train_fn` takes it so.
 
     Args:
-      state, train_fn, key, rounds, controls, **imp_kwargs: as for :func:`run`.
+      state: as for :func:`run`.
+      train_fn: as for :func:`run`; with ``data``, called as
+        ``train_fn(state, key, data=data)``.
+      key: as for :func:`run`.
+      rounds: as for :func:`run`.
+      controls: as for :func:`run`.
+      **imp_kwargs: as for :func:`run`.
       directory: where the round checkpoints live (created if missing).
       keep: keep only the newest ``keep`` round checkpoints (default: all).
       on_round: optional callback after each completed round.
@@ -230,7 +236,7 @@ def run_resumable(
         (see :func:`jaxsparse.checkpoint.load_state`), was written with another key,
         controls or pruning arguments, or holds more rounds than ``rounds``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> state = js.SparseTrainState.create(
         ...     apply_fn=None, params={"w": jnp.arange(1.0, 17.0).reshape(4, 4)},
@@ -289,7 +295,7 @@ def run_resumable(
     return state, history
 
 
-def _fingerprint(key, controls, imp_kwargs) -> str:
+def _fingerprint(key: jax.Array, controls: Sequence[Control], imp_kwargs: Mapping[str, Any]) -> str:
     """What must not change between a run and its resumption, as a short string."""
 
     def name(x):

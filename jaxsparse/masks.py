@@ -11,6 +11,8 @@ Which leaves are *prunable* is decided by a ``where=`` filter: see
 
 from __future__ import annotations
 
+from typing import Any
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -32,7 +34,7 @@ def mask_like(params: chex.ArrayTree, where: Filter = None) -> chex.ArrayTree:
     Returns:
       A pytree of ``bool`` arrays, each with its param's shape, all ``True``.
 
-    Example:
+    Examples:
         >>> mask = mask_like({"w": jnp.ones((3, 2)), "b": jnp.zeros(2)})
         >>> mask["w"].dtype, mask["w"].shape
         (dtype('bool'), (3, 2))
@@ -46,13 +48,13 @@ def mask_like(params: chex.ArrayTree, where: Filter = None) -> chex.ArrayTree:
     return jax.tree.map(lambda x: jnp.ones_like(x, dtype=bool), params)
 
 
-def explicit_spec(x) -> jax.sharding.PartitionSpec | None:
+def explicit_spec(x: Any) -> jax.sharding.PartitionSpec | None:
     """``x``'s partition spec when it lives on a mesh with Explicit axes, else ``None``.
 
     What to pass as ``out_sharding=`` to build an array laid out like ``x`` (a random
     score, a mask); ``None`` leaves the layout to XLA, as under Auto axes or no mesh.
 
-    Example:
+    Examples:
         >>> explicit_spec(jnp.zeros(3)) is None
         True
 
@@ -74,7 +76,7 @@ def align(m: jax.Array, like: jax.Array) -> jax.Array:
     Explicit axes (the default of ``jax.make_mesh``); under Auto axes, or with no mesh,
     XLA picks the layout and ``m`` is returned as it is.
 
-    Example:
+    Examples:
         >>> m = align(jnp.ones(3, bool), jnp.zeros(3))
         >>> m.dtype, m.shape
         (dtype('bool'), (3,))
@@ -91,7 +93,7 @@ def align(m: jax.Array, like: jax.Array) -> jax.Array:
 def zero_pruned(x: jax.Array, m: jax.Array) -> jax.Array:
     """One leaf with its pruned entries set to zero (dtype and sharding kept).
 
-    Example:
+    Examples:
         >>> zero_pruned(jnp.array([1.0, -2.0]), jnp.array([True, False]))
         Array([1., 0.], dtype=float32)
 
@@ -111,7 +113,7 @@ def check_mask(mask: chex.ArrayTree, params: chex.ArrayTree, *, name: str = "mas
       ValueError: structure or shape mismatch, naming the pytree path.
       TypeError: a mask leaf that is not ``bool``.
 
-    Example:
+    Examples:
         >>> check_mask({"w": jnp.ones(3, bool)}, {"w": jnp.ones(4)})
         Traceback (most recent call last):
         ...
@@ -141,7 +143,7 @@ def apply_mask(params: chex.ArrayTree, mask: chex.ArrayTree) -> chex.ArrayTree:
     Raises:
       ValueError, TypeError: ``mask`` does not mirror ``params`` (see :func:`check_mask`).
 
-    Example:
+    Examples:
         >>> apply_mask({"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([True, False])})
         {'w': Array([1., 0.], dtype=float32)}
 
@@ -158,7 +160,7 @@ def mask_prunable(mask: chex.ArrayTree, where: Filter = None) -> list[bool]:
     The filter sees each mask leaf's path and a float32 stand-in of its shape: a ``bool``
     leaf is never "floating", yet it stands for a (floating) weight.
 
-    Example:
+    Examples:
         >>> mask_prunable({"b": jnp.ones(3, bool), "w": jnp.ones((3, 2), bool)})
         [False, True]
 
@@ -187,7 +189,7 @@ def counts(mask: chex.ArrayTree, where: Filter = None) -> tuple[jax.Array, int]:
     Returns:
       ``alive``, an int32 scalar (traceable), and ``total``, a static Python int.
 
-    Example:
+    Examples:
         >>> counts({"w": jnp.array([[True, False], [True, True]]), "b": jnp.ones(2, bool)})
         (Array(3, dtype=int32), 4)
 
@@ -213,7 +215,7 @@ def sparsity(mask: chex.ArrayTree, where: Filter = None) -> jax.Array:
     Raises:
       ValueError: ``where`` selects no leaf.
 
-    Example:
+    Examples:
         >>> sparsity({"w": jnp.array([[True, False], [False, False]])})
         Array(0.75, dtype=float32)
 
@@ -239,7 +241,7 @@ def density(mask: chex.ArrayTree, where: Filter = None) -> jax.Array:
     Raises:
       ValueError: ``where`` selects no leaf.
 
-    Example:
+    Examples:
         >>> density({"w": jnp.array([[True, False], [False, False]])})
         Array(0.25, dtype=float32)
 
@@ -260,7 +262,7 @@ def leaf_sparsity(mask: chex.ArrayTree) -> chex.ArrayTree:
     Returns:
       A pytree of float32 scalars, each the fraction of ``False`` entries of its leaf.
 
-    Example:
+    Examples:
         >>> leaf_sparsity({"w": jnp.array([True, False, False, False]), "b": jnp.ones(2, bool)})
         {'b': Array(0., dtype=float32), 'w': Array(0.75, dtype=float32)}
 
@@ -273,7 +275,7 @@ def leaf_sparsity(mask: chex.ArrayTree) -> chex.ArrayTree:
 def report(mask: chex.ArrayTree, where: Filter = None) -> str:
     """A readable per-path table: shape, alive, total, sparsity, and a global line.
 
-    Example:
+    Examples:
         >>> print(report({"w": jnp.array([[True, False], [True, True]])}))
         path   shape    alive   total  sparsity
         w      (2, 2)       3       4    25.00%
@@ -300,7 +302,7 @@ def report(mask: chex.ArrayTree, where: Filter = None) -> str:
 def hamming(m1: chex.ArrayTree, m2: chex.ArrayTree, where: Filter = None) -> jax.Array:
     """Normalised Hamming distance: the fraction of prunable positions where masks differ.
 
-    Example:
+    Examples:
         >>> hamming({"w": jnp.array([[1, 1], [0, 0]], bool)},
         ...         {"w": jnp.array([[1, 0], [0, 0]], bool)})
         Array(0.25, dtype=float32)
@@ -320,7 +322,7 @@ def hamming(m1: chex.ArrayTree, m2: chex.ArrayTree, where: Filter = None) -> jax
 def overlap(m1: chex.ArrayTree, m2: chex.ArrayTree, where: Filter = None) -> jax.Array:
     """Intersection over union of the alive weights of two masks (1.0 for two empty masks).
 
-    Example:
+    Examples:
         >>> overlap({"w": jnp.array([[1, 1], [0, 0]], bool)},
         ...         {"w": jnp.array([[1, 0], [1, 0]], bool)})
         Array(0.33333334, dtype=float32)
@@ -342,7 +344,7 @@ def overlap(m1: chex.ArrayTree, m2: chex.ArrayTree, where: Filter = None) -> jax
 def pack(mask: chex.ArrayTree) -> chex.ArrayTree:
     """Bit-packs a mask for storage: one ``uint8`` vector per leaf, 1 bit a weight.
 
-    Example:
+    Examples:
         >>> pack({"w": jnp.ones((3, 3), bool)})["w"].shape
         (2,)
 
@@ -366,7 +368,7 @@ def unpack(packed: chex.ArrayTree, like: chex.ArrayTree) -> chex.ArrayTree:
     Raises:
       ValueError: a packed leaf whose length does not fit its shape, naming the path.
 
-    Example:
+    Examples:
         >>> mask = {"w": jnp.array([[True, False, True], [False, True, True]])}
         >>> bool((unpack(pack(mask), mask)["w"] == mask["w"]).all())
         True

@@ -32,7 +32,7 @@ class NMPacked:
       n, m, axis: the pattern (static).
       shape: the kernel's shape (static).
 
-    Example:
+    Examples:
         >>> p = js.export.nm_compress(jnp.ones((4, 3)), jnp.ones((4, 3), bool), n=2, m=2)
         >>> p.values.shape, p.indices.dtype, (p.n, p.m, p.axis, p.shape)
         ((2, 2, 3), dtype('uint8'), (2, 2, 0, (4, 3)))
@@ -54,7 +54,7 @@ jax.tree_util.register_dataclass(
 )
 
 
-def _check_pattern(shape, n: int, m: int, axis: int, name: str) -> int:
+def _check_pattern(shape: tuple[int, ...], n: int, m: int, axis: int, name: str) -> int:
     if not (isinstance(n, int) and isinstance(m, int) and 1 <= n <= m <= 256):
         raise ValueError(f"{name}: need integers 1 <= n <= m <= 256, got n={n!r}, m={m!r}")
     if not -len(shape) <= axis < len(shape):
@@ -91,7 +91,7 @@ def nm_compress(
         the axis and the group. A traced mask cannot be checked: it must be N:M.
       TypeError: ``mask`` is not ``bool``.
 
-    Example:
+    Examples:
         >>> kernel = jnp.arange(8.0).reshape(4, 2)
         >>> mask = jnp.array([[1, 0], [0, 1], [1, 1], [0, 0]], bool)
         >>> p = js.export.nm_compress(kernel, mask, n=1, m=2)
@@ -138,7 +138,7 @@ def nm_decompress(packed: NMPacked) -> jax.Array:
     Returns:
       An array of ``packed.shape`` and the values' dtype, zero at pruned weights.
 
-    Example:
+    Examples:
         >>> kernel = jnp.array([[1.0, 2.0], [3.0, 4.0]])
         >>> mask = jnp.array([[True, False], [False, True]])
         >>> js.export.nm_decompress(js.export.nm_compress(kernel, mask, n=1, m=2))
@@ -174,7 +174,7 @@ def nm_matmul(x: jax.Array, packed: NMPacked) -> jax.Array:
     Raises:
       ValueError: the kernel is not 2-D, or ``x``'s last axis is not ``in``.
 
-    Example:
+    Examples:
         >>> kernel = jnp.array([[1.0, 2.0], [3.0, 4.0]])
         >>> p = js.export.nm_compress(kernel, jnp.array([[1, 0], [0, 1]], bool), n=1, m=2)
         >>> js.export.nm_matmul(jnp.array([[1.0, 1.0]]), p)

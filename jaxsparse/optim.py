@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -19,7 +19,7 @@ class MaskedState(NamedTuple):
       mask: a ``bool`` pytree mirroring the params; ``False`` = pruned.
       inner_state: the state of the wrapped optimizer.
 
-    Example:
+    Examples:
         >>> state = masked(optax.sgd(0.1)).init({"w": jnp.ones(2)})
         >>> isinstance(state, MaskedState), state.mask["w"]
         (True, Array([ True,  True], dtype=bool))
@@ -64,7 +64,7 @@ def masked(
     Returns:
       An optax ``GradientTransformation`` with state :class:`MaskedState`.
 
-    Example:
+    Examples:
         >>> params = {"w": jnp.array([1.0, 2.0])}
         >>> tx = masked(optax.sgd(0.1), {"w": jnp.array([True, False])})
         >>> state = tx.init(params)
@@ -101,7 +101,7 @@ def masked(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _is_masked(x) -> bool:
+def _is_masked(x: Any) -> bool:
     return isinstance(x, MaskedState)
 
 
@@ -111,7 +111,7 @@ def get_mask(opt_state: optax.OptState) -> chex.ArrayTree:
     Raises:
       ValueError: ``opt_state`` holds no ``MaskedState``.
 
-    Example:
+    Examples:
         >>> tx = optax.chain(optax.clip(1.0), masked(optax.adam(1e-3)))
         >>> get_mask(tx.init({"w": jnp.ones(2)}))
         {'w': Array([ True,  True], dtype=bool)}
@@ -135,7 +135,7 @@ def set_mask(opt_state: optax.OptState, mask: chex.ArrayTree) -> optax.OptState:
       ValueError: no ``MaskedState`` in ``opt_state``, or ``mask`` does not mirror the
         old mask (the error names the path).
 
-    Example:
+    Examples:
         >>> tx = masked(optax.sgd(0.1))
         >>> s = set_mask(tx.init({"w": jnp.ones(2)}), {"w": jnp.array([True, False])})
         >>> get_mask(s)["w"]

@@ -32,7 +32,7 @@ from jaxsparse.filters import check_structure
 def data_mesh(devices: Sequence[jax.Device] | None = None, axis: str = "data") -> Mesh:
     """A one-axis ``Mesh`` over ``devices`` (default: all devices of all hosts).
 
-    Example:
+    Examples:
         >>> mesh = data_mesh()
         >>> mesh.axis_names, mesh.size == jax.device_count()
         (('data',), True)
@@ -63,7 +63,7 @@ def process_rows(n: int, sharding: NamedSharding) -> slice:
       ValueError: this process's rows are not one contiguous block (a mesh whose
         devices interleave processes).
 
-    Example:
+    Examples:
         >>> process_rows(16, batch_sharding(data_mesh()))  # one process holds all rows
         slice(0, 16, None)
 
@@ -71,7 +71,9 @@ def process_rows(n: int, sharding: NamedSharding) -> slice:
       JAX, "Distributed data loading" (each process loads the rows its devices hold).
     """
     spans = {
-        idx[0].indices(n)[:2] for idx in sharding.addressable_devices_indices_map((n,)).values()
+        idx[0].indices(n)[:2]
+        for idx in sharding.addressable_devices_indices_map((n,)).values()
+        if idx is not None
     }
     lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
     if sum(b - a for a, b in spans) != hi - lo:
@@ -97,7 +99,7 @@ def shard_batch(local: chex.ArrayTree, sharding: NamedSharding) -> chex.ArrayTre
     Returns:
       The pytree of global arrays.
 
-    Example:
+    Examples:
         >>> mesh = data_mesh()
         >>> data = {"x": np.arange(32.0).reshape(16, 2)}
         >>> rows = process_rows(16, batch_sharding(mesh))
@@ -128,7 +130,7 @@ def to_host(tree: chex.ArrayTree) -> chex.ArrayTree:
     Returns:
       The pytree with NumPy leaves.
 
-    Example:
+    Examples:
         >>> x = jax.device_put(jnp.arange(8), batch_sharding(data_mesh()))
         >>> to_host({"x": x})["x"]
         array([0, 1, 2, 3, 4, 5, 6, 7], dtype=int32)
@@ -157,7 +159,7 @@ def batch_sharding(mesh: Mesh, axis: str = "data") -> NamedSharding:
     Returns:
       A ``NamedSharding`` with ``PartitionSpec(axis)``.
 
-    Example:
+    Examples:
         >>> batch = jax.device_put(jnp.ones((16, 3)), batch_sharding(data_mesh()))
         >>> batch.sharding.shard_shape(batch.shape) == (16 // jax.device_count(), 3)
         True
@@ -178,7 +180,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
     Returns:
       A ``NamedSharding`` with an empty ``PartitionSpec``.
 
-    Example:
+    Examples:
         >>> x = jax.device_put(jnp.ones(4), replicated(data_mesh()))
         >>> x.sharding.is_fully_replicated
         True
@@ -196,7 +198,7 @@ def shard_like(tree: chex.ArrayTree, params: chex.ArrayTree) -> chex.ArrayTree:
     Raises:
       ValueError: ``tree`` does not mirror ``params`` (naming the path).
 
-    Example:
+    Examples:
         >>> mesh = data_mesh()
         >>> p = jax.device_put({"w": jnp.ones((8, 2))}, batch_sharding(mesh))
         >>> m = shard_like(js.mask_like(p), p)
@@ -214,7 +216,7 @@ def shard_like(tree: chex.ArrayTree, params: chex.ArrayTree) -> chex.ArrayTree:
 def replicate(tree: chex.ArrayTree, n: int | None = None) -> chex.ArrayTree:
     """Stacks ``n`` copies (default: local device count) on a leading axis, for ``pmap``.
 
-    Example:
+    Examples:
         >>> replicate({"w": jnp.ones(3)}, 2)["w"].shape
         (2, 3)
 
@@ -234,7 +236,7 @@ def unreplicate(tree: chex.ArrayTree) -> chex.ArrayTree:
     Returns:
       The pytree with that axis indexed at 0.
 
-    Example:
+    Examples:
         >>> unreplicate(replicate({"w": jnp.arange(3)}, 2))["w"]
         array([0, 1, 2], dtype=int32)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any, cast
 
 import chex
 import jax
@@ -57,7 +58,7 @@ def _check_scores(scores: chex.ArrayTree, selected: list[bool]) -> None:
             raise ValueError(f"prune: score leaf '{path_str(path)}' contains NaN")
 
 
-def _check_fraction(x, where: str) -> None:
+def _check_fraction(x: Any, where: str) -> None:
     if isinstance(x, jax.core.Tracer):
         return
     if np.ndim(x) != 0:
@@ -67,11 +68,11 @@ def _check_fraction(x, where: str) -> None:
         raise ValueError(f"{where} must be in [0, 1), got {v}")
 
 
-def _scalar(x) -> bool:
+def _scalar(x: Any) -> bool:
     return isinstance(x, (float, int, np.number, jax.Array, np.ndarray)) and np.ndim(x) == 0
 
 
-def _rate_for(path: str, rates: Mapping[str, float] | None):
+def _rate_for(path: str, rates: Mapping[str, float] | None) -> float | None:
     for pattern, rate in (rates or {}).items():
         if re.search(pattern, path):
             return rate
@@ -81,7 +82,7 @@ def _rate_for(path: str, rates: Mapping[str, float] | None):
 def prune(
     scores: chex.ArrayTree,
     mask: chex.ArrayTree,
-    amount,
+    amount: float | chex.ArrayTree,
     *,
     scope: str = "layerwise",
     where: Filter = None,
@@ -115,7 +116,7 @@ def prune(
       ValueError / TypeError: mismatched trees, non-float or NaN scores, an amount
         outside ``[0, 1)``, or a ``where`` that selects no leaf, each naming the place.
 
-    Example:
+    Examples:
         >>> w = {"w": jnp.array([[0.3, -0.1], [2.0, 0.05]])}
         >>> m = prune(scores.magnitude(w), mask_like(w), 0.5)
         >>> m["w"]
@@ -138,8 +139,8 @@ def prune(
             "ndim >= 2; pass where=js.all_leaves to prune 1-D scores such as group scores)"
         )
     _check_scores(scores, sel)
-    for pattern, rate in (rates or {}).items():
-        _check_fraction(rate, f"prune: rates[{pattern!r}]")
+    for pattern, pattern_rate in (rates or {}).items():
+        _check_fraction(pattern_rate, f"prune: rates[{pattern!r}]")
     paths = leaf_paths(scores)
     s_leaves = jax.tree.leaves(scores)
     m_leaves, treedef = jax.tree.flatten(mask)
@@ -151,11 +152,13 @@ def prune(
         targets = _target_leaves(amount, mask)
     else:
         _check_fraction(amount, "prune: amount")
+    fraction = cast(float | jax.Array, amount)  # read only where amount is a scalar
 
     dtypes = _key_dtype([x for x, keep in zip(s_leaves, sel) if keep])
     keys = [_keys(x, m, *dtypes) if keep else None for x, m, keep in zip(s_leaves, m_leaves, sel)]
     new = list(m_leaves)
-    pooled, groups, ks, owners = [], [], [], []
+    pooled: list[int] = []
+    groups, ks, owners = [], [], []
     for i, (path, m) in enumerate(zip(paths, m_leaves)):
         if not sel[i]:
             continue
@@ -167,7 +170,7 @@ def prune(
             n = int(np.prod(m.shape))
             k = jnp.maximum(round_mul(targets[i], n) - (n - alive), 0)
         elif scope == "layerwise":
-            k = round_mul(amount, alive)
+            k = round_mul(fraction, alive)
         else:
             pooled.append(i)
             continue
@@ -175,9 +178,11 @@ def prune(
         ks.append(k)
         owners.append([i])
     if pooled:
-        alive = sum((jnp.sum(m_leaves[i], dtype=jnp.int32) for i in pooled), jnp.int32(0))
+        pooled_alive = jnp.sum(
+            jnp.stack([jnp.sum(m_leaves[i], dtype=jnp.int32) for i in pooled]), dtype=jnp.int32
+        )
         groups.append([keys[i] for i in pooled])
-        ks.append(round_mul(amount, alive))
+        ks.append(round_mul(fraction, pooled_alive))
         owners.append(pooled)
     if groups:
         # one search for every leaf pruned on its own and the global pool
@@ -187,7 +192,7 @@ def prune(
     return jax.tree.unflatten(treedef, new)
 
 
-def _target_leaves(targets: chex.ArrayTree, mask: chex.ArrayTree) -> list:
+def _target_leaves(targets: Any, mask: chex.ArrayTree) -> list:
     check_structure(
         targets,
         mask,
@@ -211,7 +216,7 @@ def shuffle_mask(
     at random positions. Non-prunable leaves are returned as they are. Exact counts, no
     sort: the alive positions are the lowest of uniform random keys.
 
-    Example:
+    Examples:
         >>> m = {"w": jnp.array([[True, False, False], [True, True, False]])}
         >>> int(shuffle_mask(jax.random.key(0), m)["w"].sum())
         3
@@ -241,7 +246,14 @@ def shuffle_mask(
     return jax.tree.unflatten(treedef, out)
 
 
-def _prune_to(scores, mask, target, *, scope: str = "layerwise", where: Filter = None):
+def _prune_to(
+    scores: chex.ArrayTree,
+    mask: chex.ArrayTree,
+    target: Any,
+    *,
+    scope: str = "layerwise",
+    where: Filter = None,
+) -> chex.ArrayTree:
     """Prunes the lowest-scoring alive weights until ``round(target * n)`` prunable
     weights are dead, per leaf (``n`` its size) or over all prunable leaves (``n`` their
     total); a leaf (or pool) already that sparse is left as it is. ``target`` may be

@@ -24,7 +24,9 @@ from jaxsparse.pruning import _prune_to
 LossFn = Callable[[chex.ArrayTree, Any], jax.Array]
 
 
-def _split(params: chex.ArrayTree):
+def _split(
+    params: chex.ArrayTree,
+) -> tuple[list[jax.Array], Callable[[list[jax.Array]], chex.ArrayTree]]:
     """(floating leaves, merge): ``merge(new_floats)`` rebuilds the tree around them."""
     leaves, treedef = jax.tree.flatten(params)
     flags = [is_floating(x) for x in leaves]
@@ -36,7 +38,13 @@ def _split(params: chex.ArrayTree):
     return [x for x, f in zip(leaves, flags) if f], merge
 
 
-def _loss_of_floats(name: str, loss_fn: LossFn, params, batch):
+def _loss_of_floats(
+    name: str, loss_fn: LossFn, params: chex.ArrayTree, batch: Any
+) -> tuple[
+    list[jax.Array],
+    Callable[[list[jax.Array]], chex.ArrayTree],
+    Callable[[list[jax.Array]], jax.Array],
+]:
     """The loss as a function of the floating leaves, after checking ``batch`` fits."""
     floats, merge = _split(params)
     try:
@@ -67,7 +75,7 @@ def snip(loss_fn: LossFn, params: chex.ArrayTree, batch: Any) -> chex.ArrayTree:
       ValueError: ``loss_fn`` fails on ``batch`` (the message names ``batch`` and its
         leaf shapes) or does not return a scalar.
 
-    Example:
+    Examples:
         >>> loss = lambda p, b: jnp.sum((b @ p["w"]) ** 2)
         >>> snip(loss, {"w": jnp.array([[1.0], [-2.0]])}, jnp.ones((1, 2)))["w"]
         Array([[2.],
@@ -108,7 +116,7 @@ def grasp(loss_fn: LossFn, params: chex.ArrayTree, batch: Any) -> chex.ArrayTree
     Raises:
       ValueError: ``loss_fn`` fails on ``batch`` (naming ``batch``) or is not scalar.
 
-    Example:
+    Examples:
         >>> loss = lambda p, b: jnp.sum((b * p["w"]) ** 2)  # H = diag(2 b²)
         >>> grasp(loss, {"w": jnp.array([1.0, -2.0])}, jnp.array([1.0, 3.0]))["w"]
         Array([   4., 1296.], dtype=float32)
@@ -165,7 +173,7 @@ def synflow(
     Raises:
       ValueError: ``apply_fn`` fails on an input of ``input_shape``.
 
-    Example:
+    Examples:
         >>> apply = lambda p, x: x @ p["w1"] @ p["w2"]
         >>> p = {"w1": jnp.array([[1.0, -2.0]]), "w2": jnp.array([[3.0], [0.5]])}
         >>> synflow(apply, p, (1, 1), rescale=False)["w1"]
@@ -200,7 +208,7 @@ def iterative_synflow(
     apply_fn: Callable[[chex.ArrayTree, jax.Array], Any],
     params: chex.ArrayTree,
     input_shape: Sequence[int],
-    density: float,
+    density: float | jax.Array,
     *,
     rounds: int = 100,
     mask: chex.ArrayTree | None = None,
@@ -217,13 +225,15 @@ def iterative_synflow(
     ``lax.fori_loop``, so the program is compiled once however many there are.
 
     Args:
-      apply_fn, input_shape, rescale: as in :func:`synflow`.
+      apply_fn: as in :func:`synflow`.
       params: the initial params.
+      input_shape: as in :func:`synflow`.
       density: the final fraction of alive prunable weights, in ``(0, 1]``.
       rounds: number of rounds, ``>= 1`` (the paper: 100).
       mask: a starting mask (default dense); pruned weights stay pruned.
       scope: ``"global"`` (the paper) or ``"layerwise"``.
       where: which leaves may be pruned (default: kernels, ``ndim >= 2``).
+      rescale: as in :func:`synflow`.
 
     Returns:
       The final mask, a ``bool`` pytree mirroring ``params``.
@@ -231,7 +241,7 @@ def iterative_synflow(
     Raises:
       ValueError: ``density`` outside ``(0, 1]``, ``rounds < 1``, or as :func:`synflow`.
 
-    Example:
+    Examples:
         >>> apply = lambda p, x: x @ p["w1"] @ p["w2"]
         >>> p = {"w1": jnp.arange(1.0, 7.0).reshape(2, 3), "w2": jnp.ones((3, 2))}
         >>> m = iterative_synflow(apply, p, (1, 2), 0.5, rounds=4)
@@ -278,7 +288,7 @@ def movement(grads_sum: chex.ArrayTree, params: chex.ArrayTree) -> chex.ArrayTre
     Raises:
       ValueError: ``grads_sum`` does not mirror ``params`` (naming the path).
 
-    Example:
+    Examples:
         >>> movement({"w": jnp.array([1.0, 1.0])}, {"w": jnp.array([-2.0, 3.0])})["w"]
         Array([ 2., -3.], dtype=float32)
 

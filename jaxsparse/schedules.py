@@ -29,16 +29,16 @@ Schedule = Callable[[Any], jax.Array]
 State = Any  # duck-typed: .params, .opt_state, .step, .replace
 
 
-def _concrete(x) -> bool:
+def _concrete(x: Any) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def _check_sparsity(x, name: str) -> None:
+def _check_sparsity(x: Any, name: str) -> None:
     if _concrete(x) and not 0.0 <= float(x) < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {x}")
 
 
-def _check_positive(x, name: str) -> None:
+def _check_positive(x: Any, name: str) -> None:
     if _concrete(x) and (np.ndim(x) != 0 or int(x) != x or x <= 0):
         raise ValueError(f"{name} must be a positive integer, got {x}")
 
@@ -56,7 +56,7 @@ def one_shot(sparsity: float, step: int = 0) -> Schedule:
     Raises:
       ValueError: ``sparsity`` outside ``[0, 1)`` or a negative ``step``.
 
-    Example:
+    Examples:
         >>> s = one_shot(0.9, step=100)
         >>> float(s(99)), round(float(s(100)), 6)
         (0.0, 0.9)
@@ -94,7 +94,7 @@ def polynomial(
       ValueError: sparsities outside ``[0, 1)`` or ``initial > final``,
         ``end <= begin``, or ``power <= 0``, naming the argument.
 
-    Example:
+    Examples:
         >>> s = polynomial(0.8, begin=0, end=100)
         >>> [round(float(s(t)), 6) for t in (0, 50, 100, 200)]
         [0.0, 0.7, 0.8, 0.8]
@@ -136,7 +136,7 @@ def imp_geometric(rate: float, every: int, rounds: int, *, start: int = 0) -> Sc
     Raises:
       ValueError: ``rate`` outside ``[0, 1)``, or ``every`` / ``rounds`` not positive.
 
-    Example:
+    Examples:
         >>> s = imp_geometric(0.2, every=10, rounds=3)
         >>> [round(float(s(t)), 6) for t in (0, 9, 10, 20, 99)]
         [0.2, 0.2, 0.36, 0.488, 0.488]
@@ -191,7 +191,7 @@ def gradual_prune(
     Raises:
       ValueError: ``every`` not a positive integer or an unknown ``scope``.
 
-    Example:
+    Examples:
         >>> state = js.SparseTrainState.create(
         ...     apply_fn=None, params={"w": jnp.arange(1.0, 11.0).reshape(2, 5)},
         ...     tx=optax.sgd(0.1))

@@ -31,7 +31,7 @@ def magnitude(params: chex.ArrayTree) -> chex.ArrayTree:
       unchanged: no ``where=`` filter selects a non-floating leaf for pruning, and
       :func:`jaxsparse.prune` raises ``TypeError`` if a custom one does.
 
-    Example:
+    Examples:
         >>> magnitude({"w": jnp.array([-3.0, 1.0]), "n": jnp.array(7)})
         {'n': Array(7, dtype=int32, weak_type=True), 'w': Array([3., 1.], dtype=float32)}
 
@@ -49,7 +49,7 @@ def random(key: jax.Array, params: chex.ArrayTree) -> chex.ArrayTree:
     (:mod:`jaxsparse.distributions`) it gives the random sparse networks of Liu et al.
     Non-floating leaves come back unchanged, as in :func:`magnitude`.
 
-    Example:
+    Examples:
         >>> s = random(jax.random.key(0), {"w": jnp.ones((2, 3))})
         >>> s["w"].shape
         (2, 3)

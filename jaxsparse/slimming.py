@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +10,7 @@ import optax
 from jaxsparse.filters import Filter, path_str, resolve_filter
 
 
-def slimming(strength: float = 1e-4, *, where: Filter) -> optax.GradientTransformation:
+def slimming(strength: float | jax.Array = 1e-4, *, where: Filter) -> optax.GradientTransformation:
     """Adds ``strength * sign(x)`` to the gradient of every leaf ``x`` that ``where`` picks.
 
     This is the subgradient of ``strength * sum(|x|)`` over the chosen leaves: BatchNorm
@@ -36,7 +35,7 @@ def slimming(strength: float = 1e-4, *, where: Filter) -> optax.GradientTransfor
         ``params``.
       TypeError: a ``where`` that is not a filter.
 
-    Example:
+    Examples:
         >>> tx = js.slimming(0.5, where="scale")
         >>> params = {"bn": {"scale": jnp.array([2.0, -1.0, 0.0]), "bias": jnp.ones(3)}}
         >>> grads = jax.tree.map(jnp.zeros_like, params)
@@ -55,11 +54,13 @@ def slimming(strength: float = 1e-4, *, where: Filter) -> optax.GradientTransfor
         raise ValueError(f"slimming: strength must be a finite scalar >= 0, got {strength!r}")
     pred = resolve_filter(where)
 
-    def init_fn(params):
+    def init_fn(params: optax.Params) -> optax.EmptyState:
         del params
         return optax.EmptyState()
 
-    def update_fn(updates: chex.ArrayTree, state, params=None):
+    def update_fn(
+        updates: optax.Updates, state: optax.OptState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, optax.OptState]:
         if params is None:
             raise ValueError(
                 "slimming: update needs params (the penalty is strength * sign(params)); "

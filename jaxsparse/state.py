@@ -39,7 +39,7 @@ def mask_moments(
     Returns:
       ``opt_state`` with pruned entries of its params-shaped subtrees set to zero.
 
-    Example:
+    Examples:
         >>> params = {"w": jnp.ones(2)}
         >>> s = optax.sgd(0.1, momentum=0.9).init(params)
         >>> s = jax.tree.map(jnp.ones_like, s)
@@ -53,9 +53,11 @@ def mask_moments(
     treedef = jax.tree.structure(params)
     shapes = [jnp.shape(x) for x in jax.tree.leaves(params)]
 
-    def params_like(x) -> bool:
+    def params_like(x: Any) -> bool:
         leaves, td = jax.tree.flatten(x)
-        return td == treedef and [jnp.shape(v) for v in leaves] == shapes
+        # jax's stubs leave PyTreeDef unresolved (no __eq__); it compares structures
+        same_tree: bool = td == treedef  # type: ignore[operator]
+        return same_tree and [jnp.shape(v) for v in leaves] == shapes
 
     def fix(x):
         if not params_like(x):
@@ -66,7 +68,7 @@ def mask_moments(
     return jax.tree.map(fix, opt_state, is_leaf=params_like)
 
 
-def snapshot_step(state) -> jax.Array:
+def snapshot_step(state: Any) -> jax.Array:
     """The step the rewind snapshot was taken at: k once training has reached step k, 0
     before (the snapshot is then still the one taken at creation).
 
@@ -84,7 +86,7 @@ def snapshot_step(state) -> jax.Array:
     return jnp.where(step >= k, k, jnp.zeros_like(k))
 
 
-def rewind(state, mask: chex.ArrayTree):
+def rewind(state: Any, mask: chex.ArrayTree) -> Any:
     """The state at its rewind snapshot, under ``mask``: the snapshot's params with the
     pruned ones zeroed, its optimizer state with their moments zeroed and ``mask`` set,
     and ``step`` back to the snapshot's (see :func:`snapshot_step`).
@@ -92,7 +94,7 @@ def rewind(state, mask: chex.ArrayTree):
     What :func:`jaxsparse.imp_round` and :func:`jaxsparse.reprune` both return, with
     their own masks.
 
-    Example:
+    Examples:
         >>> state = SparseTrainState.create(
         ...     apply_fn=None, params={"w": jnp.array([[1.0, 2.0]])}, tx=optax.sgd(0.1))
         >>> state = state.apply_gradients(grads={"w": jnp.ones((1, 2))})
@@ -134,7 +136,7 @@ class SparseTrainState(struct.PyTreeNode):
       apply_fn, tx, where: static: the model's apply function, the (masked) optimizer,
         and the filter of prunable leaves.
 
-    Example:
+    Examples:
         >>> import flax.linen as nn
         >>> model = nn.Dense(3)
         >>> params = model.init(jax.random.key(0), jnp.ones((1, 4)))["params"]
@@ -165,7 +167,7 @@ class SparseTrainState(struct.PyTreeNode):
         """The current mask, read from the optimizer state."""
         return get_mask(self.opt_state)
 
-    def apply_gradients(self, *, grads: chex.ArrayTree, **kwargs) -> SparseTrainState:
+    def apply_gradients(self, *, grads: chex.ArrayTree, **kwargs: Any) -> SparseTrainState:
         """One optimizer step; captures the rewind snapshot when ``step`` reaches k.
 
         The snapshot is taken once, in the first training run: rewinding sets ``step``
@@ -196,10 +198,10 @@ class SparseTrainState(struct.PyTreeNode):
         apply_fn: Callable,
         params: chex.ArrayTree,
         tx: optax.GradientTransformation,
-        rewind_step: int = 0,
+        rewind_step: int | jax.Array = 0,
         mask: chex.ArrayTree | None = None,
         where: Filter = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> SparseTrainState:
         """A fresh state at step 0.
 

@@ -58,7 +58,7 @@ def straight_through(params: chex.ArrayTree, mask: chex.ArrayTree) -> chex.Array
     Raises:
       ValueError, TypeError: ``mask`` does not mirror ``params`` (naming the path).
 
-    Example:
+    Examples:
         >>> p, m = {"w": jnp.array([2.0, -3.0])}, {"w": jnp.array([True, False])}
         >>> loss = lambda q: jnp.sum(straight_through(q, m)["w"] * jnp.array([1.0, 5.0]))
         >>> float(loss(p)), jax.grad(loss)(p)["w"]

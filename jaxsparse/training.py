@@ -53,7 +53,7 @@ def make_train_fn(
       batch_sharding: for ``jit`` over a ``Mesh``: the sharding each batch is
         constrained to (e.g. ``NamedSharding(mesh, P("data"))``).
 
-    Example:
+    Examples:
         >>> data = {"x": jnp.linspace(-1, 1, 32)[:, None], "y": jnp.linspace(-2, 2, 32)}
         >>> def loss(p, b):
         ...     return jnp.mean((b["x"] @ p["w"] - b["y"][:, None]) ** 2)

@@ -84,7 +84,7 @@ def transfer_mask(
         ``missing``/``extra`` value or rename regex.
       TypeError: a non-``bool`` mask leaf, or a malformed ``rename``.
 
-    Example:
+    Examples:
         >>> mask = {"body": {"kernel": jnp.array([[True, False], [False, True]])},
         ...         "head": {"kernel": jnp.ones((2, 3), bool)}}
         >>> target = {"encoder": {"kernel": jnp.zeros((2, 2))},
@@ -128,7 +128,7 @@ class Ticket(NamedTuple):
       mask: a ``bool`` pytree mirroring ``params``.
       params: the rewind weights, zero where ``mask`` is ``False``.
 
-    Example:
+    Examples:
         >>> t = Ticket(mask={"w": jnp.array([True, False])}, params={"w": jnp.array([2., 0.])})
         >>> mask, params = t
         >>> params["w"].tolist()
@@ -165,7 +165,7 @@ def ticket(state_or_params: Any, mask: chex.ArrayTree | None = None) -> Ticket:
         ``TrainState``: pass the weights to rewind to and its mask instead).
       ValueError: ``mask`` does not mirror the weights (names the path).
 
-    Example:
+    Examples:
         IMP with rewinding to pre-trained weights (Chen et al. 2020): prune, rewind to
         ``pretrained``, train, repeat; then take the ticket.
 
@@ -220,7 +220,9 @@ def apply_ticket(
       ticket: a :class:`Ticket`, or any ``(mask, params)`` pair.
       target_params: the new model's params (initial values for the leaves the ticket
         lacks; structure, shapes, dtypes and shardings for all).
-      rename, missing, extra: as for :func:`transfer_mask`.
+      rename: as for :func:`transfer_mask`.
+      missing: as for :func:`transfer_mask`.
+      extra: as for :func:`transfer_mask`.
 
     Returns:
       ``(params, mask, report)``, ``params`` and ``mask`` mirroring ``target_params``.
@@ -229,7 +231,7 @@ def apply_ticket(
       ValueError, TypeError: as :func:`transfer_mask`, or a ticket whose mask does not
         mirror its params.
 
-    Example:
+    Examples:
         >>> t = Ticket(mask={"body": jnp.array([[True, False]]), "head": jnp.ones((2, 2), bool)},
         ...            params={"body": jnp.array([[3.0, 0.0]]), "head": jnp.ones((2, 2))})
         >>> new_model = {"body": jnp.full((1, 2), 9.0), "head": jnp.full((2, 7), 9.0)}

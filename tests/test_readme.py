@@ -1,4 +1,9 @@
-"""The README's Python example runs and prints what the README says it prints."""
+"""The README's Python example runs and prints what the README says it prints.
+
+The README keeps one example, the library in one page (also shown on the docs' getting
+started page). The examples that used to follow it moved to the documentation and run in
+``tests/test_docs.py``.
+"""
 
 import contextlib
 import io
@@ -8,12 +13,12 @@ import re
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
-def run_block(index):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) > index, "README lost a python example"
+def run_block(index, path=README):
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+    assert len(blocks) > index, f"{path.name} lost a python example"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(blocks[index], str(README), "exec"), {"__name__": "readme"})
+        exec(compile(blocks[index], str(path), "exec"), {"__name__": "readme"})
     return out.getvalue()
 
 
@@ -24,14 +29,6 @@ def test_readme_example_runs():
     assert "0.900\n" in text
 
 
-def test_readme_whole_loop_example_runs():
-    text = run_block(1)
-    assert "(3, 5, 3) (3, 5, 3, 5)" in text
-    assert "[1.     0.5    0.25   0.125  0.0625]" in text
-
-
-def test_readme_beyond_imp_example_runs():
-    text = run_block(2)
-    assert text.startswith("0.900\n0.800\n{'Dense_0': 32, 'Dense_1': 32}\nTrue\nTrue\n")
-    assert "dense    -               Dense_2/kernel      320" in text
-    assert text.rstrip().endswith("True")
+def test_readme_has_one_python_example():
+    # the wheel check in .ci/run runs block 0 with the core dependencies only
+    assert len(re.findall(r"```python\n", README.read_text())) == 1

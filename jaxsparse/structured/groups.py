@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -24,7 +24,7 @@ GroupSpec = Mapping[str, Sequence[tuple[str, int]]]
 
 
 class _Slice(NamedTuple):
-    index: int  # the leaf's position in jax.tree.leaves order
+    leaf: int  # the leaf's position in jax.tree.leaves order
     path: str
     axis: int  # non-negative
 
@@ -37,7 +37,8 @@ def _resolve(spec: GroupSpec, tree: chex.ArrayTree) -> dict[str, tuple[int, list
     owner: dict[tuple[int, int], str] = {}
     out = {}
     for name, entries in spec.items():
-        if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence) or not entries:
+        # validates input that breaks the annotation (a bare string is a Sequence too)
+        if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence) or not entries:  # type: ignore[unreachable]
             raise TypeError(f"group spec: set {name!r} must be a non-empty list of (regex, axis)")
         slices: list[_Slice] = []
         for entry in entries:
@@ -64,14 +65,14 @@ def _resolve(spec: GroupSpec, tree: chex.ArrayTree) -> dict[str, tuple[int, list
                         f"'{p}' of shape {jnp.shape(x)}"
                     )
                 s = _Slice(i, p, int(axis) % ndim)
-                other = owner.setdefault((s.index, s.axis), name)
+                other = owner.setdefault((s.leaf, s.axis), name)
                 if other != name:
                     raise ValueError(
                         f"group spec: axis {s.axis} of '{p}' is in two sets, {other!r} and {name!r}"
                     )
                 if s not in slices:
                     slices.append(s)
-        sizes = [jnp.shape(flat[s.index][1])[s.axis] for s in slices]
+        sizes = [jnp.shape(flat[s.leaf][1])[s.axis] for s in slices]
         for s, n in zip(slices, sizes):
             if n != sizes[0]:
                 first = slices[0]
@@ -99,7 +100,7 @@ def check_spec(spec: GroupSpec, params: chex.ArrayTree) -> dict[str, int]:
         with different lengths (naming both paths), or one axis in two sets.
       TypeError: a spec that is not ``{name: [(regex, axis), ...]}``.
 
-    Example:
+    Examples:
         >>> params = {"a": {"kernel": jnp.ones((3, 4))}, "b": {"kernel": jnp.ones((4, 2))}}
         >>> js.structured.check_spec({"a": [("a/kernel", 1), ("b/kernel", 0)]}, params)
         {'a': 4}
@@ -111,7 +112,7 @@ def check_spec(spec: GroupSpec, params: chex.ArrayTree) -> dict[str, int]:
     return {name: n for name, (n, _) in _resolve(spec, params).items()}
 
 
-def _check_group_tree(tree, groups, name: str, *, bool_dtype: bool) -> None:
+def _check_group_tree(tree: Any, groups: Mapping, name: str, *, bool_dtype: bool) -> None:
     if not isinstance(tree, Mapping):
         raise TypeError(f"{name} must be a mapping {{set_name: vector}}, got {type(tree)}")
     if set(tree) != set(groups):
@@ -156,7 +157,7 @@ def group_scores(
         which ``where`` picks no leaf.
       TypeError: a non-floating leaf in a set, naming its path.
 
-    Example:
+    Examples:
         >>> params = {"a": {"kernel": jnp.array([[1.0, -2.0], [3.0, 0.0]])},
         ...           "b": {"kernel": jnp.array([[1.0], [1.0]])}}
         >>> spec = {"a": [("a/kernel", 1), ("b/kernel", 0)]}
@@ -175,7 +176,7 @@ def group_scores(
     for name, (n, slices) in _resolve(spec, params).items():
         total, used = jnp.zeros((n,), jnp.float32), 0
         for s in slices:
-            x = leaves[s.index]
+            x = leaves[s.leaf]
             if pred is not None and not pred(s.path, x):
                 continue
             if not is_floating(x):
@@ -214,7 +215,7 @@ def expand(
       ValueError / TypeError: a bad spec, or a group mask whose sets or lengths differ
         from the spec's.
 
-    Example:
+    Examples:
         >>> params = {"a": {"kernel": jnp.ones((2, 3))}, "b": {"kernel": jnp.ones((3, 1))}}
         >>> spec = {"a": [("a/kernel", 1), ("b/kernel", 0)]}
         >>> m = js.structured.expand({"a": jnp.array([True, False, True])}, spec, params)
@@ -233,9 +234,9 @@ def expand(
     for name, (n, slices) in groups.items():
         g = jnp.asarray(group_mask[name])
         for s in slices:
-            shape = [1] * out[s.index].ndim
+            shape = [1] * out[s.leaf].ndim
             shape[s.axis] = n
-            out[s.index] = out[s.index] & g.reshape(shape)
+            out[s.leaf] = out[s.leaf] & g.reshape(shape)
     return jax.tree.unflatten(treedef, out)
 
 
@@ -265,7 +266,7 @@ def shrink(
     Raises:
       ValueError / TypeError: a bad spec or group mask; a traced group mask (``TypeError``).
 
-    Example:
+    Examples:
         >>> params = {"a": {"kernel": jnp.ones((2, 3))}, "b": {"kernel": jnp.ones((3, 1))}}
         >>> spec = {"a": [("a/kernel", 1), ("b/kernel", 0)]}
         >>> small, widths = js.structured.shrink(params, {"a": jnp.array([1, 0, 1], bool)}, spec)
@@ -291,7 +292,7 @@ def shrink(
     for name, (_, slices) in groups.items():
         for s in slices:
             # on the host: an eager jnp.take compiles once per leaf shape (seconds each)
-            leaves[s.index] = np.take(np.asarray(leaves[s.index]), keep[name], axis=s.axis)
-            cut.add(s.index)
+            leaves[s.leaf] = np.take(np.asarray(leaves[s.leaf]), keep[name], axis=s.axis)
+            cut.add(s.leaf)
     leaves = [jnp.asarray(x) if i in cut else x for i, x in enumerate(leaves)]
     return jax.tree.unflatten(treedef, leaves), {k: len(v) for k, v in keep.items()}

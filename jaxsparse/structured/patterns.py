@@ -7,7 +7,8 @@ through. A single array instead of a pytree is always used as it is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import chex
 import jax
@@ -18,11 +19,13 @@ from jaxsparse.filters import Filter, check_structure, path_str, resolve_filter
 from jaxsparse.masks import check_mask
 
 
-def _is_int(x) -> bool:
+def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
-def _map_selected(fn, other, tree, where: Filter):
+def _map_selected(
+    fn: Callable[[str, Any], Any], other: Callable[[Any], Any], tree: chex.ArrayTree, where: Filter
+) -> chex.ArrayTree:
     """``fn(path, leaf)`` on the leaves ``where`` picks (a bare array always), else ``other``."""
     if isinstance(tree, (jax.Array, np.ndarray)):
         return fn("", tree)
@@ -80,7 +83,7 @@ def nm(
       ValueError: ``n`` or ``m`` out of range, ``axis`` out of range for a leaf, or an
         axis length that ``m`` does not divide, naming the leaf's path.
 
-    Example:
+    Examples:
         >>> w = jnp.array([[0.1, -3.0, 2.0, 0.5, 1.0, 1.0, 1.0, 0.0]])
         >>> js.structured.nm(jnp.abs(w), 2, 4)
         Array([[False,  True,  True, False, False,  True,  True, False]], dtype=bool)
@@ -101,7 +104,7 @@ def nm(
     )
 
 
-def _check_block(block, who: str) -> tuple[int, ...]:
+def _check_block(block: Any, who: str) -> tuple[int, ...]:
     if (
         not isinstance(block, Sequence)
         or not block
@@ -154,7 +157,7 @@ def blocks(scores: chex.ArrayTree, block: Sequence[int], *, where: Filter = None
       ValueError: a bad ``block``; a leaf with too few axes or sizes ``block`` does not
         divide, naming its path.
 
-    Example:
+    Examples:
         >>> js.structured.blocks(jnp.arange(8.0).reshape(2, 4), (2, 2))
         Array([[2.5, 4.5]], dtype=float32)
 
@@ -188,7 +191,7 @@ def unblock(
       ValueError: a structure that differs from ``params``', or a leaf whose expanded
         shape is not its param's, naming the path.
 
-    Example:
+    Examples:
         >>> js.structured.unblock(jnp.array([[True, False]]), (2, 2), jnp.ones((2, 4)))
         Array([[ True,  True, False, False],
                [ True,  True, False, False]], dtype=bool)
@@ -198,7 +201,7 @@ def unblock(
     """
     block = _check_block(block, "unblock")
 
-    def grow(path: str, bm: jax.Array, like) -> jax.Array:
+    def grow(path: str, bm: jax.Array | np.ndarray, like: Any) -> jax.Array:
         out = jnp.asarray(bm)
         nd = out.ndim
         if nd < len(block):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import chex
 import jax
@@ -43,16 +44,22 @@ def _modules(tree: chex.ArrayTree) -> dict[str, dict[str, tuple[int, ...]]]:
     return mods
 
 
-def _natural(path: str):
+def _natural(path: str) -> list[tuple[int, int, str]]:
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path)]
 
 
-def _layers(mods, ndims: tuple[int, ...]) -> list[str]:
+def _layers(mods: Mapping[str, Mapping[str, Any]], ndims: tuple[int, ...]) -> list[str]:
     found = [m for m, leaves in mods.items() if len(leaves.get("kernel", ())) in ndims]
     return sorted(found, key=_natural)
 
 
-def _chain(mods, layers, norms, consumer, who: str) -> dict[str, list[tuple[str, int]]]:
+def _chain(
+    mods: Mapping[str, Mapping[str, Any]],
+    layers: Sequence[str],
+    norms: Sequence[str | None],
+    consumer: str | None,
+    who: str,
+) -> dict[str, list[tuple[str, int]]]:
     for name in [*layers, *(n for n in norms if n), *([consumer] if consumer else [])]:
         if name not in mods:
             raise ValueError(f"{who}: no module {name!r} in the params")
@@ -73,14 +80,15 @@ def _chain(mods, layers, norms, consumer, who: str) -> dict[str, list[tuple[str,
         entries = [(_pattern(layer, ["kernel"]), -1)]
         if "bias" in mods[layer]:
             entries.append((_pattern(layer, ["bias"]), 0))
-        if norms[i]:
-            entries.append((_pattern(norms[i], _NORM_LEAVES), 0))
+        norm = norms[i]
+        if norm:
+            entries.append((_pattern(norm, _NORM_LEAVES), 0))
         entries.append((_pattern(nxt, ["kernel"]), -2))
         spec[layer] = entries
     return spec
 
 
-def _norms(norms, layers, who: str) -> list:
+def _norms(norms: Sequence[str | None] | None, layers: Sequence[str], who: str) -> list:
     norms = [None] * len(layers) if norms is None else list(norms)
     if len(norms) != len(layers):
         raise ValueError(f"{who}: {len(layers)} layers but {len(norms)} norms")
@@ -115,7 +123,7 @@ def neurons(
       ValueError: a named module that does not exist, or layers whose widths do not
         chain.
 
-    Example:
+    Examples:
         >>> params = {"Dense_0": {"kernel": jnp.ones((4, 8)), "bias": jnp.ones(8)},
         ...           "Dense_1": {"kernel": jnp.ones((8, 2)), "bias": jnp.ones(2)}}
         >>> spec = js.structured.neurons(params)
@@ -164,7 +172,7 @@ def channels(
       ValueError: a named module that does not exist, widths that do not chain, or
         norms that cannot be paired without ``norms=``.
 
-    Example:
+    Examples:
         >>> params = {"Conv_0": {"kernel": jnp.ones((3, 3, 1, 8)), "bias": jnp.ones(8)},
         ...           "BatchNorm_0": {"scale": jnp.ones(8), "bias": jnp.ones(8)},
         ...           "Conv_1": {"kernel": jnp.ones((3, 3, 8, 16)), "bias": jnp.ones(16)},
@@ -221,7 +229,7 @@ def heads(
     Raises:
       ValueError: no attention layer found, or a named module without the projections.
 
-    Example:
+    Examples:
         >>> d, h, k = 8, 4, 2
         >>> params = {"attn": {"query": {"kernel": jnp.ones((d, h, k)), "bias": jnp.ones((h, k))},
         ...                    "key": {"kernel": jnp.ones((d, h, k)), "bias": jnp.ones((h, k))},
