@@ -1,35 +1,29 @@
 """End-to-end tests of the random-pruning study (``jaxsparse random-pruning``) in quick
 mode: output files and their values, exact mask counts, resuming, and bad flags."""
 
-import json
-
 import numpy as np
 import pytest
 
-from experiments import cli, random_pruning
 from experiments.random_pruning import nets
-
-QUICK = ["--compile-cache", "off", "random-pruning", "--quick"]
+from experiments.random_pruning.config import RandomPruningConfig
+from experiments.random_pruning.run import cells
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("quick")
-    assert cli.main([*QUICK, "--out", str(root)]) == 0
-    (d,) = sorted(root.glob("random-pruning-*"))
-    return root, d, json.loads((d / "results.json").read_text())
+def quick_run(quick_run_of):
+    return quick_run_of("random-pruning")
 
 
 def test_quick_run_outputs(quick_run):
-    _, d, res = quick_run
-    cfg = random_pruning.RandomPruningConfig(**random_pruning.QUICK)
+    d, res = quick_run.dir, quick_run.results
+    cfg = RandomPruningConfig(**RandomPruningConfig.QUICK)
     assert d.name == f"random-pruning-{cfg.digest()}"
     for name in ("results.json", "results.csv", "table.md", "timing.json", "config.json"):
         assert (d / name).stat().st_size > 0, name
     for png in ("gap_vs_width.png", "sparse_vs_small.png"):
         assert (d / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     nets_run = [(r["family"], r["depth"], r["width"]) for r in res["networks"]]
-    assert nets_run == random_pruning.cells(cfg) == [
+    assert nets_run == cells(cfg) == [
         ("mlp", 2, 0.5), ("mlp", 2, 1.0), ("conv", 2, 0.5)
     ]  # fmt: skip
     for rec in res["networks"]:
@@ -57,12 +51,10 @@ def test_quick_run_outputs(quick_run):
 
 
 def test_resume_skips_done_networks(quick_run, capsys):
-    root, d, res = quick_run
-    assert cli.main([*QUICK, "--out", str(root), "--resume"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("resumed stage") == 3
-    assert json.loads((d / "results.json").read_text())["rows"] == res["rows"]
-    timing = json.loads((d / "timing.json").read_text())
+    capsys.readouterr()
+    timing, again = quick_run.resume()
+    assert capsys.readouterr().out.count("resumed stage") == len(quick_run.results["networks"])
+    assert again["rows"] == quick_run.results["rows"]
     assert not any(k.startswith(("mlp", "conv")) for k in timing)  # nothing recomputed
 
 
@@ -95,8 +87,5 @@ def test_small_net_embeds_exactly():
         (["--batch-size", "99999"], "--batch-size"),
     ],
 )
-def test_bad_flags_name_the_flag(argv, flag, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["random-pruning", *argv])
-    assert exc.value.code == 2
-    assert flag in capsys.readouterr().err
+def test_bad_flags_name_the_flag(argv, flag, flag_error):
+    assert flag in flag_error(["random-pruning", *argv])

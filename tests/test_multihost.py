@@ -164,7 +164,9 @@ STUDY += ["--eval-every", "25"]
 
 
 def test_lottery_command_as_two_processes_matches_one(env, tmp_path):
-    from experiments import cli, lottery
+    from experiments import cli
+    from experiments.lottery.config import LotteryConfig
+    from experiments.lottery.run import initial_state
 
     one, two = tmp_path / "one", tmp_path / "two"
     command = [sys.executable, "-m", "experiments.lottery"]
@@ -194,7 +196,7 @@ def test_lottery_command_as_two_processes_matches_one(env, tmp_path):
             np.testing.assert_allclose(
                 a["arms"][arm]["per_seed"][key], b["arms"][arm]["per_seed"][key], atol=0.02
             )
-    like = lottery.initial_state(lottery.LotteryConfig(**{**lottery.QUICK, "data": "digits"}))
+    like = initial_state(LotteryConfig(**{**LotteryConfig.QUICK, "data": "digits"}))
     s1, _ = checkpoint.load_state(d1 / "checkpoints" / "round_0000", like)
     s2, _ = checkpoint.load_state(d2 / "checkpoints" / "round_0000", like)
     for m1, m2 in zip(jax.tree.leaves(s1.mask), jax.tree.leaves(s2.mask), strict=True):

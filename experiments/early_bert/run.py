@@ -10,7 +10,8 @@ import numpy as np
 
 from experiments import harness
 from experiments.early_bert.config import EarlyBertConfig
-from experiments.early_bert.report import report
+from experiments.early_bert.report import outputs
+from experiments.early_ticket import batch_indices, cosine, hyper, run_seeds
 from experiments.models import slim_encoder_spec
 
 COEFS = r"(head|ffn)_coef$"
@@ -30,16 +31,11 @@ def build_model(cfg: EarlyBertConfig, heads=None, ffn=None):
 def make_tx(cfg: EarlyBertConfig, steps, slimming):
     """Adam with cosine decay over ``steps``, after the L1 subgradient on the slimming
     coefficients; ``steps`` and ``slimming`` may be traced (one program for both arms)."""
-    import jax.numpy as jnp
     import optax
 
     import jaxsparse as js
 
-    def cosine(count):
-        done = jnp.minimum(count / jnp.maximum(steps, 1), 1.0)
-        return cfg.lr * 0.5 * (1.0 + jnp.cos(jnp.pi * done))
-
-    return optax.chain(js.slimming(slimming, where=COEFS), optax.adam(cosine))
+    return optax.chain(js.slimming(slimming, where=COEFS), optax.adam(cosine(cfg.lr, steps)))
 
 
 def make_chunk(model, cfg: EarlyBertConfig):
@@ -75,20 +71,6 @@ def make_eval(model):
         return jnp.mean(jnp.argmax(model.apply({"params": params}, x), -1) == y)
 
     return accuracy
-
-
-def hyper(steps: int, slimming: float) -> dict:
-    import jax.numpy as jnp
-
-    return {"steps": jnp.float32(steps), "slimming": jnp.float32(slimming)}
-
-
-def batch_indices(cfg: EarlyBertConfig, n: int, seed: int) -> np.ndarray:
-    """``(checks, steps_per_check, batch)`` indices: a fresh permutation every epoch."""
-    rng = np.random.default_rng([cfg.seed, seed])
-    per_epoch = cfg.checks_per_epoch * cfg.steps_per_check() * cfg.batch_size
-    rows = [rng.permutation(n)[:per_epoch] for _ in range(cfg.epochs)]
-    return np.concatenate(rows).reshape(-1, cfg.steps_per_check(), cfg.batch_size)
 
 
 def shrink_like_params(tree, params, gmask, spec):
@@ -248,25 +230,19 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
         "gmask_like": gmask_like,
         "exe": (t_exe, k_exe, make_eval(model)),
     }
-    n_checks = cfg.epochs * cfg.checks_per_epoch
+    n_checks = cfg.n_checks()
     arrays_like = {
         "curves": np.zeros((2, n_checks), np.float32),
         "dists": np.zeros((n_checks, cfg.window - 1), np.float32),
     }
-    bar = run.progress(None, total=cfg.seeds * n_checks, desc="early-bert", unit="check")
-    per_seed = []
-    for s in range(cfg.seeds):
-        t0 = time.perf_counter()
-        arrays, extra = run.stage(f"seed_{s}", arrays_like, lambda s=s: run_seed(cfg, s, ctx, bar))
-        if time.perf_counter() - t0 < 1:  # resumed: the bar skips the seed's checks
-            bar.update(n_checks)
-        per_seed.append({**{k: np.asarray(v) for k, v in arrays.items()}, **extra})
-    bar.close()
-
+    per_seed = run_seeds(
+        run, cfg, arrays_like, lambda s, bar: run_seed(cfg, s, ctx, bar), "early-bert"
+    )
     dense_info = {
         "heads": [cfg.heads] * cfg.layers,
         "ffn": [cfg.ffn] * cfg.layers,
         "params": int(sum(v.size for v in jax.tree.leaves(like))),
         "flops": model.flops(),
     }
-    return report(run, cfg, ds, per_seed, dense_info, compile_s)
+    out = outputs(cfg, ds, per_seed, dense_info, compile_s)
+    return run.publish(**out, compile_s=compile_s, seeds=cfg.seeds)
