@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from experiments.harness import Study
+
 STUDIES: tuple[str, ...] = (
     "experiments.lottery",
     "experiments.early_bird",
@@ -22,6 +24,11 @@ STUDIES: tuple[str, ...] = (
     "experiments.transfer",
     "experiments.elastic",
 )
+
+
+def studies() -> list[Study]:
+    """The registered studies, in :data:`STUDIES` order."""
+    return [importlib.import_module(module).STUDY for module in STUDIES]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $JAXSPARSE_CACHE or ~/.cache/jaxsparse/xla; 'off' disables it)",
     )
     sub = parser.add_subparsers(dest="command", metavar="STUDY", required=True)
-    for module in STUDIES:
-        study = importlib.import_module(module).STUDY
+    for study in studies():
         p = sub.add_parser(
             study.name, help=study.summary.replace("%", "%%"), description=study.description
         )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from experiments import harness
 from experiments.data import TRAIN_SIZES
 from experiments.harness import StudyConfig
 
@@ -97,6 +98,34 @@ def cosine(lr: float, steps):
         return lr * 0.5 * (1.0 + jnp.cos(jnp.pi * done))
 
     return schedule
+
+
+def full_width_programs(cfg: EarlyTicketConfig, chunk, check, first, x, y, log):
+    """``(programs, compile_s)``: ``programs()`` compiles, ahead of time and once for all
+    seeds, the full-width training ``chunk`` and the detector's ``check``, the first time
+    a seed needs them (a resumed run never does), and returns the two executables;
+    ``first() -> (carry, check_args)`` gives example arguments. The compile seconds land
+    in ``compile_s``, apart from the measured training time."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    compile_s: dict[str, float] = {}
+
+    @functools.cache
+    def programs():
+        carry, check_args = first()
+        idx0 = jnp.zeros((cfg.steps_per_check(), cfg.batch_size), jnp.int32)
+        steps = cfg.n_checks() * cfg.steps_per_check()
+        train, compile_s["train"] = harness.compiled(
+            chunk, carry, x, y, idx0, hyper(steps, cfg.slimming)
+        )
+        detect, compile_s["check"] = harness.compiled(jax.jit(check), *check_args)
+        log(f"compiled the training and check programs in {sum(compile_s.values()):.1f} s")
+        return train, detect
+
+    return programs, compile_s
 
 
 def run_seeds(run, cfg: EarlyTicketConfig, like: dict, run_seed, desc: str) -> list[dict]:

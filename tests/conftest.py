@@ -6,6 +6,8 @@ each study's ``--quick`` run, made once a session (:func:`quick_run_of`), and th
 that a bad flag is named (:func:`flag_error`).
 """
 
+import contextlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,15 +33,38 @@ class QuickRun:
     dir: Path
     results: dict
 
-    def resume(self) -> tuple[dict, dict]:
-        """Runs it again with ``--resume``: ``(timing.json, results.json)`` after."""
+    def resume(self, stages: list[str]) -> dict:
+        """Runs it again with ``--resume``: every one of ``stages`` is loaded, not
+        computed again (its message logged, no time in ``timing.json``); returns the
+        ``results.json`` written then."""
         from experiments import cli
 
-        assert cli.main([*self.argv, "--out", str(self.root), "--resume"]) == 0
-        return (
-            json.loads((self.dir / "timing.json").read_text()),
-            json.loads((self.dir / "results.json").read_text()),
-        )
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log):
+            assert cli.main([*self.argv, "--out", str(self.root), "--resume"]) == 0
+        timing = json.loads((self.dir / "timing.json").read_text())
+        for stage in stages:
+            assert f"resumed stage {stage!r}" in log.getvalue(), stage
+            assert f"{stage}_s" not in timing, stage
+        return json.loads((self.dir / "results.json").read_text())
+
+    def assert_written(self, *figures: str) -> None:
+        """Every study's files are there, the figures PNGs, all named by the config."""
+        cfg = type(self.config)
+        assert self.dir.name == f"{cfg.NAME}-{self.config.digest()}"
+        assert self.results["config_hash"] == self.config.digest()
+        for name in ("results.json", "results.csv", "table.md", "timing.json", "config.json"):
+            assert (self.dir / name).stat().st_size > 0, name
+        for name in figures:
+            assert (self.dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+    @property
+    def config(self):
+        """The run's configuration: the study's ``--quick`` preset."""
+        from experiments import cli
+
+        (study,) = [s for s in cli.studies() if s.name == self.argv[0]]
+        return study.config(**study.config.QUICK)
 
 
 @pytest.fixture(scope="session")

@@ -19,11 +19,8 @@ def quick_run(quick_run_of):
 
 def test_quick_outputs_by_value(quick_run):
     d, res = quick_run.dir, quick_run.results
-    cfg = EarlyBertConfig(**QUICK)
-    assert d.name == f"early-bert-{res['config_hash']}" == f"early-bert-{cfg.digest()}"
-    for name in ("results.json", "results.csv", "table.md", "timing.json", "config.json"):
-        assert (d / name).stat().st_size > 0, name
-    assert (d / "early_bert.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cfg = quick_run.config
+    quick_run.assert_written("early_bert.png")
 
     n_checks = cfg.epochs * cfg.checks_per_epoch
     e, dense = res["summary"]["earlybert"], res["summary"]["dense"]
@@ -58,13 +55,8 @@ def test_quick_outputs_by_value(quick_run):
     assert "EarlyBERT ticket" in (d / "table.md").read_text()
 
 
-def test_resume_loads_the_seed_stages(quick_run, capsys):
-    capsys.readouterr()
-    timing, again = quick_run.resume()
-    out = capsys.readouterr().out
-    for s in range(QUICK["seeds"]):
-        assert f"resumed stage 'seed_{s}'" in out
-    assert not any(k.startswith("seed_") for k in timing)  # nothing recomputed
+def test_resume_loads_the_seed_stages(quick_run):
+    again = quick_run.resume([f"seed_{s}" for s in range(QUICK["seeds"])])
     res = quick_run.results
     assert again["summary"] == res["summary"] and again["seeds"] == res["seeds"]
 

@@ -11,7 +11,13 @@ import numpy as np
 from experiments import harness
 from experiments.early_bert.config import EarlyBertConfig
 from experiments.early_bert.report import outputs
-from experiments.early_ticket import batch_indices, cosine, hyper, run_seeds
+from experiments.early_ticket import (
+    batch_indices,
+    cosine,
+    full_width_programs,
+    hyper,
+    run_seeds,
+)
 from experiments.models import slim_encoder_spec
 
 COEFS = r"(head|ffn)_coef$"
@@ -105,7 +111,7 @@ def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
     dense, pipe = (params, opt), (params, opt)
     h_dense, h_pipe = hyper(ctx["steps"], 0.0), hyper(ctx["steps"], cfg.slimming)
     ebs = js.early_bird.init(ctx["gmask_like"], cfg.window)
-    train_exe, check_exe, evaluate = ctx["exe"]
+    (train_exe, check_exe), evaluate = ctx["exe"](), ctx["evaluate"]
     pipe_exe, pipe_eval = train_exe, evaluate
 
     times = {"dense": [], "pipeline": [], "check": []}
@@ -207,18 +213,12 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
         eb = js.early_bird.update(eb, gmask)
         return gmask, eb, js.early_bird.found(eb, cfg.eps), js.early_bird.distances(eb)
 
-    p0 = jax.jit(init)(jax.random.key(0))
-    carry = (p0, make_tx(cfg, 1, 0.0).init(p0))
-    idx0 = jnp.zeros((cfg.steps_per_check(), cfg.batch_size), jnp.int32)
-    t_exe, c_train = harness.compiled(
-        make_chunk(model, cfg), carry, x, y, idx0, hyper(steps, cfg.slimming)
-    )
-    k_exe, c_check = harness.compiled(
-        jax.jit(check), p0, js.early_bird.init(gmask_like, cfg.window)
-    )
-    compile_s = {"train": c_train, "check": c_check}
-    log(f"compiled the training and check programs in {c_train + c_check:.1f} s")
+    def first():
+        p0 = jax.jit(init)(jax.random.key(0))
+        carry = (p0, make_tx(cfg, 1, 0.0).init(p0))
+        return carry, (p0, js.early_bird.init(gmask_like, cfg.window))
 
+    programs, compile_s = full_width_programs(cfg, make_chunk(model, cfg), check, first, x, y, log)
     ctx = {
         "x": x,
         "y": y,
@@ -228,7 +228,8 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
         "init": jax.jit(init),
         "steps": steps,
         "gmask_like": gmask_like,
-        "exe": (t_exe, k_exe, make_eval(model)),
+        "exe": programs,
+        "evaluate": make_eval(model),
     }
     n_checks = cfg.n_checks()
     arrays_like = {

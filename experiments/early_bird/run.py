@@ -11,7 +11,13 @@ import numpy as np
 from experiments import harness
 from experiments.early_bird.config import RATIOS, EarlyBirdConfig
 from experiments.early_bird.report import outputs
-from experiments.early_ticket import batch_indices, cosine, hyper, run_seeds
+from experiments.early_ticket import (
+    batch_indices,
+    cosine,
+    full_width_programs,
+    hyper,
+    run_seeds,
+)
 
 BN_SCALES = r"bn_\d+/scale"
 ARMS = ("eb", "full", "random")
@@ -185,7 +191,7 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
         p, s, _ = arm["carry"]
         return float(arm["evaluate"](p, s, xt, yt))
 
-    train_exe, check_exe = ctx["exe"]
+    train_exe, check_exe = ctx["exe"]()
     for c in range(n_checks):
         batch = jnp.asarray(idx[c])
         (dense, _), t = harness.timed(train_exe, dense, x, y, batch, h_dense)
@@ -304,18 +310,12 @@ def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
         dist = jnp.stack([js.early_bird.distances(e) for e in ebs])
         return gmasks, ebs, found, dist
 
-    # compile the full-width programs once, ahead of time, for every seed
-    v0 = jax.jit(init)(jax.random.key(0))
-    carry = (v0["params"], v0["batch_stats"], init_opt(cfg, v0["params"]))
-    idx0 = jnp.zeros((cfg.steps_per_check(), cfg.batch_size), jnp.int32)
-    t_exe, c_train = harness.compiled(
-        make_chunk(model, cfg), carry, x, y, idx0, hyper(steps, cfg.slimming)
-    )
-    ebs0 = tuple(js.early_bird.init(g, cfg.window) for g in gmask_like)
-    k_exe, c_check = harness.compiled(jax.jit(check), v0["params"], ebs0)
-    compile_s = {"train": c_train, "check": c_check}
-    log(f"compiled the training and check programs in {sum(compile_s.values()):.1f} s")
+    def first():
+        v0 = jax.jit(init)(jax.random.key(0))
+        carry = (v0["params"], v0["batch_stats"], init_opt(cfg, v0["params"]))
+        return carry, (v0["params"], tuple(js.early_bird.init(g, cfg.window) for g in gmask_like))
 
+    programs, compile_s = full_width_programs(cfg, make_chunk(model, cfg), check, first, x, y, log)
     ctx = {
         "x": x,
         "y": y,
@@ -328,7 +328,7 @@ def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
         "gmask_like": gmask_like,
         "groups": int(offsets[-1]),
         "slices": slices,
-        "exe": (t_exe, k_exe),
+        "exe": programs,
         "evaluate": make_eval(model),
     }
     n_checks = cfg.n_checks()

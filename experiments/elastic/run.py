@@ -15,28 +15,6 @@ from experiments.elastic.report import plot, summarise, table
 SHUFFLED = r"^stage\d+_block[1-9]\d*/.*kernel$"
 
 
-def _program(cfg: ElasticConfig, model):
-    """``program(states, keys, arrays)``: every state (leading axis) trains, is
-    evaluated, then pruned by IMP and rewound to its step-k snapshot."""
-    import jax
-
-    import jaxsparse as js
-
-    def program(states, keys, arrays):
-        train_fn = models.classifier_train_fn(
-            model, arrays, batch_size=cfg.batch_size, steps=cfg.steps, eval_every=cfg.eval_every
-        )
-
-        def one(state, key):
-            trained, evals = train_fn(state, key)
-            evals["density"] = js.density(trained.mask, PRUNABLE)
-            return js.imp_round(trained, fraction=cfg.fraction, scope="global"), evals
-
-        return jax.vmap(one)(states, keys)
-
-    return jax.jit(program)
-
-
 def run_study(cfg: ElasticConfig, *, log=print) -> dict:
     """Runs (or resumes) the study; writes everything to ``cfg.run_dir()``."""
     import jax
@@ -54,25 +32,17 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
     arrays = jax.device_put(ds.arrays())
     tx = js.masked(optax.adam(cfg.lr))  # one object: states stack and programs reuse
     S, R, N0 = cfg.seeds, cfg.rounds, cfg.source_blocks
-    dummy = jnp.zeros((1, ds.x_train.shape[1]), jnp.float32)
 
     def setup(blocks):
         model = ResNet(blocks=blocks, width=cfg.width)
+        kw = {"where": PRUNABLE, "rewind_step": cfg.rewind_step}
+        return model, *models.sparse_states(model, tx, ds.x_train.shape[1], **kw)
 
-        def make_state(params, mask):
-            return js.SparseTrainState.create(
-                apply_fn=model.apply,
-                params=params,
-                tx=tx,
-                mask=mask,
-                where=PRUNABLE,
-                rewind_step=cfg.rewind_step,
-            )
-
-        def init(keys):
-            return jax.jit(jax.vmap(lambda k: model.init(k, dummy)["params"]))(keys)
-
-        return model, make_state, init
+    def program(model):
+        return models.imp_program(
+            model, PRUNABLE, fraction=cfg.fraction, batch_size=cfg.batch_size,
+            steps=cfg.steps, eval_every=cfg.eval_every,
+        )  # fmt: skip
 
     def stack(*states):
         return jax.tree.map(lambda *xs: jnp.concatenate(xs), *states)
@@ -88,7 +58,7 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
 
     # --- the source depth: IMP with late rewinding, and random pruning beside it -------
     src_model, src_make, src_init = setup(N0)
-    src_prog = _program(cfg, src_model)
+    src_prog = program(src_model)
     init = src_init(harness.seed_keys(cfg, 0))
 
     def shuffle(keys, mask, where=PRUNABLE):
@@ -123,7 +93,7 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
         masks, history, rewind = [state.mask], [], None
         for r in range(R + 1):
             arms = stack(state, random_arm(src_make, src_init, state.mask, 2, r, 3))
-            nxt, ev = timed(src_prog, arms, jnp.tile(harness.fold(data_keys, r), 2), arrays)
+            nxt, _, ev = timed(src_prog, arms, jnp.tile(harness.fold(data_keys, r), 2), arrays)
             state = jax.tree.map(lambda x: x[:S], nxt)
             rewind = state.rewind_params if rewind is None else rewind
             if r < R:
@@ -141,7 +111,7 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
     records = {}
     for n in targets:
         model, make_state, init_fn = setup(n)
-        prog = _program(cfg, model)
+        prog = program(model)
         arms_n = arms_for(N0, n)
         strategies = arms_n[1:-2]
         target = init_fn(harness.seed_keys(cfg, 10 + n))
@@ -186,9 +156,8 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
                 fresh = init_fn(harness.fold(harness.seed_keys(cfg, 20 + n), r))
                 keys = harness.fold(harness.seed_keys(cfg, 30 + n), r)
                 arms = build(imp, rewind, masks[r], target, fresh, keys)
-                nxt, ev = timed(
-                    prog, arms, jnp.tile(harness.fold(data_keys, r), len(arms_n)), arrays
-                )
+                data = jnp.tile(harness.fold(data_keys, r), len(arms_n))
+                nxt, _, ev = timed(prog, arms, data, arrays)
                 imp = jax.tree.map(lambda x: x[:S], nxt)
                 history.append(split_arms(ev, len(arms_n)))
             return {"done": jnp.zeros(())}, {"rounds": history, "arms": list(arms_n)}

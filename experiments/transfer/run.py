@@ -11,30 +11,6 @@ BACKBONE = r"^hidden_\d+/kernel$"  # pruned; the task head ("output") stays dens
 NEW_HEAD = {r"^output/": None}  # the source head is dropped; the target's is new
 
 
-def _program(cfg: TransferConfig, model):
-    """``program(states, keys, rewind_to, arrays)``: each state (leading axis) trains
-    ``cfg.steps`` updates, is evaluated, then pruned by IMP and rewound to its
-    ``rewind_to``. Returns (next states, trained params, metrics)."""
-    import jax
-
-    import jaxsparse as js
-
-    def program(states, keys, rewind_to, arrays):
-        train_fn = models.classifier_train_fn(
-            model, arrays, batch_size=cfg.batch_size, steps=cfg.steps, eval_every=cfg.eval_every
-        )
-
-        def one(state, key, target):
-            trained, evals = train_fn(state, key)
-            evals["density"] = js.density(trained.mask, BACKBONE)
-            pruned = js.imp_round(trained, fraction=cfg.fraction, scope="global", rewind_to=target)
-            return pruned, trained.params, evals
-
-        return jax.vmap(one)(states, keys, rewind_to)
-
-    return jax.jit(program)
-
-
 def _arms_builder(make_state, n_backbone: int):
     """Jitted: the five arms of a round, stacked arm-major (arm, seed) on one axis."""
     import jax
@@ -94,26 +70,22 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
     tasks = {t: data_lib.load_variant(t) for t in cfg.task_list()}
     tx = js.masked(optax.adam(cfg.lr))  # one object: states stack and programs reuse
     S, R = cfg.seeds, cfg.rounds
-    dummy = jnp.zeros((1, 784), jnp.float32)
 
     def setup(ds):
         model = models.LeNet300(num_classes=ds.num_classes)
+        return model, *models.sparse_states(model, tx, 784, where=BACKBONE)
 
-        def make_state(params, mask):
-            return js.SparseTrainState.create(
-                apply_fn=model.apply, params=params, tx=tx, mask=mask, where=BACKBONE
-            )
-
-        def init(keys):
-            return jax.jit(jax.vmap(lambda k: model.init(k, dummy)["params"]))(keys)
-
-        return model, make_state, init
+    def program(model):
+        return models.imp_program(
+            model, BACKBONE, fraction=cfg.fraction, batch_size=cfg.batch_size,
+            steps=cfg.steps, eval_every=cfg.eval_every,
+        )  # fmt: skip
 
     timed = run.calls(1 + R + len(tasks) * (R + 1), desc="transfer", unit="training")
 
     # --- the source: pre-training, then IMP rewinding to the pre-trained weights -------
     src_model, src_make, src_init = setup(source)
-    src_prog = _program(cfg, src_model)
+    src_prog = program(src_model)
     src_arrays = jax.device_put(source.arrays())
     init = src_init(harness.seed_keys(cfg, 0))
     data_keys = harness.seed_keys(cfg, 1)
@@ -124,14 +96,14 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
             src_prog,
             make_batch(init, js.mask_like(init)),
             harness.fold(data_keys, 0),
-            init,
             src_arrays,
+            init,
         )
         state = make_batch(pretrained, js.mask_like(pretrained))
         masks, history = [], []
         for r in range(R):
             state, _, ev = timed(
-                src_prog, state, harness.fold(data_keys, r + 1), pretrained, src_arrays
+                src_prog, state, harness.fold(data_keys, r + 1), src_arrays, pretrained
             )
             masks.append(state.mask)
             history.append(jax.device_get(ev))
@@ -151,7 +123,7 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
     task_records, reports = {}, {}
     for ti, (name, ds) in enumerate(tasks.items()):
         model, make_state, t_init = setup(ds)
-        prog, arrays = _program(cfg, model), jax.device_put(ds.arrays())
+        prog, arrays = program(model), jax.device_put(ds.arrays())
         head_init = t_init(harness.seed_keys(cfg, 10 + ti))
         scratch = t_init(harness.seed_keys(cfg, 20 + ti))
         carry = jax.jit(
@@ -187,7 +159,7 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
                 rewind = jax.tree.map(
                     lambda x: jnp.tile(x, (len(ARMS),) + (1,) * (x.ndim - 1)), start
                 )
-                nxt, _, ev = timed(prog, arms, keys, rewind, arrays)
+                nxt, _, ev = timed(prog, arms, keys, arrays, rewind)
                 imp = jax.tree.map(lambda x: x[:S], nxt)
                 ev = jax.tree.map(
                     lambda x: np.asarray(x).reshape(len(ARMS), S, *x.shape[1:]), jax.device_get(ev)
