@@ -321,17 +321,20 @@ def imp_program(
 def sparse_states(model, tx, input_size: int, **create):
     """``(make_state, init)`` of a model trained by many seeds at once:
     ``make_state(params, mask)`` is its ``SparseTrainState`` (``create``: the other
-    arguments, e.g. ``where``, ``rewind_step``), ``init(keys)`` the params of every key
-    (jitted, vmapped)."""
+    arguments, e.g. ``where``, ``rewind_step``), ``init(keys)`` the params of every key,
+    stacked."""
     import jax
 
     import jaxsparse as js
 
     dummy = jnp.zeros((1, input_size), jnp.float32)
-    # one key at a time through one compiled init, stacked: the same values as a vmapped
-    # init (a key's stream does not depend on the others), compiled once per model and
-    # in about half the time (XLA:CPU is slow to compile the RNG of a deep net's init)
-    init_one = jax.jit(lambda k: model.init(k, dummy)["params"])
+
+    # Eagerly, one key at a time, stacked: the same values as a jitted, vmapped init
+    # (a key's stream does not depend on the others). XLA:CPU takes about a minute to
+    # compile a ResNet's init as one program, at every depth; eagerly, each op compiles
+    # once per shape, and the shapes repeat across blocks and depths.
+    def init_one(key):
+        return model.init(key, dummy)["params"]
 
     def make_state(params, mask):
         return js.SparseTrainState.create(
