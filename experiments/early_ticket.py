@@ -53,6 +53,10 @@ class EarlyTicketConfig(StudyConfig):
     def steps_per_check(self) -> int:
         return TRAIN_SIZES["mnist"] // self.batch_size // self.checks_per_epoch
 
+    def total_steps(self) -> int:
+        """The epoch budget in steps: the length of the dense run's schedule."""
+        return self.n_checks() * self.steps_per_check()
+
     def validate(self, fail) -> None:
         if not 0.0 <= self.eps <= 1.0:
             fail("eps", f"must be in [0, 1], got {self.eps}")
@@ -117,9 +121,8 @@ def full_width_programs(cfg: EarlyTicketConfig, chunk, check, first, x, y, log):
     def programs():
         carry, check_args = first()
         idx0 = jnp.zeros((cfg.steps_per_check(), cfg.batch_size), jnp.int32)
-        steps = cfg.n_checks() * cfg.steps_per_check()
         train, compile_s["train"] = harness.compiled(
-            chunk, carry, x, y, idx0, hyper(steps, cfg.slimming)
+            chunk, carry, x, y, idx0, hyper(cfg.total_steps(), cfg.slimming)
         )
         detect, compile_s["check"] = harness.compiled(jax.jit(check), *check_args)
         log(f"compiled the training and check programs in {sum(compile_s.values()):.1f} s")

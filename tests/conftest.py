@@ -48,6 +48,13 @@ class QuickRun:
             assert f"{stage}_s" not in timing, stage
         return json.loads((self.dir / "results.json").read_text())
 
+    def resume_seeds(self) -> None:
+        """:meth:`resume` of a study whose stages are its seeds (the early-ticket
+        studies): every seed loaded, the same summary and seeds written again."""
+        again = self.resume([f"seed_{s}" for s in range(self.config.seeds)])
+        for key in ("summary", "seeds"):
+            assert again[key] == self.results[key], key
+
     def assert_written(self, *figures: str) -> None:
         """Every study's files are there, the figures PNGs, all named by the config."""
         cfg = type(self.config)

@@ -109,7 +109,7 @@ def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
     params = ctx["init"](jax.random.fold_in(jax.random.key(cfg.seed), seed))
     opt = make_tx(cfg, 1, 0.0).init(params)
     dense, pipe = (params, opt), (params, opt)
-    h_dense, h_pipe = hyper(ctx["steps"], 0.0), hyper(ctx["steps"], cfg.slimming)
+    h_dense, h_pipe = hyper(cfg.total_steps(), 0.0), hyper(cfg.total_steps(), cfg.slimming)
     ebs = js.early_bird.init(ctx["gmask_like"], cfg.window)
     (train_exe, check_exe), evaluate = ctx["exe"](), ctx["evaluate"]
     pipe_exe, pipe_eval = train_exe, evaluate
@@ -190,7 +190,6 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
     ds = data_lib.load("mnist")
     x, y, xt, yt = map(jnp.asarray, (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
     model = build_model(cfg)
-    steps = cfg.epochs * cfg.checks_per_epoch * cfg.steps_per_check()
 
     def init(key):
         return model.init(key, x[:1])["params"]
@@ -226,7 +225,6 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
         "yt": yt,
         "spec": spec,
         "init": jax.jit(init),
-        "steps": steps,
         "gmask_like": gmask_like,
         "exe": programs,
         "evaluate": make_eval(model),

@@ -137,7 +137,7 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
     params, stats = variables["params"], variables["batch_stats"]
     dense = (params, stats, init_opt(cfg, params))
     search = (params, stats, init_opt(cfg, params))
-    h_dense, h_search = hyper(ctx["steps"], 0.0), hyper(ctx["steps"], cfg.slimming)
+    h_dense, h_search = hyper(cfg.total_steps(), 0.0), hyper(cfg.total_steps(), cfg.slimming)
     ebs = tuple(js.early_bird.init(g, cfg.window) for g in ctx["gmask_like"])
 
     times = {"dense": [], "search": [], "check": [], "shrink": {}, "retrain": {}}
@@ -281,7 +281,6 @@ def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
     ds, x, y, xt, yt = load_data(cfg)
     x, y, xt, yt = map(jnp.asarray, (x, y, xt, yt))
     model = build_model(cfg, cfg.width_tuple)
-    steps = cfg.epochs * cfg.checks_per_epoch * cfg.steps_per_check()
 
     def init(key):
         return model.init(key, x[:1])
@@ -324,7 +323,6 @@ def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
         "spec": spec,
         "model": model,
         "init": jax.jit(init),
-        "steps": steps,
         "gmask_like": gmask_like,
         "groups": int(offsets[-1]),
         "slices": slices,
