@@ -88,7 +88,7 @@ def num_params(params) -> int:
 
 
 # --- the early-bird and early-bert studies (experiments/early_bird, experiments/early_bert)
-# and experiments/bench_shrink.py: models whose widths are constructor arguments, so
+# and experiments/bench/shrink.py: models whose widths are constructor arguments, so
 # jaxsparse.structured.shrink's widths rebuild them smaller.
 
 
