@@ -91,7 +91,7 @@ def test_quick_run_outputs(quick_run):
 def test_ticket_loads_with_its_sparsity(quick_run):
     d, res = quick_run
     best = res["best_ticket"]
-    like = models.build("lenet300", (28, 28, 1)).init(jax.random.key(0), jnp.zeros((1, 784)))
+    like = models.build("lenet300", (8, 8, 1)).init(jax.random.key(0), jnp.zeros((1, 64)))
     like = like["params"]
     mask, params, meta = checkpoint.load_ticket(d / "ticket", like)
     assert meta == best
@@ -154,13 +154,13 @@ def test_resume_after_kill_gives_identical_results(quick_run, tmp_path):
     assert json.loads((d / "timing.json").read_text())["resumed_from"] == done
 
 
-def test_mesh_matches_single_device(quick_run, tmp_path):
+def test_mesh_matches_single_device(quick_run, quick_run_of):
     assert len(jax.devices()) == 8  # conftest's fake CPU devices
     d_single, single = quick_run
-    # one round is enough: the dense training and the first pruning
-    assert cli.main(["lottery", "--quick", "--mesh", "--rounds", "1", "--out", str(tmp_path)]) == 0
-    d_mesh = _run_dir(tmp_path)
-    mesh = json.loads((d_mesh / "results.json").read_text())
+    # one round is enough: the dense training and the first pruning (the same run as
+    # test_multihost's one-process run: a session shares it)
+    mesh_run = quick_run_of("lottery", "--mesh", "--rounds", "1")
+    d_mesh, mesh = mesh_run.dir, mesh_run.results
     assert (
         mesh["config"]["mesh"] and json.loads((d_mesh / "timing.json").read_text())["devices"] == 8
     )
