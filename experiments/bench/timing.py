@@ -70,6 +70,13 @@ def on_cpu() -> bool:
     return jax.default_backend() == "cpu"
 
 
+def clock_words() -> str:
+    """Which clocks the ratios are read on, for the sections' notes."""
+    if on_cpu():
+        return "wall time (the CPU-time ratio beside it where the two differ by > 5%)"
+    return "wall time until the result is ready (device work)"
+
+
 def median(xs) -> float:
     return float(statistics.median(xs))
 
