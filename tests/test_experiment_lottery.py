@@ -31,8 +31,7 @@ def _run_dir(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def quick_run(quick_run_of):
     """One uninterrupted quick run, in process; shared by the tests below."""
-    run = quick_run_of("lottery")
-    return run.dir, run.results
+    return quick_run_of("lottery")
 
 
 def _expected_alive(size: int, fraction: float, rounds: int) -> list[int]:
@@ -44,7 +43,7 @@ def _expected_alive(size: int, fraction: float, rounds: int) -> list[int]:
 
 
 def test_quick_run_outputs(quick_run):
-    d, res = quick_run
+    d, res = quick_run.dir, quick_run.results
     cfg = quick_run.config
     quick_run.assert_written("lottery.png")
     assert (d / "lottery.png").stat().st_size > 10_000
@@ -89,7 +88,7 @@ def test_quick_run_outputs(quick_run):
 
 
 def test_ticket_loads_with_its_sparsity(quick_run):
-    d, res = quick_run
+    d, res = quick_run.dir, quick_run.results
     best = res["best_ticket"]
     like = models.build("lenet300", (8, 8, 1)).init(jax.random.key(0), jnp.zeros((1, 64)))
     like = like["params"]
@@ -116,7 +115,7 @@ def test_ticket_loads_with_its_sparsity(quick_run):
 
 
 def test_resume_after_kill_gives_identical_results(quick_run, tmp_path):
-    _, uninterrupted = quick_run
+    uninterrupted = quick_run.results
     root = tmp_path / "killed"
     env = {
         **os.environ,
@@ -156,7 +155,7 @@ def test_resume_after_kill_gives_identical_results(quick_run, tmp_path):
 
 def test_mesh_matches_single_device(quick_run, quick_run_of):
     assert len(jax.devices()) == 8  # conftest's fake CPU devices
-    d_single, single = quick_run
+    d_single, single = quick_run.dir, quick_run.results
     # one round is enough: the dense training and the first pruning (the same run as
     # test_multihost's one-process run: a session shares it)
     mesh_run = quick_run_of("lottery", "--mesh", "--rounds", "1")
