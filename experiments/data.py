@@ -26,6 +26,9 @@ SPLIT_SEED = 0
 TRAIN_SIZES = {"mnist": 3500, "mnist1d": 3500, "digits": 1257}  # after the fixed split
 
 
+SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
 class Dataset(NamedTuple):
     """Flattened float32 inputs, int32 labels and the input's spatial shape."""
 
@@ -41,6 +44,11 @@ class Dataset(NamedTuple):
 
     def sizes(self) -> str:
         return f"{len(self.x_train)}/{len(self.x_val)}/{len(self.x_test)}"
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The six splits by name (``x_train`` ... ``y_test``), what a study's training
+        program takes (``jax.device_put`` them once)."""
+        return {k: getattr(self, k) for k in SPLITS}
 
 
 def _split(x, y, n_val, n_test=0):

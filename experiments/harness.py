@@ -1,16 +1,20 @@
 """What every study shares: flags from a dataclass, presets, a hashed run directory,
-stage-by-stage resume, seeds, a progress bar, and JSON / CSV / markdown / PNG writers.
+stage-by-stage resume, seeds, a progress bar, writers, and the study template.
 
-A study is a module (or package) with
+A study is three things:
 
 * a frozen dataclass deriving from :class:`StudyConfig`, whose fields are its flags
   (``rewind_step`` -> ``--rewind-step``; help, choices and bounds in each field's
-  ``metadata``), a ``NAME`` (the run directory's prefix) and a ``QUICK`` preset;
+  ``metadata``), a ``NAME`` (the subcommand and the run directory's prefix) and a
+  ``QUICK`` preset;
 * ``run_study(cfg, *, log=print) -> dict``, which calls :func:`start` for its
-  :class:`Run` and writes everything through it;
-* ``build_parser`` / ``run_from_args``, usually ``functools.partial`` of the ones here.
+  :class:`Run`, computes through :meth:`Run.stage` and ends with :meth:`Run.publish`;
+* its report: functions of the run's results (tables, CSV rows, figures) that the run
+  passes to :meth:`Run.publish`; a report never imports its run.
 
-Registering it with the ``jaxsparse`` command is one line in ``experiments.cli``.
+``STUDY = Study(Config, run_study, __doc__)`` in the study's ``__init__`` is the whole
+wrapper (parser, ``--quick``, ``jaxsparse <name>``, ``python -m``), and
+registering it with the ``jaxsparse`` command is one line in ``experiments.cli``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -161,24 +166,49 @@ def config_from_args(
     return cfg
 
 
-def run_from_args(run_study: Callable, cls: type[StudyConfig]):
-    """A study's ``run_from_args(args, parser) -> int`` for the ``jaxsparse`` command."""
+@dataclass(frozen=True)
+class Study:
+    """A study as the ``jaxsparse`` command runs it: its config class, its run function
+    and its description (the study package's docstring: the first paragraph is the
+    subcommand's one-line help, the first two are ``--help``'s description).
 
-    def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        run_study(config_from_args(cls, args, parser))
+    Example::
+
+        STUDY = Study(LotteryConfig, run_study, __doc__)
+        STUDY.main(["--quick"])          # python -m experiments.lottery --quick
+    """
+
+    config: type[StudyConfig]
+    run: Callable[..., dict]  # run(cfg, *, log=print) -> results
+    doc: str
+
+    def _paragraphs(self) -> list[str]:
+        return [" ".join(p.split()) for p in self.doc.strip().split("\n\n")]
+
+    @property
+    def summary(self) -> str:
+        return self._paragraphs()[0]
+
+    @property
+    def description(self) -> str:
+        return "\n\n".join(self._paragraphs()[:2])
+
+    @property
+    def name(self) -> str:
+        return self.config.NAME
+
+    def build_parser(self, parser: argparse.ArgumentParser | None = None):
+        """The study's flags, on a new parser or on the ``jaxsparse`` subcommand's."""
+        return build_parser(self.config, self.description, parser)
+
+    def run_from_args(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        self.run(config_from_args(self.config, args, parser))
         return 0
 
-    return run
-
-
-def main(run_study: Callable, cls: type[StudyConfig], description: str):
-    """A study's ``main(argv)`` for ``python -m experiments.<study>``."""
-
-    def entry(argv: Sequence[str] | None = None) -> int:
-        parser = build_parser(cls, description)
-        return run_from_args(run_study, cls)(parser.parse_args(argv), parser)
-
-    return entry
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """``python -m experiments.<study>``: the study alone, without the command."""
+        parser = self.build_parser()
+        return self.run_from_args(parser.parse_args(argv), parser)
 
 
 # --- a run: its directory, stages, progress and writers ---------------------------------
@@ -236,6 +266,11 @@ class Run:
             disable=not self.primary,
         )
 
+    def calls(self, total: int, *, desc: str, unit: str) -> Calls:
+        """A progress bar of ``total`` compiled calls that also times each one: see
+        :class:`Calls`."""
+        return Calls(self.progress(range(total), total=total, desc=desc, unit=unit))
+
     def write_json(self, name: str, obj: Any) -> Path:
         path = self.dir / name
         if self.primary:
@@ -277,6 +312,60 @@ class Run:
         out["total_s"] = time.perf_counter() - self.t_start
         self.write_json("timing.json", out)
         return out
+
+    def publish(
+        self,
+        results: dict,
+        *,
+        table: str,
+        csv: Sequence[dict] = (),
+        figures: dict[str, Any] | None = None,
+        **timing: Any,
+    ) -> dict:
+        """How every study ends: ``results.json`` (non-finite floats written as null),
+        ``results.csv`` (rows of flat dicts), ``table.md``, the figures (name -> figure),
+        ``timing.json`` (:meth:`finish` with ``timing``); logs the table and what was
+        written. Returns the results as written."""
+        results = finite(results)
+        self.write_json("results.json", results)
+        if csv:
+            self.write_csv("results.csv", csv)
+        self.write_text("table.md", table)
+        for name, fig in (figures or {}).items():
+            self.save_figure(name, fig)
+        total = self.finish(**timing)["total_s"]
+        self.log("\n" + table)
+        if self.primary:
+            files = [p.name + "/" * p.is_dir() for p in sorted(self.dir.iterdir())]
+            files = ", ".join(f for f in files if f != "checkpoints/")
+            self.log(f"\ntotal {total:.1f} s; wrote {self.dir}/ ({files})")
+        return results
+
+
+@dataclass
+class Calls:
+    """``calls(fn, *args)`` runs ``fn(*args)``, waits for its result, records the wall
+    seconds in ``seconds`` and advances the bar; ``skip(n)`` advances it over calls a
+    resumed stage did not make."""
+
+    bar: Any
+    seconds: list[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.ticks = iter(self.bar)
+
+    def __call__(self, fn: Callable, *args: Any) -> Any:
+        out, seconds = timed(fn, *args)
+        self.seconds.append(seconds)
+        next(self.ticks, None)
+        return out
+
+    def skip(self, n: int) -> None:
+        for _ in range(n):
+            next(self.ticks, None)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def start(cfg: StudyConfig, *, log: Callable[[str], None] = print) -> Run:
@@ -373,6 +462,13 @@ def seed_keys(cfg: StudyConfig, stream: int):
     return jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), stream), cfg.seeds)
 
 
+def fold(keys, i: int):
+    """Every key of ``keys`` folded with ``i`` (a round, a step): one stream per round."""
+    import jax
+
+    return jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+
+
 def mean_std(values) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
     import numpy as np
@@ -382,9 +478,22 @@ def mean_std(values) -> tuple[float, float]:
 
 
 def pm(values, scale: float = 100.0, digits: int = 1) -> str:
-    """``"93.8 ± 0.4"``: mean ± sample std of ``values * scale``."""
+    """``"93.8 ± 0.4"``: mean ± sample std of ``values * scale``; ``"–"`` for none."""
+    if not len(values):
+        return "–"
     m, s = mean_std(values)
     return f"{scale * m:.{digits}f} ± {scale * s:.{digits}f}"
+
+
+def finite(obj):
+    """``obj`` with every non-finite float (inf, nan) replaced by None, for JSON."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

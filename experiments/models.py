@@ -88,7 +88,7 @@ def num_params(params) -> int:
 
 
 # --- the early-bird and early-bert studies (experiments/early_bird, experiments/early_bert)
-# and experiments/bench_shrink.py: models whose widths are constructor arguments, so
+# and experiments/bench/shrink.py: models whose widths are constructor arguments, so
 # jaxsparse.structured.shrink's widths rebuild them smaller.
 
 
@@ -287,3 +287,61 @@ def classifier_train_fn(
         eval_every=eval_every,
         batch_sharding=batch_sharding,
     )
+
+
+def imp_program(
+    model, where: str, *, fraction: float, batch_size: int, steps: int, eval_every: int
+):
+    """The jitted ``program(states, keys, arrays, rewind_to=None)`` of the studies that
+    train many tickets at once (transfer, elastic): every state (a leading axis) trains
+    ``steps`` updates (:func:`classifier_train_fn`), is evaluated, then pruned by IMP
+    (``fraction`` of its alive ``where`` weights, one global threshold) and rewound, to
+    its own snapshot or to ``rewind_to``. Returns (next states, trained params, metrics
+    with the ``where`` density)."""
+    import jax
+
+    import jaxsparse as js
+
+    def program(states, keys, arrays, rewind_to=None):
+        train_fn = classifier_train_fn(
+            model, arrays, batch_size=batch_size, steps=steps, eval_every=eval_every
+        )
+
+        def one(state, key, target):
+            trained, evals = train_fn(state, key)
+            evals["density"] = js.density(trained.mask, where)
+            pruned = js.imp_round(trained, fraction=fraction, scope="global", rewind_to=target)
+            return pruned, trained.params, evals
+
+        return jax.vmap(one)(states, keys, rewind_to)
+
+    return jax.jit(program)
+
+
+def sparse_states(model, tx, input_size: int, **create):
+    """``(make_state, init)`` of a model trained by many seeds at once:
+    ``make_state(params, mask)`` is its ``SparseTrainState`` (``create``: the other
+    arguments, e.g. ``where``, ``rewind_step``), ``init(keys)`` the params of every key,
+    stacked."""
+    import jax
+
+    import jaxsparse as js
+
+    dummy = jnp.zeros((1, input_size), jnp.float32)
+
+    # Eagerly, one key at a time, stacked: the same values as a jitted, vmapped init
+    # (a key's stream does not depend on the others). XLA:CPU takes about a minute to
+    # compile a ResNet's init as one program, at every depth; eagerly, each op compiles
+    # once per shape, and the shapes repeat across blocks and depths.
+    def init_one(key):
+        return model.init(key, dummy)["params"]
+
+    def make_state(params, mask):
+        return js.SparseTrainState.create(
+            apply_fn=model.apply, params=params, tx=tx, mask=mask, **create
+        )
+
+    def init(keys):
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *[init_one(k) for k in keys])
+
+    return make_state, init

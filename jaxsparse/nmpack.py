@@ -9,7 +9,7 @@ one byte an alive weight, e.g. 2.5 bytes a float32 weight at 2:4 instead of 4.
 For a Dense kernel ``(in, out)`` the groups run along the contracted axis ``0``, as the
 hardware wants them. This CPU has no N:M units: :func:`nm_matmul` rebuilds the kernel
 inside the program and runs one dense matmul, so the packed form saves memory, not time
-(see ``experiments/bench_export.py``).
+(see ``experiments/bench/export.py``).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def test_quick_bench_writes_json_with_finite_ratios(tmp_path):
 
 def test_a_section_plugs_in_with_one_line(tmp_path, monkeypatch):
     """A module with ``measure(quick) -> {"title", "rows", "markdown"}`` is a section
-    (as ``experiments/bench_export.py`` will be), skipped rows included."""
+    (as ``experiments/bench/export.py`` is), skipped rows included."""
     module = types.ModuleType("fake_section")
     module.measure = lambda quick: {
         "title": "Fake",
@@ -67,5 +67,5 @@ def test_a_section_plugs_in_with_one_line(tmp_path, monkeypatch):
 
 def test_unknown_section_is_a_flag_error(capsys):
     with pytest.raises(SystemExit):
-        bench.main(["--sections", "nope"])
+        bench.STUDY.main(["--sections", "nope"])
     assert "--sections" in capsys.readouterr().err

@@ -1,41 +1,23 @@
 """End-to-end tests of the EarlyBERT study (``jaxsparse early-bert``) in quick mode:
 outputs and their fields by value, resuming from the seed stages, and bad flags."""
 
-import json
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import cli
-from experiments.early_bert import QUICK, EarlyBertConfig
 from experiments.models import SlimEncoder
-
-ARGS = ["early-bert", "--quick"]
-
-
-def _run_dir(root: Path) -> Path:
-    (d,) = sorted(root.glob("early-bert-*"))
-    return d
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ebert")
-    assert cli.main([*ARGS, "--out", str(root)]) == 0
-    d = _run_dir(root)
-    return root, d, json.loads((d / "results.json").read_text())
+def quick_run(quick_run_of):
+    return quick_run_of("early-bert")
 
 
 def test_quick_outputs_by_value(quick_run):
-    _, d, res = quick_run
-    cfg = EarlyBertConfig(**QUICK)
-    assert d.name == f"early-bert-{res['config_hash']}" == f"early-bert-{cfg.digest()}"
-    for name in ("results.json", "results.csv", "table.md", "timing.json", "config.json"):
-        assert (d / name).stat().st_size > 0, name
-    assert (d / "early_bert.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    d, res = quick_run.dir, quick_run.results
+    cfg = quick_run.config
+    quick_run.assert_written("early_bert.png")
 
     n_checks = cfg.epochs * cfg.checks_per_epoch
     e, dense = res["summary"]["earlybert"], res["summary"]["dense"]
@@ -70,17 +52,8 @@ def test_quick_outputs_by_value(quick_run):
     assert "EarlyBERT ticket" in (d / "table.md").read_text()
 
 
-def test_resume_loads_the_seed_stages(quick_run, capsys):
-    root, d, res = quick_run
-    capsys.readouterr()
-    assert cli.main([*ARGS, "--out", str(root), "--resume"]) == 0
-    out = capsys.readouterr().out
-    for s in range(QUICK["seeds"]):
-        assert f"resumed stage 'seed_{s}'" in out
-    timing = json.loads((d / "timing.json").read_text())
-    assert not any(k.startswith("seed_") for k in timing)
-    again = json.loads((d / "results.json").read_text())
-    assert again["summary"] == res["summary"] and again["seeds"] == res["seeds"]
+def test_resume_loads_the_seed_stages(quick_run):
+    quick_run.resume_seeds()
 
 
 @pytest.mark.parametrize(
@@ -94,8 +67,5 @@ def test_resume_loads_the_seed_stages(quick_run, capsys):
         (["--layers", "0"], "--layers"),
     ],
 )
-def test_bad_flags_name_the_flag(argv, flag, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["early-bert", *argv])
-    assert exc.value.code == 2
-    assert flag in capsys.readouterr().err
+def test_bad_flags_name_the_flag(argv, flag, flag_error):
+    assert flag in flag_error(["early-bert", *argv])

@@ -1,31 +1,18 @@
 """End-to-end tests of the early-bird study (``jaxsparse early-bird``) in quick mode:
 outputs and their fields by value, resuming from the seed stages, and bad flags."""
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from experiments import cli
-from experiments.early_bird import QUICK, RATIOS, EarlyBirdConfig
+from experiments.early_bird.config import RATIOS
 from experiments.early_bird.report import distance_matrix
-
-ARGS = ["early-bird", "--quick"]
-
-
-def _run_dir(root: Path) -> Path:
-    (d,) = sorted(root.glob("early-bird-*"))
-    return d
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eb")
-    assert cli.main([*ARGS, "--out", str(root)]) == 0
-    d = _run_dir(root)
-    return root, d, json.loads((d / "results.json").read_text())
+def quick_run(quick_run_of):
+    return quick_run_of("early-bird")
 
 
 def _vgg_params(widths, cin=1, classes=10):
@@ -47,12 +34,9 @@ def _vgg_flops(widths, side, pool_after=(1,), classes=10):
 
 
 def test_quick_outputs_by_value(quick_run):
-    _, d, res = quick_run
-    cfg = EarlyBirdConfig(**QUICK)
-    assert d.name == f"early-bird-{cfg.digest()}" == f"early-bird-{res['config_hash']}"
-    for name in ("results.json", "results.csv", "table.md", "timing.json", "config.json"):
-        assert (d / name).stat().st_size > 0, name
-    assert (d / "early_bird.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    d, res = quick_run.dir, quick_run.results
+    cfg = quick_run.config
+    quick_run.assert_written("early_bird.png")
 
     n_checks = cfg.epochs * cfg.checks_per_epoch
     assert res["ratios"] == list(RATIOS) and len(res["seeds"]) == cfg.seeds
@@ -104,17 +88,8 @@ def test_distance_matrix_by_hand():
     )
 
 
-def test_resume_loads_the_seed_stages(quick_run, capsys):
-    root, d, res = quick_run
-    capsys.readouterr()
-    assert cli.main([*ARGS, "--out", str(root), "--resume"]) == 0
-    out = capsys.readouterr().out
-    for s in range(QUICK["seeds"]):
-        assert f"resumed stage 'seed_{s}'" in out
-    timing = json.loads((d / "timing.json").read_text())
-    assert not any(k.startswith("seed_") for k in timing)  # nothing recomputed
-    again = json.loads((d / "results.json").read_text())
-    assert again["summary"] == res["summary"] and again["seeds"] == res["seeds"]
+def test_resume_loads_the_seed_stages(quick_run):
+    quick_run.resume_seeds()
 
 
 @pytest.mark.parametrize(
@@ -130,8 +105,5 @@ def test_resume_loads_the_seed_stages(quick_run, capsys):
         (["--checks-per-epoch", "100"], "--checks-per-epoch"),
     ],
 )
-def test_bad_flags_name_the_flag(argv, flag, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["early-bird", *argv])
-    assert exc.value.code == 2
-    assert flag in capsys.readouterr().err
+def test_bad_flags_name_the_flag(argv, flag, flag_error):
+    assert flag in flag_error(["early-bird", *argv])

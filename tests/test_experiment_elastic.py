@@ -1,7 +1,6 @@
 """End-to-end tests of the elastic study (``jaxsparse elastic``) in quick mode: outputs,
 exact densities of every arm, the block mappings, resume, and bad flags."""
 
-import json
 import re
 
 import jax
@@ -9,19 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import cli, elastic
 from experiments.elastic.model import PRUNABLE, ResNet
 from jaxsparse.filters import leaf_paths
 
-QUICK = ["elastic", "--quick"]
-
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("quick")
-    assert cli.main([*QUICK, "--out", str(root)]) == 0
-    (d,) = sorted(root.glob("elastic-*"))
-    return root, d, json.loads((d / "results.json").read_text())
+def quick_run(quick_run_of):
+    return quick_run_of("elastic")
 
 
 def _params(blocks: int, width: int = 8):
@@ -47,12 +40,9 @@ def test_model_names_its_blocks_for_the_default_regex():
 
 
 def test_outputs_and_exact_densities(quick_run):
-    _, d, res = quick_run
-    cfg = elastic.ElasticConfig(**elastic.QUICK)
-    assert d.name == f"elastic-{cfg.digest()}"
-    for name in ("results.json", "results.csv", "table.md", "timing.json", "config.json"):
-        assert (d / name).stat().st_size > 0, name
-    assert (d / "elastic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    d, res = quick_run.dir, quick_run.results
+    cfg = quick_run.config
+    quick_run.assert_written("elastic.png")
     # the block mappings: 2 -> 1 squeezes to block 0 only, 2 -> 3 stretches block 1 twice
     assert res["mappings"]["1"] == {"interleave": [0], "keep_first": [0], "keep_last": [0]}
     assert res["mappings"]["3"] == {
@@ -100,11 +90,7 @@ def test_outputs_and_exact_densities(quick_run):
 
 
 def test_resume_skips_saved_stages(quick_run):
-    root, d, res = quick_run
-    assert cli.main([*QUICK, "--out", str(root), "--resume"]) == 0
-    timing = json.loads((d / "timing.json").read_text())
-    assert not [k for k in timing if k.startswith(("source", "depth_"))]
-    assert json.loads((d / "results.json").read_text()) == res
+    assert quick_run.resume(["source", "depth_1", "depth_3"]) == quick_run.results
 
 
 @pytest.mark.parametrize(
@@ -119,8 +105,5 @@ def test_resume_skips_saved_stages(quick_run):
         (["--quick", "--steps", "50"], "got 15 (from --quick)"),
     ],
 )
-def test_bad_flags_name_the_flag(argv, flag, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["elastic", *argv])
-    assert exc.value.code == 2
-    assert flag in capsys.readouterr().err
+def test_bad_flags_name_the_flag(argv, flag, flag_error):
+    assert flag in flag_error(["elastic", *argv])

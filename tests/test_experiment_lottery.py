@@ -14,11 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import cli, lottery, models
+from experiments import cli, models
+from experiments.lottery.config import LotteryConfig
+from experiments.lottery.run import initial_state
 from jaxsparse import checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-QUICK = ["lottery", "--quick"]
+QUICK = LotteryConfig.QUICK
 
 
 def _run_dir(root: Path) -> Path:
@@ -27,12 +29,9 @@ def _run_dir(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def quick_run(quick_run_of):
     """One uninterrupted quick run, in process; shared by the tests below."""
-    root = tmp_path_factory.mktemp("quick")
-    assert cli.main([*QUICK, "--out", str(root)]) == 0
-    d = _run_dir(root)
-    return d, json.loads((d / "results.json").read_text())
+    return quick_run_of("lottery")
 
 
 def _expected_alive(size: int, fraction: float, rounds: int) -> list[int]:
@@ -44,12 +43,9 @@ def _expected_alive(size: int, fraction: float, rounds: int) -> list[int]:
 
 
 def test_quick_run_outputs(quick_run):
-    d, res = quick_run
-    cfg = lottery.LotteryConfig(**{**lottery.QUICK})
-    assert d.name == f"lottery-{cfg.digest()}" == f"lottery-{res['config_hash']}"
-    for name in ("results.json", "results.csv", "table.md", "timing.json", "config.json"):
-        assert (d / name).stat().st_size > 0, name
-    assert (d / "lottery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    d, res = quick_run.dir, quick_run.results
+    cfg = quick_run.config
+    quick_run.assert_written("lottery.png")
     assert (d / "lottery.png").stat().st_size > 10_000
 
     rows = res["rounds"]
@@ -92,9 +88,9 @@ def test_quick_run_outputs(quick_run):
 
 
 def test_ticket_loads_with_its_sparsity(quick_run):
-    d, res = quick_run
+    d, res = quick_run.dir, quick_run.results
     best = res["best_ticket"]
-    like = models.build("lenet300", (28, 28, 1)).init(jax.random.key(0), jnp.zeros((1, 784)))
+    like = models.build("lenet300", (8, 8, 1)).init(jax.random.key(0), jnp.zeros((1, 64)))
     like = like["params"]
     mask, params, meta = checkpoint.load_ticket(d / "ticket", like)
     assert meta == best
@@ -105,7 +101,7 @@ def test_ticket_loads_with_its_sparsity(quick_run):
         >= res["rounds"][0]["arms"]["ticket"]["early_stop_val_acc"] - 0.005
     )
     # the ticket holds the initial weights (k = 0) where alive, exactly
-    init = lottery.initial_state(lottery.LotteryConfig(**lottery.QUICK)).params
+    init = initial_state(LotteryConfig(**QUICK)).params
     init = jax.tree.map(lambda x: np.asarray(x[0]), init)
     for m, p, p0 in zip(jax.tree.leaves(mask), jax.tree.leaves(params), jax.tree.leaves(init)):
         np.testing.assert_array_equal(np.asarray(p), np.where(np.asarray(m), p0, 0.0))
@@ -119,13 +115,14 @@ def test_ticket_loads_with_its_sparsity(quick_run):
 
 
 def test_resume_after_kill_gives_identical_results(quick_run, tmp_path):
-    _, uninterrupted = quick_run
+    uninterrupted = quick_run.results
     root = tmp_path / "killed"
     env = {
         **os.environ,
         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        # the resumed process reuses the killed one's compiled round
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
+        # both processes reuse the round the in-process quick run compiled (same cache)
+        "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir
+        or str(tmp_path / "jax-cache"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
     cmd = [sys.executable, "-m", "experiments.lottery", "--quick", "--out", str(root)]
@@ -145,7 +142,7 @@ def test_resume_after_kill_gives_identical_results(quick_run, tmp_path):
     d = _run_dir(root)
     assert not (d / "results.json").exists()
     done = checkpoint.latest_round(d / "checkpoints")
-    assert done is not None and done < lottery.QUICK["rounds"] - 1
+    assert done is not None and done < QUICK["rounds"] - 1
 
     out = subprocess.run(
         [*cmd, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, check=True
@@ -156,13 +153,13 @@ def test_resume_after_kill_gives_identical_results(quick_run, tmp_path):
     assert json.loads((d / "timing.json").read_text())["resumed_from"] == done
 
 
-def test_mesh_matches_single_device(quick_run, tmp_path):
+def test_mesh_matches_single_device(quick_run, quick_run_of):
     assert len(jax.devices()) == 8  # conftest's fake CPU devices
-    d_single, single = quick_run
-    # one round is enough: the dense training and the first pruning
-    assert cli.main([*QUICK, "--mesh", "--rounds", "1", "--out", str(tmp_path)]) == 0
-    d_mesh = _run_dir(tmp_path)
-    mesh = json.loads((d_mesh / "results.json").read_text())
+    d_single, single = quick_run.dir, quick_run.results
+    # one round is enough: the dense training and the first pruning (the same run as
+    # test_multihost's one-process run: a session shares it)
+    mesh_run = quick_run_of("lottery", "--mesh", "--rounds", "1")
+    d_mesh, mesh = mesh_run.dir, mesh_run.results
     assert (
         mesh["config"]["mesh"] and json.loads((d_mesh / "timing.json").read_text())["devices"] == 8
     )
@@ -177,7 +174,7 @@ def test_mesh_matches_single_device(quick_run, tmp_path):
     # The pruned masks after round 0: same sizes exactly; the same weights up to the
     # few near the threshold whose order the last bits of the all-reduced gradients
     # (a different summation order) can swap.
-    like = lottery.initial_state(lottery.LotteryConfig(**lottery.QUICK))
+    like = initial_state(LotteryConfig(**QUICK))
     s1, _ = checkpoint.load_state(d_single / "checkpoints" / "round_0000", like)
     s2, _ = checkpoint.load_state(d_mesh / "checkpoints" / "round_0000", like)
     for m1, m2 in zip(jax.tree.leaves(s1.mask), jax.tree.leaves(s2.mask)):
@@ -211,11 +208,8 @@ def test_mesh_matches_single_device(quick_run, tmp_path):
         ),
     ],
 )
-def test_bad_flags_name_the_flag(argv, flag, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["lottery", *argv])
-    assert exc.value.code == 2
-    assert flag in capsys.readouterr().err
+def test_bad_flags_name_the_flag(argv, flag, flag_error):
+    assert flag in flag_error(["lottery", *argv])
 
 
 def test_help_lists_studies(capsys):

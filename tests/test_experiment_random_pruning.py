@@ -1,37 +1,24 @@
 """End-to-end tests of the random-pruning study (``jaxsparse random-pruning``) in quick
 mode: output files and their values, exact mask counts, resuming, and bad flags."""
 
-import json
-
 import numpy as np
 import pytest
 
-from experiments import cli, random_pruning
 from experiments.random_pruning import nets
-
-QUICK = ["--compile-cache", "off", "random-pruning", "--quick"]
+from experiments.random_pruning.run import cells
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("quick")
-    assert cli.main([*QUICK, "--out", str(root)]) == 0
-    (d,) = sorted(root.glob("random-pruning-*"))
-    return root, d, json.loads((d / "results.json").read_text())
+def quick_run(quick_run_of):
+    return quick_run_of("random-pruning")
 
 
 def test_quick_run_outputs(quick_run):
-    _, d, res = quick_run
-    cfg = random_pruning.RandomPruningConfig(**random_pruning.QUICK)
-    assert d.name == f"random-pruning-{cfg.digest()}"
-    for name in ("results.json", "results.csv", "table.md", "timing.json", "config.json"):
-        assert (d / name).stat().st_size > 0, name
-    for png in ("gap_vs_width.png", "sparse_vs_small.png"):
-        assert (d / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    d, res = quick_run.dir, quick_run.results
+    cfg = quick_run.config
+    quick_run.assert_written("gap_vs_width.png", "sparse_vs_small.png")
     nets_run = [(r["family"], r["depth"], r["width"]) for r in res["networks"]]
-    assert nets_run == random_pruning.cells(cfg) == [
-        ("mlp", 2, 0.5), ("mlp", 2, 1.0), ("conv", 2, 0.5)
-    ]  # fmt: skip
+    assert nets_run == cells(cfg) == [("mlp", 2, 0.5), ("conv", 2, 0.5)]
     for rec in res["networks"]:
         arms = [tuple(a) for a in rec["arms"]]
         assert arms[0] == ("dense", 0.0) and arms[-1] == ("small", 0.9)
@@ -51,19 +38,14 @@ def test_quick_run_outputs(quick_run):
         # the small dense net has about as many weights as the sparse ones
         c, h = rec["small"]["0.9"]
         assert alive[-1][0] == nets.kernel_count(rec["family"], rec["depth"], c, h)
-    assert res["networks"][1]["test_acc"][0][0] > 0.5  # dense MLP x1 learns (chance 0.1)
+    assert np.mean(res["networks"][0]["test_acc"][0]) > 0.5  # the dense MLP learns (chance 0.1)
     table = (d / "table.md").read_text()
     assert "**Sparsity 90%**" in table and "± " in table and "n/a" in table
 
 
-def test_resume_skips_done_networks(quick_run, capsys):
-    root, d, res = quick_run
-    assert cli.main([*QUICK, "--out", str(root), "--resume"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("resumed stage") == 3
-    assert json.loads((d / "results.json").read_text())["rows"] == res["rows"]
-    timing = json.loads((d / "timing.json").read_text())
-    assert not any(k.startswith(("mlp", "conv")) for k in timing)  # nothing recomputed
+def test_resume_skips_done_networks(quick_run):
+    again = quick_run.resume([r["network"] for r in quick_run.results["networks"]])
+    assert again["rows"] == quick_run.results["rows"]
 
 
 def test_small_net_embeds_exactly():
@@ -95,8 +77,5 @@ def test_small_net_embeds_exactly():
         (["--batch-size", "99999"], "--batch-size"),
     ],
 )
-def test_bad_flags_name_the_flag(argv, flag, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["random-pruning", *argv])
-    assert exc.value.code == 2
-    assert flag in capsys.readouterr().err
+def test_bad_flags_name_the_flag(argv, flag, flag_error):
+    assert flag in flag_error(["random-pruning", *argv])

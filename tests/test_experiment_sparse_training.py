@@ -1,33 +1,23 @@
 """End-to-end tests of the sparse-training study (``jaxsparse sparse-training``) in
 quick mode: every method's outputs and sparsity, resuming, and bad flags."""
 
-import json
-
 import numpy as np
 import pytest
 
-from experiments import cli, sparse_training
-
-QUICK = ["--compile-cache", "off", "sparse-training", "--quick"]
+from experiments.sparse_training.config import METHODS
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("quick")
-    assert cli.main([*QUICK, "--out", str(root)]) == 0
-    (d,) = sorted(root.glob("sparse-training-*"))
-    return root, d, json.loads((d / "results.json").read_text())
+def quick_run(quick_run_of):
+    return quick_run_of("sparse-training")
 
 
 def test_quick_run_outputs(quick_run):
-    _, d, res = quick_run
-    cfg = sparse_training.SparseTrainingConfig(**sparse_training.QUICK)
-    assert d.name == f"sparse-training-{cfg.digest()}"
-    for name in ("results.json", "results.csv", "table.md", "timing.json", "config.json"):
-        assert (d / name).stat().st_size > 0, name
-    assert (d / "sparse_training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    d, res = quick_run.dir, quick_run.results
+    cfg = quick_run.config
+    quick_run.assert_written("sparse_training.png")
     recs = {r["method"]: r for r in res["records"]}
-    assert tuple(recs) == sparse_training.METHODS
+    assert tuple(recs) == METHODS
     n = 784 * 300 + 300 * 100 + 100 * 10  # LeNet-300-100 kernels
     for method, r in recs.items():
         assert len(r["test_acc"]) == cfg.seeds
@@ -47,13 +37,8 @@ def test_quick_run_outputs(quick_run):
     assert "| IMP ticket |" in table and "± " in table
 
 
-def test_resume_skips_done_methods(quick_run, capsys):
-    root, d, res = quick_run
-    assert cli.main([*QUICK, "--out", str(root), "--resume"]) == 0
-    assert capsys.readouterr().out.count("resumed stage") == len(sparse_training.METHODS)
-    assert json.loads((d / "results.json").read_text())["rows"] == res["rows"]
-    timing = json.loads((d / "timing.json").read_text())
-    assert not any(k[: -len("_s")] in sparse_training.METHODS for k in timing)
+def test_resume_skips_done_methods(quick_run):
+    assert quick_run.resume(list(METHODS))["rows"] == quick_run.results["rows"]
 
 
 @pytest.mark.parametrize(
@@ -65,8 +50,5 @@ def test_resume_skips_done_methods(quick_run, capsys):
         (["--update-end", "1.5"], "--update-end"),
     ],
 )
-def test_bad_flags_name_the_flag(argv, flag, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["sparse-training", *argv])
-    assert exc.value.code == 2
-    assert flag in capsys.readouterr().err
+def test_bad_flags_name_the_flag(argv, flag, flag_error):
+    assert flag in flag_error(["sparse-training", *argv])

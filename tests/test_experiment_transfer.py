@@ -1,26 +1,20 @@
 """End-to-end tests of the transfer study (``jaxsparse transfer``) in quick mode:
 outputs and their values, exact sparsities, resume, and bad flags."""
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import cli, models, transfer
+from experiments import models
 from jaxsparse import checkpoint
 
-QUICK = ["transfer", "--quick"]
 N_BACKBONE = 784 * 300 + 300 * 100  # the pruned kernels of LeNet-300-100
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("quick")
-    assert cli.main([*QUICK, "--out", str(root)]) == 0
-    (d,) = sorted(root.glob("transfer-*"))
-    return root, d, json.loads((d / "results.json").read_text())
+def quick_run(quick_run_of):
+    return quick_run_of("transfer")
 
 
 def _alive(rounds, fraction=0.2):
@@ -32,12 +26,9 @@ def _alive(rounds, fraction=0.2):
 
 
 def test_outputs_and_exact_sparsities(quick_run):
-    _, d, res = quick_run
-    cfg = transfer.TransferConfig(**transfer.QUICK)
-    assert d.name == f"transfer-{cfg.digest()}"
-    for name in ("results.json", "results.csv", "table.md", "timing.json", "config.json"):
-        assert (d / name).stat().st_size > 0, name
-    assert (d / "transfer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    d, res = quick_run.dir, quick_run.results
+    cfg = quick_run.config
+    quick_run.assert_written("transfer.png")
     assert res["arms"] == ["imp", "transfer", "oneshot", "random", "reinit"]
     assert set(res["tasks"]) == {"mnist5-9", "digits28"}
     want = [100 * a / N_BACKBONE for a in _alive(cfg.rounds)]
@@ -68,7 +59,7 @@ def test_outputs_and_exact_sparsities(quick_run):
 
 
 def test_saved_ticket_is_the_last_source_mask(quick_run):
-    _, d, res = quick_run
+    d, res = quick_run.dir, quick_run.results
     like = models.LeNet300(num_classes=5).init(jax.random.key(0), jnp.zeros((1, 784)))["params"]
     mask, params, meta = checkpoint.load_ticket(d / "ticket", like)
     alive = sum(int(np.sum(mask[k]["kernel"])) for k in ("hidden_0", "hidden_1"))
@@ -80,11 +71,8 @@ def test_saved_ticket_is_the_last_source_mask(quick_run):
 
 
 def test_resume_skips_saved_stages(quick_run):
-    root, d, res = quick_run
-    assert cli.main([*QUICK, "--out", str(root), "--resume"]) == 0
-    timing = json.loads((d / "timing.json").read_text())
-    assert not [k for k in timing if k.startswith(("source", "task_"))]  # nothing recomputed
-    assert json.loads((d / "results.json").read_text()) == res
+    stages = ["source", "task_mnist5-9", "task_digits28"]
+    assert quick_run.resume(stages) == quick_run.results
 
 
 @pytest.mark.parametrize(
@@ -98,8 +86,5 @@ def test_resume_skips_saved_stages(quick_run):
         (["--batch-size", "2000"], "--batch-size"),
     ],
 )
-def test_bad_flags_name_the_flag(argv, flag, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["transfer", *argv])
-    assert exc.value.code == 2
-    assert flag in capsys.readouterr().err
+def test_bad_flags_name_the_flag(argv, flag, flag_error):
+    assert flag in flag_error(["transfer", *argv])

@@ -211,3 +211,48 @@ def test_timed_waits_for_the_result_and_compiled_is_ahead_of_time():
     assert len(traces) == 1  # new values, no new trace
     with pytest.raises(TypeError):
         exe(jnp.zeros(5))  # an executable is for its shapes only
+
+
+def _toy_study(cfg, *, log=print):
+    run = harness.start(cfg, log=log)
+    timed = run.calls(2, desc="toy", unit="call")
+    timed(lambda x: x + 1, jnp.ones(3))
+    timed.skip(1)
+    timed.close()
+    fig, ax = harness.pyplot().subplots()
+    ax.plot([0, 1], [1, 0])
+    results = {"acc": 0.5, "gap": float("inf"), "runs": [float("nan"), 1.0]}
+    return run.publish(
+        results, table="| a |", csv=[{"a": 1}], figures={"toy.png": fig}, call_s=timed.seconds
+    )
+
+
+def test_study_template_parses_runs_and_publishes(tmp_path, capsys):
+    study = harness.Study(ToyConfig, _toy_study, "a toy study")
+    assert study.name == "toy"
+    assert study.main(["--quick", "--out", str(tmp_path)]) == 0
+    d = ToyConfig(**ToyConfig.QUICK).run_dir().name
+    d = tmp_path / d
+    want = {"acc": 0.5, "gap": None, "runs": [None, 1.0]}  # non-finite floats: null
+    assert json.loads((d / "results.json").read_text()) == want
+    assert (d / "results.csv").read_text().splitlines() == ["a", "1"]
+    assert (d / "table.md").read_text() == "| a |\n"
+    assert (d / "toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    timing = json.loads((d / "timing.json").read_text())
+    assert len(timing["call_s"]) == 1 and timing["total_s"] > 0
+    out = capsys.readouterr().out
+    assert "| a |" in out
+    assert "(config.json, results.csv, results.json, table.md, timing.json, toy.png)" in out
+    with pytest.raises(SystemExit):  # its flags, checked as the command checks them
+        study.main(["--quick", "--width", "3"])
+    assert "--width: must divide --steps (10), got 3" in capsys.readouterr().err
+
+
+def test_fold_and_pm_of_nothing():
+    import jax
+
+    keys = harness.seed_keys(ToyConfig(seeds=2), 0)
+    folded = harness.fold(keys, 3)
+    want = jax.random.fold_in(keys[1], 3)
+    assert np.array_equal(jax.random.key_data(folded[1]), jax.random.key_data(want))
+    assert harness.pm([]) == "–"

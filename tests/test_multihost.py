@@ -157,20 +157,20 @@ def test_killed_on_both_processes_resumes_to_the_same_ticket(main_run, env, tmp_
     assert meta1 == meta2 and np.shape(meta1["loss"]) == (worker.ROUNDS, 1, worker.STEPS)
 
 
-# the quick study, smaller still: one round of 25 steps on the 8x8 digits (compiling
-# the round is most of its cost)
-STUDY = ["--quick", "--mesh", "--data", "digits", "--rounds", "1", "--steps", "25"]
-STUDY += ["--eval-every", "25"]
+# the quick study (the 8x8 digits) for one round: compiling it is most of its cost, and
+# the one-process run is test_experiment_lottery's mesh run (a session shares it)
+STUDY = ["--quick", "--mesh", "--rounds", "1"]
 
 
-def test_lottery_command_as_two_processes_matches_one(env, tmp_path):
-    from experiments import cli, lottery
+def test_lottery_command_as_two_processes_matches_one(env, tmp_path, quick_run_of):
+    from experiments.lottery.config import LotteryConfig
+    from experiments.lottery.run import initial_state
 
-    one, two = tmp_path / "one", tmp_path / "two"
+    two = tmp_path / "two"
     command = [sys.executable, "-m", "experiments.lottery"]
     workers = mh.start(command, [*STUDY, "--out", str(two)], tmp_path / "logs", env=env)
     try:  # the one-process run meanwhile: much of each is single-threaded compiling
-        assert cli.main(["--compile-cache", "off", "lottery", *STUDY, "--out", str(one)]) == 0
+        one = quick_run_of("lottery", *STUDY[1:]).root
     finally:
         mh.wait(workers, TIMEOUT)
 
@@ -194,7 +194,7 @@ def test_lottery_command_as_two_processes_matches_one(env, tmp_path):
             np.testing.assert_allclose(
                 a["arms"][arm]["per_seed"][key], b["arms"][arm]["per_seed"][key], atol=0.02
             )
-    like = lottery.initial_state(lottery.LotteryConfig(**{**lottery.QUICK, "data": "digits"}))
+    like = initial_state(LotteryConfig(**LotteryConfig.QUICK))
     s1, _ = checkpoint.load_state(d1 / "checkpoints" / "round_0000", like)
     s2, _ = checkpoint.load_state(d2 / "checkpoints" / "round_0000", like)
     for m1, m2 in zip(jax.tree.leaves(s1.mask), jax.tree.leaves(s2.mask), strict=True):

@@ -1,22 +1,43 @@
-"""``jaxsparse bench``: one benchmark command.
+"""``jaxsparse bench``: benchmarks against baselines measured in the same run, as markdown
+tables and JSON.
 
 Every section is a module with ``measure(quick: bool) -> {"title", "rows", "markdown"}``
-(``rows``: a list of dicts; a ratio is always against a baseline measured in the same
-run, from interleaved repeats and medians); adding one is one line in :data:`SECTIONS`.
-The command prints each section's markdown table as it finishes and writes
-``bench.json`` and ``bench.md`` to its run directory, ``runs/bench-<hash8>/``.
+(``rows``: a list of dicts); adding one is one line in :data:`SECTIONS`. The command
+prints each section's markdown table as it finishes and writes ``bench.json`` and
+``bench.md`` to its run directory, ``runs/bench-<hash8>/``.
+
+**What a ratio is.** Every ratio is ours / a baseline measured in the same run, both
+timed by the one timer, :func:`experiments.bench.timing.interleaved`: warm-up calls
+first (compile, then warm), then repeats in which every method runs once in a rotating
+order, so drift in the machine's load hits all alike. A ratio is the median of ours
+over the median of the baseline.
+
+* *Clock*: the wall clock, until the result is ready. Users wait for the wall clock.
+  Every sample is also read on the process's CPU clock; on JAX's CPU backend the
+  CPU-time ratio (``cpu_ratio``) is kept in the JSON and printed beside the wall ratio
+  where the two differ by more than 5%. CPU time is steadier on a shared machine (a
+  process waiting for a core is not charged), but flatters a method whose extra work is
+  less parallel than its baseline's, so it is never the headline.
+* *Loop*: training steps run inside one jitted ``lax.scan`` (how the studies run: no
+  per-step Python dispatch). Where users' usual Flax loop, one jitted call a step, gives
+  a different ratio (by more than 5%), that row is reported too (the training
+  section's masked step; ``python -m experiments.bench.core`` shows both for the MLP).
 
 Run::
 
     jaxsparse bench                    # the full tables, tens of minutes on 2 CPU cores
     jaxsparse bench --quick            # smoke test, small sizes, well under a minute
-    jaxsparse bench --sections step,memory
+    jaxsparse bench --sections training,memory
     python -m experiments.bench --quick
+
+Standalone scripts beside the sections: ``python -m experiments.bench.core`` (masked
+step and global prune, scan and per-call), ``experiments.bench.state`` (the rewind
+snapshot's cost) and ``experiments.bench.oracle_torch`` (masks against
+``torch.nn.utils.prune``).
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import time
 from dataclasses import dataclass, field
@@ -25,16 +46,14 @@ from typing import Any, ClassVar
 from experiments import harness
 from experiments.harness import StudyConfig
 
-DESCRIPTION = "Benchmarks against baselines measured in the same run (markdown + JSON)."
-
 # section name -> module with measure(quick) -> {"title", "rows", "markdown"}
 SECTIONS: dict[str, str] = {
     "training": "experiments.bench.training",
     "threshold": "experiments.bench.threshold",
     "imp": "experiments.bench.imp",
     "memory": "experiments.bench.memory",
-    "export": "experiments.bench_export",
-    "shrink": "experiments.bench_shrink",
+    "export": "experiments.bench.export",
+    "shrink": "experiments.bench.shrink",
 }
 
 
@@ -89,6 +108,4 @@ def run_study(cfg: BenchConfig, *, log=print) -> dict:
     return results
 
 
-build_parser = functools.partial(harness.build_parser, BenchConfig, DESCRIPTION)
-run_from_args = harness.run_from_args(run_study, BenchConfig)
-main = harness.main(run_study, BenchConfig, DESCRIPTION)
+STUDY = harness.Study(BenchConfig, run_study, __doc__)

@@ -1,5 +1,5 @@
 import sys
 
-from experiments.bench import main
+from experiments.bench import STUDY
 
-sys.exit(main())
+sys.exit(STUDY.main())

@@ -6,8 +6,8 @@
    MLP's steps inside one jitted ``lax.scan`` (no per-step dispatch), the CNN's one
    jitted call a step (XLA:CPU is very slow on convolutions inside a loop; see
    ``ModelCase``); the MLP per call is shown too. Dense and masked repeats are
-   interleaved, in alternating order, so drift in machine load hits both; each figure
-   is the median over repeats.
+   interleaved (``bench.timing``), so drift in machine load hits both; each figure is
+   the median over repeats.
 2. ``jaxsparse.prune(..., scope="global")`` (jitted) against two sort-based JAX baselines
    that concatenate all scores and use ``jnp.argsort`` or ``jax.lax.top_k``, then
    scatter back. The baselines are checked to give exactly jaxsparse's mask first.
@@ -23,9 +23,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -37,6 +34,7 @@ import numpy as np
 import optax
 
 import jaxsparse
+from experiments.bench import threshold, timing
 from experiments.models import LeNet300  # the study's LeNet-300-100
 
 BATCH = 60
@@ -72,19 +70,6 @@ class ModelCase(NamedTuple):
     # CPU), so a scanned CNN measures that, not training; per call, dispatch is <1% of
     # its step.
     modes: tuple[str, ...]
-
-
-class Timing(NamedTuple):
-    dense_ms: float
-    masked_ms: float
-
-    @property
-    def ratio(self) -> float:
-        return self.masked_ms / self.dense_ms
-
-
-def _block(tree):
-    return jax.block_until_ready(tree)
 
 
 def _make_step(model: nn.Module, tx: optax.GradientTransformation) -> Callable:
@@ -126,8 +111,8 @@ def _make_runner(step: Callable, mode: str) -> Callable:
     return per_call_run
 
 
-def bench_training(case: ModelCase, repeats: int) -> tuple[int, float, dict[str, Timing]]:
-    """Returns (number of params, mask sparsity, {mode: timing}) for one model."""
+def bench_training(case: ModelCase, repeats: int) -> tuple[int, float, dict[str, dict]]:
+    """Returns (number of params, mask sparsity, {mode: ratio row}) for one model."""
     key_init, key_x, key_y = jax.random.split(jax.random.key(0), 3)
     params = case.model.init(key_init, jnp.zeros((1, *case.input_shape)))["params"]
     n_params = sum(x.size for x in jax.tree.leaves(params))
@@ -154,21 +139,13 @@ def bench_training(case: ModelCase, repeats: int) -> tuple[int, float, dict[str,
 
         def run(name, runners=runners, states=states, mode=mode):
             p, s, loss = runners[name](*states[name], *batches[mode])
-            _block((p, s, loss))
             states[name] = (p, s)
+            return p, s, loss
 
-        for name in txs:  # compile, then warm up
-            run(name)
-            run(name)
-        times: dict[str, list[float]] = {name: [] for name in txs}
-        for r in range(repeats):
-            order = ("dense", "masked") if r % 2 == 0 else ("masked", "dense")
-            for name in order:
-                t0 = time.perf_counter()
-                run(name)
-                times[name].append((time.perf_counter() - t0) / case.steps * 1e3)
-        results[mode] = Timing(
-            statistics.median(times["dense"]), statistics.median(times["masked"])
+        calls = {name: (lambda name=name, run=run: run(name)) for name in txs}
+        t = timing.interleaved(calls, repeats)
+        results[mode] = timing.compare(
+            f"{case.name}, {mode}", t, "masked", "dense", "optax.adam", per=case.steps
         )
         # the mask held and pruned weights are exactly zero after training
         p_masked, s_masked = states["masked"]
@@ -203,89 +180,33 @@ def _prune_problem(n: int, seed: int = 0):
     return scores, mask, total, k
 
 
-def _sort_prune(select: Callable[[jax.Array, int], jax.Array]) -> Callable:
-    """A sort-based global prune: concatenate, select k lowest indices, scatter back."""
-
-    def prune_by_sort(scores, mask, k):
-        s_leaves = jax.tree.leaves(scores)
-        m_leaves, treedef = jax.tree.flatten(mask)
-        flat = jnp.concatenate(
-            [jnp.where(m, s, jnp.inf).ravel() for s, m in zip(s_leaves, m_leaves)]
-        )
-        gone = jnp.zeros(flat.shape, bool).at[select(flat, k)].set(True)
-        out, offset = [], 0
-        for m in m_leaves:
-            out.append(m & ~gone[offset : offset + m.size].reshape(m.shape))
-            offset += m.size
-        return jax.tree.unflatten(treedef, out)
-
-    return jax.jit(prune_by_sort, static_argnums=2)
-
-
-def _argsort_lowest(flat: jax.Array, k: int) -> jax.Array:
-    return jnp.argsort(flat, stable=True)[:k]  # stable: ties go to the earlier position
-
-
-def _top_k_lowest(flat: jax.Array, k: int) -> jax.Array:
-    return jax.lax.top_k(-flat, k)[1]  # top_k breaks ties by lower index
-
-
-def _time_interleaved(calls: dict[str, tuple[Callable, Sequence]], repeats: int) -> dict:
-    """Best-of-``repeats`` ms for each call, the calls interleaved round-robin so that
-    every method sees the same machine state and the same number of tries."""
-    for fn, args in calls.values():
-        _block(fn(*args))  # compile
-        _block(fn(*args))  # warm
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for r in range(repeats):
-        names = list(calls) if r % 2 == 0 else list(reversed(calls))
-        for name in names:
-            fn, args = calls[name]
-            t0 = time.perf_counter()
-            _block(fn(*args))
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    # best of: on a shared machine, the least-disturbed run is the closest to the cost
-    return {name: min(t) for name, t in times.items()}
-
-
 def bench_prune(n: int, repeats: int) -> dict:
     scores, mask, total, k = _prune_problem(n)
     ours = jax.jit(lambda s, m: jaxsparse.prune(s, m, PRUNE_AMOUNT, scope="global"))
-    by_argsort = _sort_prune(_argsort_lowest)
-    by_top_k = _sort_prune(_top_k_lowest)
+    by_argsort = threshold._sort_prune(threshold._argsort, "global")
+    by_top_k = threshold._sort_prune(threshold._top_k, "global")
 
     want = ours(scores, mask)
     pruned = sum(int(jnp.sum(m) - jnp.sum(w)) for m, w in zip(*map(jax.tree.leaves, (mask, want))))
     assert pruned == k, f"jaxsparse pruned {pruned}, expected {k}"
     for name, fn in (("argsort", by_argsort), ("top_k", by_top_k)):
-        got = fn(scores, mask, k)
+        got = fn(scores, mask, (k,))
         for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
             assert np.array_equal(np.asarray(a), np.asarray(b)), f"{name} mask differs at n={n}"
 
-    best = _time_interleaved(
+    t = timing.interleaved(
         {
-            "ours": (ours, (scores, mask)),
-            "argsort": (by_argsort, (scores, mask, k)),
-            "top_k": (by_top_k, (scores, mask, k)),
+            "ours": lambda: ours(scores, mask),
+            "argsort": lambda: by_argsort(scores, mask, (k,)),
+            "top_k": lambda: by_top_k(scores, mask, (k,)),
         },
         repeats,
     )
-    return {"n": total, **best}
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _device_line() -> str:
-    dev = jax.devices()[0]
-    return (
-        f"jax {jax.__version__} ({jax.default_backend()}: {dev.device_kind}, "
-        f"{jax.device_count()} device(s)), {os.cpu_count()} CPU cores, "
-        f"Python {platform.python_version()}, jaxsparse {jaxsparse.__version__}"
-    )
+    rows = {
+        name: timing.compare(name, t, name, "ours", "jaxsparse.prune")
+        for name in ("argsort", "top_k")
+    }
+    return {"n": total, "ours": rows["argsort"]["baseline_ms"], "rows": rows}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -294,9 +215,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     quick = args.quick
     t_start = time.perf_counter()
-
-    print(_device_line())
-    print()
+    print(", ".join(f"{k} {v}" for k, v in timing.machine().items()) + "\n")
 
     cases = [
         ModelCase("LeNet-300-100", LeNet300(), (784,), 30 if quick else 200, ("scan", "per-call")),
@@ -306,38 +225,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     steady_rows, dispatch_rows = [], []
     for case in cases:
         n_params, sparsity, timings = bench_training(case, repeats)
-        for mode, t in timings.items():
+        for mode, row in timings.items():
             # steady state: scan where it runs well, else per call (see ModelCase.modes)
             steady = mode == "scan" or "scan" not in timings
-            (steady_rows if steady else dispatch_rows).append(
-                [
-                    case.name,
-                    f"{n_params:,}",
-                    f"{mode} ({case.steps} steps)",
-                    f"{t.dense_ms:.3f}",
-                    f"{t.masked_ms:.3f}",
-                    f"{t.ratio:.3f}x",
-                ]
-            )
+            row["what"] = f"{case.name} ({n_params:,} params), {mode}, {case.steps} steps"
+            (steady_rows if steady else dispatch_rows).append(row)
         print(f"  [{case.name}: {sparsity:.1%} sparse mask, pruned weights stayed 0]", flush=True)
-    header = ["model", "params", "step runs", "dense ms/step", "masked ms/step", "ratio"]
-    print()
+    columns = [
+        ("what", "model, step runs"),
+        ("baseline_ms", "dense ms/step"),
+        ("ours_ms", "masked ms/step"),
+        ("ratio", "ratio"),
+    ]
     print(
-        "**masked(adam) vs adam, steady-state training cost**: a full step (forward, "
+        "\n**masked(adam) vs adam, steady-state training cost**: a full step (forward, "
         f"loss, grad, update, apply) on batches of {BATCH}, jitted with donated buffers; "
         f"mask {SPARSITY:.0%} sparse (global magnitude). The MLP's steps run inside one "
         "`lax.scan` (its step is too short for per-call dispatch not to count); the CNN's "
         "run one jitted call a step (dispatch is <1% of its step, and XLA:CPU is "
-        f"pathologically slow on convolutions inside a scan). Median of {repeats} "
-        "repeats, dense and masked interleaved. Goal: ratio <= 1.03x."
+        f"pathologically slow on convolutions inside a scan). {timing.clock_words()}, "
+        f"median of {repeats} interleaved repeats. Goal: ratio <= 1.03x.\n"
     )
-    print()
-    print(_table(header, steady_rows))
-    print()
-    print("**Same, the MLP with one jitted call per step** (Python dispatch included):")
-    print()
-    print(_table(header, dispatch_rows))
-    print(flush=True)
+    print(timing.table(steady_rows, columns))
+    print("\n**Same, the MLP with one jitted call per step** (Python dispatch included):\n")
+    print(timing.table(dispatch_rows, columns), flush=True)
 
     sizes = [10**4, 10**5] if quick else [10**5, 10**6, 10**7]
     prune_rows = []
@@ -345,43 +256,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         big = n >= 10**7
         reps = 2 if quick else (3 if big else 5)  # sorting 1e7 takes seconds: fewer repeats
         r = bench_prune(n, reps)
-        prune_rows.append(
-            [
-                f"{r['n']:.0e}".replace("e+0", "e"),
-                f"{r['ours']:.2f}",
-                f"{r['argsort']:.2f}",
-                f"{r['top_k']:.2f}",
-                f"{r['argsort'] / r['ours']:.1f}x",
-                f"{r['top_k'] / r['ours']:.1f}x",
-                f"{r['ours'] * 1e6 / r['n']:.1f}",
-            ]
-        )
+        for name, row in r["rows"].items():
+            row["what"] = f"{r['n']:.0e}".replace("e+0", "e") + f", {name}"
+            row["ns_per_param"] = r["ours"] * 1e6 / r["n"]
+            prune_rows.append(row)
         print(f"  [prune n={n:.0e}: masks equal across all three methods]", flush=True)
-    print()
     print(
-        f"**global prune, {PRUNE_AMOUNT:.0%} of alive weights, {len(LEAF_FRACTIONS)} leaves** "
-        "(jitted; tie-free scores, ~20% already dead; baselines concatenate, select the k "
-        "lowest by `jnp.argsort` or `lax.top_k`, and scatter back, and give the identical "
-        "mask). Best of the same number of interleaved repeats for all three, ms. "
-        "Goal: >= 5x faster than sort at 1e7, ns/param flat."
+        f"\n**global prune, {PRUNE_AMOUNT:.0%} of alive weights, {len(LEAF_FRACTIONS)} "
+        "leaves** (jitted; tie-free scores, ~20% already dead; baselines concatenate, "
+        "select the k lowest by `jnp.argsort` or `lax.top_k`, and scatter back, and give "
+        f"the identical mask). {timing.clock_words()}, median of the same number of "
+        "interleaved repeats for all three; ratio = baseline / jaxsparse (speed-up). "
+        "Goal: >= 5x faster than sort at 1e7, ns/param flat.\n"
     )
-    print()
-    print(
-        _table(
-            [
-                "n params",
-                "jaxsparse ms",
-                "argsort ms",
-                "top_k ms",
-                "speed-up vs argsort",
-                "speed-up vs top_k",
-                "jaxsparse ns/param",
-            ],
-            prune_rows,
-        )
-    )
-    print()
-    print(f"total benchmark time: {time.perf_counter() - t_start:.0f} s")
+    columns = [
+        ("what", "n params, baseline"),
+        ("baseline_ms", "jaxsparse ms"),
+        ("ours_ms", "baseline ms"),
+        ("ratio", "speed-up"),
+        ("ns_per_param", "jaxsparse ns/param"),
+    ]
+    print(timing.table(prune_rows, columns))
+    print(f"\ntotal benchmark time: {time.perf_counter() - t_start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -229,7 +229,8 @@ def study_compile(quick: bool) -> list[dict]:
     import re
     import tempfile
 
-    from experiments.lottery import LotteryConfig, run_study
+    from experiments.lottery.config import LotteryConfig
+    from experiments.lottery.run import run_study
 
     logged = []
     with tempfile.TemporaryDirectory() as out:

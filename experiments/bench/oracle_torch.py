@@ -18,13 +18,13 @@ Run::
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 
 import jax
 import numpy as np
 
 import jaxsparse as js
+from experiments.bench import timing
 
 SHAPES = {"fc1": (784, 300), "fc2": (300, 100), "fc3": (100, 10)}
 
@@ -99,7 +99,6 @@ def time_global(n_repeat: int, seed: int) -> dict[str, float]:
     params = {n: jax.numpy.asarray(w) for n, w in weights.items()}
     step = jax.jit(lambda p, m: js.prune(js.scores.magnitude(p), m, 0.2, scope="global"))
     mask = js.mask_like(params)
-    jax.block_until_ready(step(params, mask))
     tensors = [torch.from_numpy(w) for w in weights.values()]
     n_total = sum(t.numel() for t in tensors)
 
@@ -110,25 +109,27 @@ def time_global(n_repeat: int, seed: int) -> dict[str, float]:
         keep[drop] = False
         return keep
 
-    times: dict[str, list[float]] = {"jaxsparse": [], "torch prune API": [], "torch core": []}
-    for _ in range(n_repeat):
-        t0 = time.perf_counter()
-        jax.block_until_ready(step(params, mask))
-        times["jaxsparse"].append(time.perf_counter() - t0)
-        mods = _torch_modules(weights)
-        t0 = time.perf_counter()
+    # torch's prune API rewrites its modules: a fresh set for every call, made up front
+    fresh = iter([_torch_modules(weights) for _ in range(n_repeat + 2)])
+
+    def torch_api():
         with torch.no_grad():
             tprune.global_unstructured(
-                [(m, "weight") for m in mods.values()],
+                [(m, "weight") for m in next(fresh).values()],
                 pruning_method=tprune.L1Unstructured,
                 amount=0.2,
             )
-        times["torch prune API"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+
+    def torch_bare():
         with torch.no_grad():
-            torch_core()
-        times["torch core"].append(time.perf_counter() - t0)
-    return {name: float(np.median(t)) * 1e3 for name, t in times.items()}
+            return torch_core()
+
+    t = timing.interleaved(
+        {"jaxsparse": lambda: step(params, mask), "torch prune API": torch_api,
+         "torch core": torch_bare},
+        n_repeat,
+    )  # fmt: skip
+    return {name: timing.median(v) * 1e3 for name, v in t.wall.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -16,8 +16,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Sequence
 
 import jax
@@ -26,6 +24,7 @@ import optax
 from flax.training import train_state
 
 import jaxsparse as js
+from experiments.bench import timing
 from experiments.models import LeNet300  # the study's LeNet-300-100
 
 BATCH, STEPS = 60, 200
@@ -70,24 +69,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             apply_fn=model.apply, params=params, tx=optax.adam(1e-3), mask=mask, rewind_step=100
         ),
     }
-    for s in states.values():  # compile and warm up
-        jax.block_until_ready(train(s, xs, ys))
-    times: dict[str, list[float]] = {name: [] for name in states}
-    for r in range(repeats):
-        names = list(states) if r % 2 == 0 else list(reversed(states))
-        for name in names:
-            t0 = time.perf_counter()
-            jax.block_until_ready(train(states[name], xs, ys))
-            times[name].append((time.perf_counter() - t0) / STEPS * 1e3)
-    base = statistics.median(times["flax TrainState + masked(adam)"])
+    calls = {name: (lambda s=s: train(s, xs, ys)) for name, s in states.items()}
+    t = timing.interleaved(calls, repeats)
+    base = "flax TrainState + masked(adam)"
     print(
         f"jax {jax.__version__} ({jax.default_backend()}), {STEPS} steps in one lax.scan, "
-        f"median of {repeats} interleaved repeats\n"
+        f"{timing.clock_words()}, median of {repeats} interleaved repeats\n"
     )
-    print("| train state | ms/step | ratio |")
-    print("|---|---|---|")
-    for name, t in times.items():
-        print(f"| {name} | {statistics.median(t):.3f} | {statistics.median(t) / base:.3f}x |")
+    rows = [timing.compare(name, t, name, base, base, per=STEPS) for name in states]
+    print(timing.table(rows, [("what", "train state"), ("ours_ms", "ms/step"), ("ratio", "ratio")]))
 
 
 if __name__ == "__main__":

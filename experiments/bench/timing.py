@@ -1,4 +1,5 @@
-"""Timing shared by the benchmark sections: interleaved repeats, medians, ratios, rows."""
+"""The benchmark's one timer (interleaved repeats on the wall and CPU clocks), medians,
+ratios and table rows; what a ratio means is in the package docstring."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 
 def block(x):
@@ -16,50 +18,62 @@ def block(x):
     return jax.block_until_ready(x)
 
 
-def interleaved(
-    calls: dict[str, Callable[[], object]], repeats: int, *, warmup: int = 2, clock: str = "auto"
-) -> dict[str, list[float]]:
-    """Seconds of each call over ``repeats`` rounds; every round runs all calls, in
-    alternating order, so that drift in the machine's load hits all of them alike.
-    Each call is run ``warmup`` times first (compile, then warm).
+class Times(NamedTuple):
+    """Seconds per call of every method over the repeats, on both clocks: ``wall``
+    (elapsed time until the result is ready) and ``cpu`` (the process's CPU time, all
+    its threads), each ``{name: [seconds, ...]}``."""
 
-    ``clock="cpu"`` counts the process's CPU time (all its threads), ``"wall"`` the
-    elapsed time; ``"auto"`` (the default) takes CPU time on JAX's CPU backend and wall
-    time on an accelerator, where the host's CPU time says nothing of the device's work.
-    On a CPU shared with other work, CPU time is far steadier: a process that waits for
-    a core is not charged for the wait.
-    """
-    if clock == "auto":
-        clock = auto_clock()
-    if clock not in ("cpu", "wall"):
-        raise ValueError(
-            f"timing.interleaved: clock must be 'auto', 'cpu' or 'wall', got {clock!r}"
-        )
-    now = time.process_time if clock == "cpu" else time.perf_counter
-    for fn in calls.values():
+    wall: dict[str, list[float]]
+    cpu: dict[str, list[float]]
+
+
+def interleaved(
+    calls: dict[str, Callable[[], object]],
+    repeats: int,
+    *,
+    warmup: int = 2,
+    min_seconds: float = 0.0,
+) -> Times:
+    """The one timer of the benchmark: ``repeats`` rounds, each running every call once
+    (or, with ``min_seconds``, enough back-to-back calls to last that long, divided back
+    to one call) in a rotating order, so drift in the machine's load hits all alike.
+    Every call is run ``warmup`` times first (compile, then warm). Each sample is read
+    on the wall clock and on the process's CPU clock at once (see the package docstring
+    for which a ratio uses)."""
+    inner = dict.fromkeys(calls, 1)
+    for name, fn in calls.items():
         for _ in range(warmup):
             block(fn())
-    times: dict[str, list[float]] = {name: [] for name in calls}
+        if min_seconds:
+            t0 = time.perf_counter()
+            block(fn())
+            inner[name] = max(1, int(min_seconds / max(time.perf_counter() - t0, 1e-6)))
+    wall: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
     for r in range(repeats):
-        for name in names if r % 2 == 0 else reversed(names):
-            t0 = now()
-            block(calls[name]())
-            times[name].append(now() - t0)
-    return times
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn, k = calls[name], inner[name]
+            w0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(k):
+                out = fn()
+            block(out)
+            wall[name].append((time.perf_counter() - w0) / k)
+            cpu[name].append((time.process_time() - c0) / k)
+    return Times(wall, cpu)
 
 
-def auto_clock() -> str:
-    """``"cpu"`` on JAX's CPU backend, ``"wall"`` on an accelerator."""
+def on_cpu() -> bool:
+    """Whether JAX computes on the host, where its CPU time means something."""
     import jax
 
-    return "cpu" if jax.default_backend() == "cpu" else "wall"
+    return jax.default_backend() == "cpu"
 
 
 def clock_words() -> str:
-    """What :func:`interleaved`'s default clock measures, for the sections' notes."""
-    if auto_clock() == "cpu":
-        return "the process's CPU time"
+    """Which clocks the ratios are read on, for the sections' notes."""
+    if on_cpu():
+        return "wall time (the CPU-time ratio beside it where the two differ by > 5%)"
     return "wall time until the result is ready (device work)"
 
 
@@ -81,6 +95,18 @@ def row(what: str, ours_s: float, base_s: float, baseline: str, *, goal=None, **
         out["goal"] = f"<= {goal:g}x"
         out["met"] = bool(ratio <= goal)
     out.update(extra)
+    return out
+
+
+def compare(
+    what: str, t: Times, ours: str, base: str, baseline: str, *, per: int = 1, **extra
+) -> dict:
+    """:func:`row` of ``ours`` against ``base`` from :func:`interleaved`'s times: the
+    ratio of the medians on the wall clock, and beside it (``cpu_ratio``) the same on
+    the CPU clock where JAX runs on the host; ``per`` divides both times (steps a call)."""
+    out = row(what, median(t.wall[ours]) / per, median(t.wall[base]) / per, baseline, **extra)
+    if on_cpu():
+        out["cpu_ratio"] = median(t.cpu[ours]) / median(t.cpu[base])
     return out
 
 
@@ -112,9 +138,18 @@ def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
             cells = [fmt(r.get(key)) for key, _ in columns]
             if "ratio" in [k for k, _ in columns] and r.get("ratio") is not None:
                 i = [k for k, _ in columns].index("ratio")
-                cells[i] = f"{r['ratio']:.3f}x"
+                cells[i] = ratio_text(r)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def ratio_text(r: dict) -> str:
+    """``"1.012x"``, and the CPU-time ratio beside it where the clocks disagree by > 5%."""
+    text = f"{r['ratio']:.3f}x"
+    cpu = r.get("cpu_ratio")
+    if cpu is not None and abs(cpu / r["ratio"] - 1) > 0.05:
+        text += f" (CPU time {cpu:.3f}x)"
+    return text
 
 
 RATIO_COLUMNS = [

@@ -22,11 +22,8 @@ Run::
     jaxsparse early-bert --resume     # skip the seeds already done
 """
 
-from experiments import harness
-from experiments.early_bert.config import DESCRIPTION, QUICK, EarlyBertConfig, build_parser
+from experiments.early_bert.config import EarlyBertConfig
 from experiments.early_bert.run import run_study
+from experiments.harness import Study
 
-run_from_args = harness.run_from_args(run_study, EarlyBertConfig)
-main = harness.main(run_study, EarlyBertConfig, DESCRIPTION)
-
-__all__ = ["QUICK", "EarlyBertConfig", "build_parser", "main", "run_from_args", "run_study"]
+STUDY = Study(EarlyBertConfig, run_study, __doc__)

@@ -1,5 +1,5 @@
 import sys
 
-from experiments.early_bert import main
+from experiments.early_bert import STUDY
 
-sys.exit(main())
+sys.exit(STUDY.main())

@@ -3,38 +3,18 @@ training time against dense; accuracy against wall time and the detector's dista
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from experiments import harness
+from experiments import early_ticket, harness
 from experiments.early_bert.config import EarlyBertConfig
 
-TIME_NOTE = (
-    "Wall times are measured in this run: dense training and the EarlyBERT pipeline "
-    "alternate chunk by chunk (half an epoch by default), so machine load hits both "
-    "alike; compilation is excluded (ahead of time, reported apart). pipeline = the "
-    "search chunks (full width, slimming) + the mask checks + shrinking the params and "
-    "Adam's moments + the shrunk encoder's chunks to the end of the same epoch budget."
+TIME_NOTE = early_ticket.time_note(
+    "the search chunks (full width, slimming) + the mask checks + shrinking the params "
+    "and Adam's moments + the shrunk encoder's chunks to the end of the same epoch budget."
 )
 
 
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _pm(values, scale=100.0, digits=1):
-    return harness.pm(values, scale, digits) if len(values) else "–"
-
-
 def summarise(cfg: EarlyBertConfig, per_seed: list[dict], dense_info: dict) -> dict:
-    n_checks = cfg.epochs * cfg.checks_per_epoch
     drawn = [s["drawn"] for s in per_seed if s["drawn"]]
     return {
         "dense": {
@@ -44,8 +24,7 @@ def summarise(cfg: EarlyBertConfig, per_seed: list[dict], dense_info: dict) -> d
         },
         "earlybert": {
             "found": len(drawn),
-            "epoch": [(d["check"] + 1) / cfg.checks_per_epoch for d in drawn],
-            "share": [(d["check"] + 1) / n_checks for d in drawn],
+            **early_ticket.drawn_at(cfg, [d["check"] for d in drawn]),
             "heads": [d["heads"] for d in drawn],
             "ffn": [d["ffn"] for d in drawn],
             "params": [d["params"] for d in drawn],
@@ -61,10 +40,6 @@ def summarise(cfg: EarlyBertConfig, per_seed: list[dict], dense_info: dict) -> d
     }
 
 
-def _mean_list(rows) -> str:
-    return "/".join(f"{v:.0f}" for v in np.mean(np.asarray(rows, float), axis=0)) if rows else "–"
-
-
 def table(cfg: EarlyBertConfig, summary: dict) -> str:
     d, e = summary["dense"], summary["earlybert"]
     rows = [
@@ -74,20 +49,20 @@ def table(cfg: EarlyBertConfig, summary: dict) -> str:
             "/".join(map(str, d["ffn"])),
             f"{d['params']:,}",
             f"{d['flops'] / 1e6:.2f}",
-            _pm(d["acc"]),
-            _pm(d["time_s"], 1, 1),
+            harness.pm(d["acc"]),
+            harness.pm(d["time_s"], 1, 1),
             "1",
         ],
         [
-            f"EarlyBERT ticket (drawn at epoch {_pm(e['epoch'], 1, 1)}, "
-            f"{_pm(e['share'], 100, 0)}% of schedule; {e['found']}/{cfg.seeds} seeds)",
-            _mean_list(e["heads"]),
-            _mean_list(e["ffn"]),
+            f"EarlyBERT ticket (drawn at epoch {harness.pm(e['epoch'], 1, 1)}, "
+            f"{harness.pm(e['share'], 100, 0)}% of schedule; {e['found']}/{cfg.seeds} seeds)",
+            early_ticket.mean_widths(e["heads"]),
+            early_ticket.mean_widths(e["ffn"]),
             f"{np.mean(e['params']):,.0f}" if e["params"] else "–",
             f"{np.mean(e['flops']) / 1e6:.2f}" if e["flops"] else "–",
-            _pm(e["acc"]),
-            _pm(e["time_s"], 1, 1),
-            _pm(e["time_ratio"], 1, 2),
+            harness.pm(e["acc"]),
+            harness.pm(e["time_s"], 1, 1),
+            harness.pm(e["time_ratio"], 1, 2),
         ],
     ]
     main = harness.markdown_table(
@@ -104,14 +79,14 @@ def table(cfg: EarlyBertConfig, summary: dict) -> str:
         rows,
     )
     return (
-        f"{main}\n\nTraining time saved: **{_pm(e['saving'], 100, 1)}%** (EarlyBERT's "
+        f"{main}\n\nTraining time saved: **{harness.pm(e['saving'], 100, 1)}%** (EarlyBERT's "
         f"claim: 35–45% on BERT); the shrunk encoder's chunk takes "
-        f"{_pm(e['step_ratio'], 1, 2)} of the dense chunk's time at "
+        f"{harness.pm(e['step_ratio'], 1, 2)} of the dense chunk's time at "
         f"{np.mean(e['flops']) / d['flops'] if e['flops'] else float('nan'):.2f} of its FLOPs."
     )
 
 
-def plot(run, cfg: EarlyBertConfig, per_seed: list[dict], name: str) -> None:
+def plot(cfg: EarlyBertConfig, per_seed: list[dict]):
     plt = harness.pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for k, s in enumerate(per_seed):
@@ -149,10 +124,11 @@ def plot(run, cfg: EarlyBertConfig, per_seed: list[dict], name: str) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    run.save_figure(name, fig)
+    return fig
 
 
-def report(run, cfg, ds, per_seed, dense_info, compile_s) -> dict:
+def outputs(cfg, ds, per_seed, dense_info, compile_s) -> dict:
+    """What :meth:`experiments.harness.Run.publish` writes: results, table, CSV, figure."""
     summary = summarise(cfg, per_seed, dense_info)
     caption = (
         f"EarlyBERT: a {cfg.layers}-layer pre-LN transformer encoder ({cfg.heads} heads, "
@@ -167,7 +143,6 @@ def report(run, cfg, ds, per_seed, dense_info, compile_s) -> dict:
         f"accuracy at the end, mean ± std over {cfg.seeds} seeds (hash {cfg.digest()})."
     )
     md = f"{caption}\n\n{table(cfg, summary)}\n\n{TIME_NOTE}"
-    run.write_text("table.md", md)
     rows = []
     for s in per_seed:
         dense = {"network": "dense", "acc": s["acc"]["dense"], "time_s": s["dense_s"]}
@@ -186,33 +161,19 @@ def report(run, cfg, ds, per_seed, dense_info, compile_s) -> dict:
                 "flops": d.get("flops"),
             }
         )
-    run.write_csv("results.csv", rows)
-    plot(run, cfg, per_seed, "early_bert.png")
-    results = _clean(
+    results = early_ticket.results(cfg, ds, summary, compile_s)
+    results["seeds"] = [
         {
-            "study": "early-bert",
-            "config": cfg.hashed(),
-            "config_hash": cfg.digest(),
-            "data": {"name": ds.name, "train": len(ds.x_train), "test": len(ds.x_test)},
-            "std": "sample standard deviation over seeds (ddof=1)",
-            "summary": summary,
-            "compile_s": compile_s,
-            "seeds": [
-                {
-                    **{k: v for k, v in s.items() if k not in ("curves", "dists")},
-                    "curves": {
-                        "dense": s["curves"][0].tolist(),
-                        "earlybert": s["curves"][1].tolist(),
-                    },
-                    "distances": np.where(np.isfinite(s["dists"]), s["dists"], np.nan).tolist(),
-                }
-                for s in per_seed
-            ],
-            "time_note": TIME_NOTE,
+            **s,
+            "curves": {"dense": d["curves"][0].tolist(), "earlybert": d["curves"][1].tolist()},
+            "distances": d["dists"].tolist(),
         }
-    )
-    run.write_json("results.json", results)
-    timing = run.finish(compile_s=compile_s, seeds=cfg.seeds)
-    run.log("\n" + md)
-    run.log(f"\ntotal {timing['total_s']:.1f} s; wrote {run.dir}/")
-    return results
+        for s, d in zip(early_ticket.seed_rows(per_seed, ("curves", "dists")), per_seed)
+    ]
+    results["time_note"] = TIME_NOTE
+    return {
+        "results": results,
+        "table": md,
+        "csv": rows,
+        "figures": {"early_bert.png": plot(cfg, per_seed)},
+    }

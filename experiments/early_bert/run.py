@@ -10,7 +10,14 @@ import numpy as np
 
 from experiments import harness
 from experiments.early_bert.config import EarlyBertConfig
-from experiments.early_bert.report import report
+from experiments.early_bert.report import outputs
+from experiments.early_ticket import (
+    batch_indices,
+    cosine,
+    full_width_programs,
+    hyper,
+    run_seeds,
+)
 from experiments.models import slim_encoder_spec
 
 COEFS = r"(head|ffn)_coef$"
@@ -30,16 +37,11 @@ def build_model(cfg: EarlyBertConfig, heads=None, ffn=None):
 def make_tx(cfg: EarlyBertConfig, steps, slimming):
     """Adam with cosine decay over ``steps``, after the L1 subgradient on the slimming
     coefficients; ``steps`` and ``slimming`` may be traced (one program for both arms)."""
-    import jax.numpy as jnp
     import optax
 
     import jaxsparse as js
 
-    def cosine(count):
-        done = jnp.minimum(count / jnp.maximum(steps, 1), 1.0)
-        return cfg.lr * 0.5 * (1.0 + jnp.cos(jnp.pi * done))
-
-    return optax.chain(js.slimming(slimming, where=COEFS), optax.adam(cosine))
+    return optax.chain(js.slimming(slimming, where=COEFS), optax.adam(cosine(cfg.lr, steps)))
 
 
 def make_chunk(model, cfg: EarlyBertConfig):
@@ -77,20 +79,6 @@ def make_eval(model):
     return accuracy
 
 
-def hyper(steps: int, slimming: float) -> dict:
-    import jax.numpy as jnp
-
-    return {"steps": jnp.float32(steps), "slimming": jnp.float32(slimming)}
-
-
-def batch_indices(cfg: EarlyBertConfig, n: int, seed: int) -> np.ndarray:
-    """``(checks, steps_per_check, batch)`` indices: a fresh permutation every epoch."""
-    rng = np.random.default_rng([cfg.seed, seed])
-    per_epoch = cfg.checks_per_epoch * cfg.steps_per_check() * cfg.batch_size
-    rows = [rng.permutation(n)[:per_epoch] for _ in range(cfg.epochs)]
-    return np.concatenate(rows).reshape(-1, cfg.steps_per_check(), cfg.batch_size)
-
-
 def shrink_like_params(tree, params, gmask, spec):
     """Shrinks every subtree of ``tree`` shaped like ``params`` (Adam's moments)."""
     import jax
@@ -121,9 +109,9 @@ def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
     params = ctx["init"](jax.random.fold_in(jax.random.key(cfg.seed), seed))
     opt = make_tx(cfg, 1, 0.0).init(params)
     dense, pipe = (params, opt), (params, opt)
-    h_dense, h_pipe = hyper(ctx["steps"], 0.0), hyper(ctx["steps"], cfg.slimming)
+    h_dense, h_pipe = hyper(cfg.total_steps(), 0.0), hyper(cfg.total_steps(), cfg.slimming)
     ebs = js.early_bird.init(ctx["gmask_like"], cfg.window)
-    train_exe, check_exe, evaluate = ctx["exe"]
+    (train_exe, check_exe), evaluate = ctx["exe"](), ctx["evaluate"]
     pipe_exe, pipe_eval = train_exe, evaluate
 
     times = {"dense": [], "pipeline": [], "check": []}
@@ -202,7 +190,6 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
     ds = data_lib.load("mnist")
     x, y, xt, yt = map(jnp.asarray, (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
     model = build_model(cfg)
-    steps = cfg.epochs * cfg.checks_per_epoch * cfg.steps_per_check()
 
     def init(key):
         return model.init(key, x[:1])["params"]
@@ -225,18 +212,12 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
         eb = js.early_bird.update(eb, gmask)
         return gmask, eb, js.early_bird.found(eb, cfg.eps), js.early_bird.distances(eb)
 
-    p0 = jax.jit(init)(jax.random.key(0))
-    carry = (p0, make_tx(cfg, 1, 0.0).init(p0))
-    idx0 = jnp.zeros((cfg.steps_per_check(), cfg.batch_size), jnp.int32)
-    t_exe, c_train = harness.compiled(
-        make_chunk(model, cfg), carry, x, y, idx0, hyper(steps, cfg.slimming)
-    )
-    k_exe, c_check = harness.compiled(
-        jax.jit(check), p0, js.early_bird.init(gmask_like, cfg.window)
-    )
-    compile_s = {"train": c_train, "check": c_check}
-    log(f"compiled the training and check programs in {c_train + c_check:.1f} s")
+    def first():
+        p0 = jax.jit(init)(jax.random.key(0))
+        carry = (p0, make_tx(cfg, 1, 0.0).init(p0))
+        return carry, (p0, js.early_bird.init(gmask_like, cfg.window))
 
+    programs, compile_s = full_width_programs(cfg, make_chunk(model, cfg), check, first, x, y, log)
     ctx = {
         "x": x,
         "y": y,
@@ -244,29 +225,23 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
         "yt": yt,
         "spec": spec,
         "init": jax.jit(init),
-        "steps": steps,
         "gmask_like": gmask_like,
-        "exe": (t_exe, k_exe, make_eval(model)),
+        "exe": programs,
+        "evaluate": make_eval(model),
     }
-    n_checks = cfg.epochs * cfg.checks_per_epoch
+    n_checks = cfg.n_checks()
     arrays_like = {
         "curves": np.zeros((2, n_checks), np.float32),
         "dists": np.zeros((n_checks, cfg.window - 1), np.float32),
     }
-    bar = run.progress(None, total=cfg.seeds * n_checks, desc="early-bert", unit="check")
-    per_seed = []
-    for s in range(cfg.seeds):
-        t0 = time.perf_counter()
-        arrays, extra = run.stage(f"seed_{s}", arrays_like, lambda s=s: run_seed(cfg, s, ctx, bar))
-        if time.perf_counter() - t0 < 1:  # resumed: the bar skips the seed's checks
-            bar.update(n_checks)
-        per_seed.append({**{k: np.asarray(v) for k, v in arrays.items()}, **extra})
-    bar.close()
-
+    per_seed = run_seeds(
+        run, cfg, arrays_like, lambda s, bar: run_seed(cfg, s, ctx, bar), "early-bert"
+    )
     dense_info = {
         "heads": [cfg.heads] * cfg.layers,
         "ffn": [cfg.ffn] * cfg.layers,
         "params": int(sum(v.size for v in jax.tree.leaves(like))),
         "flops": model.flops(),
     }
-    return report(run, cfg, ds, per_seed, dense_info, compile_s)
+    out = outputs(cfg, ds, per_seed, dense_info, compile_s)
+    return run.publish(**out, compile_s=compile_s, seeds=cfg.seeds)

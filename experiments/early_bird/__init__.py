@@ -25,25 +25,8 @@ Run::
     jaxsparse early-bird --resume     # skip the seeds already done
 """
 
-from experiments import harness
-from experiments.early_bird.config import (
-    DESCRIPTION,
-    QUICK,
-    RATIOS,
-    EarlyBirdConfig,
-    build_parser,
-)
+from experiments.early_bird.config import EarlyBirdConfig
 from experiments.early_bird.run import run_study
+from experiments.harness import Study
 
-run_from_args = harness.run_from_args(run_study, EarlyBirdConfig)
-main = harness.main(run_study, EarlyBirdConfig, DESCRIPTION)
-
-__all__ = [
-    "QUICK",
-    "RATIOS",
-    "EarlyBirdConfig",
-    "build_parser",
-    "main",
-    "run_from_args",
-    "run_study",
-]
+STUDY = Study(EarlyBirdConfig, run_study, __doc__)

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from experiments import harness
-from experiments.harness import StudyConfig
+from experiments.early_ticket import QUICK_DETECTOR, EarlyTicketConfig
 
-DESCRIPTION = (
-    "Early-bird tickets (You et al., ICLR 2020): channel masks from |BN gamma| stop "
-    "changing early; the ticket drawn then is shrunk and retrained."
-)
 RATIOS = (0.3, 0.5, 0.7)  # the paper's channel pruning ratios, tracked together
 
 
@@ -25,40 +19,25 @@ def parse_ints(text: str) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
-class EarlyBirdConfig(StudyConfig):
+class EarlyBirdConfig(EarlyTicketConfig):
     """One early-bird study. Every field is a command-line flag (``--checks-per-epoch``);
-    ``seeds``, ``seed``, ``quick``, ``out`` and ``resume`` come from the harness."""
+    the detector's and the harness's come from the base classes."""
 
     NAME: ClassVar[str] = "early-bird"
     QUICK: ClassVar[dict[str, Any]] = {
-        "seeds": 2,
+        **QUICK_DETECTOR,
         "epochs": 3,
         "widths": "8,8,16,16",
         "pool": 4,
-        "batch_size": 128,
-        "window": 3,
-        "eps": 1.0,  # found as soon as the FIFO is full: a fixed point for the test
         "retrain": "0.5",
     }
 
     epochs: int = field(default=16, metadata={"help": "training epochs (the budget)", "min": 1})
-    checks_per_epoch: int = field(
-        default=2,
-        metadata={"help": "channel masks computed and pushed to the detector per epoch", "min": 1},
-    )
     batch_size: int = field(default=128, metadata={"help": "minibatch size", "min": 1})
     lr: float = field(
         default=0.1, metadata={"help": "SGD (momentum 0.9) peak rate, cosine decay", "gt": 0.0}
     )
     weight_decay: float = field(default=1e-4, metadata={"help": "L2 weight decay", "min": 0.0})
-    slimming: float = field(
-        default=1e-4, metadata={"help": "L1 strength on BN scales (network slimming)", "min": 0.0}
-    )
-    eps: float = field(
-        default=0.1,
-        metadata={"help": "early bird when all mask distances in the FIFO are <= eps"},
-    )
-    window: int = field(default=5, metadata={"help": "masks in the detector's FIFO", "min": 2})
     min_keep: float = field(
         default=0.1,
         metadata={
@@ -87,14 +66,7 @@ class EarlyBirdConfig(StudyConfig):
     def retrain_ratios(self) -> tuple[float, ...]:
         return parse_floats(self.retrain)
 
-    def steps_per_check(self) -> int:
-        from experiments.data import TRAIN_SIZES
-
-        return TRAIN_SIZES["mnist"] // self.batch_size // self.checks_per_epoch
-
     def validate(self, fail) -> None:
-        from experiments.data import TRAIN_SIZES
-
         try:
             widths = self.width_tuple
         except ValueError:
@@ -107,23 +79,4 @@ class EarlyBirdConfig(StudyConfig):
             fail("retrain", f"expected comma-separated ratios, got {self.retrain!r}")
         if any(r not in RATIOS for r in ratios):
             fail("retrain", f"each ratio must be one of {RATIOS}, got {self.retrain!r}")
-        if not 0.0 <= self.eps <= 1.0:
-            fail("eps", f"must be in [0, 1], got {self.eps}")
-        if self.batch_size > TRAIN_SIZES["mnist"]:
-            fail("batch_size", f"must be <= the {TRAIN_SIZES['mnist']} training examples")
-        if self.steps_per_check() < 1:
-            fail(
-                "checks_per_epoch",
-                f"an epoch of {TRAIN_SIZES['mnist'] // self.batch_size} steps cannot be "
-                f"split into {self.checks_per_epoch} checks",
-            )
-        if self.epochs * self.checks_per_epoch <= self.window:
-            fail(
-                "window",
-                f"must be < the {self.epochs * self.checks_per_epoch} checks of the run, "
-                f"got {self.window}",
-            )
-
-
-QUICK = EarlyBirdConfig.QUICK
-build_parser = functools.partial(harness.build_parser, EarlyBirdConfig, DESCRIPTION)
+        super().validate(fail)

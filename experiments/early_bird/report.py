@@ -4,11 +4,9 @@ time), the epoch x epoch mask-distance heat maps (You et al., Fig. 2)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from experiments import harness
+from experiments import early_ticket, harness
 from experiments.early_bird.config import RATIOS, EarlyBirdConfig
 
 ARM_LABELS = {
@@ -16,29 +14,10 @@ ARM_LABELS = {
     "full": "ticket after full training",
     "random": "random channels, same widths",
 }
-TIME_NOTE = (
-    "Wall times are measured in this run: dense training and the search run alternate "
-    "chunk by chunk (half an epoch by default), and each early-bird ticket's retraining "
-    "runs interleaved with the rest of the dense run, so machine load hits both alike; "
-    "compilation is excluded (ahead of time, reported apart). pipeline = search chunks up "
-    "to the draw + mask checks + shrink + retraining to the end of the epoch budget."
+TIME_NOTE = early_ticket.time_note(
+    "search chunks up to the draw + mask checks + shrink + retraining to the end of the "
+    "epoch budget (interleaved with the rest of the dense run)."
 )
-
-
-def _finite(x):
-    x = np.asarray(x, np.float64)
-    return np.where(np.isfinite(x), x, np.nan)
-
-
-def _clean(obj):
-    """JSON-safe: inf / nan become None."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def distance_matrix(masks: np.ndarray) -> np.ndarray:
@@ -48,18 +27,11 @@ def distance_matrix(masks: np.ndarray) -> np.ndarray:
 
 
 def summarise(cfg: EarlyBirdConfig, per_seed: list[dict], dense_info: dict) -> dict:
-    n_checks = cfg.epochs * cfg.checks_per_epoch
     found = {}
     for r, ratio in enumerate(RATIOS):
         checks = [s["eb_check"][r] for s in per_seed]
         hit = [c for c in checks if c is not None]
-        epochs = [(c + 1) / cfg.checks_per_epoch for c in hit]
-        found[str(ratio)] = {
-            "found": len(hit),
-            "check": checks,
-            "epoch": epochs,
-            "share": [(c + 1) / n_checks for c in hit],
-        }
+        found[str(ratio)] = {"found": len(hit), "check": checks, **early_ticket.drawn_at(cfg, hit)}
     dense_s = [s["dense_s"] for s in per_seed]
     out = {
         "dense": {
@@ -99,24 +71,15 @@ def summarise(cfg: EarlyBirdConfig, per_seed: list[dict], dense_info: dict) -> d
     return out
 
 
-def _pm(values, scale=100.0, digits=1):
-    return harness.pm(values, scale, digits) if len(values) else "–"
-
-
-def _widths(ws) -> str:
-    return "/".join(f"{v:.0f}" for v in np.mean(np.asarray(ws, float), axis=0))
-
-
 def tables(cfg: EarlyBirdConfig, summary: dict) -> str:
-    n_checks = cfg.epochs * cfg.checks_per_epoch
     found = harness.markdown_table(
         ["channels pruned", "found (seeds)", "epoch found", "% of schedule"],
         [
             [
                 f"{100 * float(r):.0f}%",
                 f"{f['found']}/{cfg.seeds}",
-                _pm(f["epoch"], 1, 1),
-                _pm(f["share"], 100, 0),
+                harness.pm(f["epoch"], 1, 1),
+                harness.pm(f["share"], 100, 0),
             ]
             for r, f in summary["found"].items()
         ],
@@ -126,21 +89,21 @@ def tables(cfg: EarlyBirdConfig, summary: dict) -> str:
         [
             "dense",
             "–",
-            _widths([d["widths"]]),
+            early_ticket.mean_widths([d["widths"]]),
             f"{d['params']:,}",
             f"{d['flops'] / 1e6:.2f}",
-            _pm(d["acc"]),
-            _pm(d["time_s"], 1, 1),
+            harness.pm(d["acc"]),
+            harness.pm(d["time_s"], 1, 1),
             "1",
         ],
         [
             "dense + slimming (search run)",
             "–",
-            _widths([d["widths"]]),
+            early_ticket.mean_widths([d["widths"]]),
             f"{d['params']:,}",
             f"{d['flops'] / 1e6:.2f}",
-            _pm(summary["search"]["acc"]),
-            _pm(summary["search"]["time_s"], 1, 1),
+            harness.pm(summary["search"]["acc"]),
+            harness.pm(summary["search"]["time_s"], 1, 1),
             "–",
         ],
     ]
@@ -148,20 +111,20 @@ def tables(cfg: EarlyBirdConfig, summary: dict) -> str:
         for arm, label in ARM_LABELS.items():
             a = row[arm]
             if arm == "eb":
-                t, rel = _pm(row["pipeline_s"], 1, 1), _pm(row["time_ratio"], 1, 2)
+                t, rel = harness.pm(row["pipeline_s"], 1, 1), harness.pm(row["time_ratio"], 1, 2)
             elif arm == "full":
-                t = _pm(row["full_pipeline_s"], 1, 1)
-                rel = _pm(np.divide(row["full_pipeline_s"], row["dense_s"]), 1, 2)
+                t = harness.pm(row["full_pipeline_s"], 1, 1)
+                rel = harness.pm(np.divide(row["full_pipeline_s"], row["dense_s"]), 1, 2)
             else:
                 t, rel = "–", "–"
             rows.append(
                 [
                     label,
                     f"{100 * float(ratio):.0f}%",
-                    _widths(a["widths"]),
+                    early_ticket.mean_widths(a["widths"]),
                     f"{np.mean(a['params']):,.0f}",
                     f"{np.mean(a['flops']) / 1e6:.2f}",
-                    _pm(a["acc"]),
+                    harness.pm(a["acc"]),
                     t,
                     rel,
                 ]
@@ -185,14 +148,14 @@ def tables(cfg: EarlyBirdConfig, summary: dict) -> str:
             [
                 f"{100 * float(r):.0f}%",
                 f"{np.mean(row['eb']['flops']) / d['flops']:.2f}",
-                _pm(row["step_ratio"], 1, 2),
+                harness.pm(row["step_ratio"], 1, 2),
             ]
             for r, row in summary["ratios"].items()
         ],
     )
     return (
         f"**When the early bird is found** (detector: window {cfg.window}, eps {cfg.eps}, "
-        f"one check every {1 / cfg.checks_per_epoch:g} epoch, {n_checks} checks; % of "
+        f"one check every {1 / cfg.checks_per_epoch:g} epoch, {cfg.n_checks()} checks; % of "
         f"schedule = training done when drawn)\n\n{found}\n\n"
         f"**Retrained tickets** (channels: mean over seeds per layer; wall s: early-bird "
         f"row = the whole pipeline, ticket after full training = the whole search run + "
@@ -201,7 +164,7 @@ def tables(cfg: EarlyBirdConfig, summary: dict) -> str:
     )
 
 
-def plot(run, cfg: EarlyBirdConfig, per_seed: list[dict], name: str) -> None:
+def plot(cfg: EarlyBirdConfig, per_seed: list[dict]):
     plt = harness.pyplot()
     seed0 = per_seed[0]
     n = seed0["masks"].shape[0]
@@ -234,10 +197,11 @@ def plot(run, cfg: EarlyBirdConfig, per_seed: list[dict], name: str) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    run.save_figure(name, fig)
+    return fig
 
 
-def report(run, cfg, ds, per_seed, dense_info, compile_s, slices) -> dict:
+def outputs(cfg, ds, per_seed, dense_info, compile_s, slices) -> dict:
+    """What :meth:`experiments.harness.Run.publish` writes: results, table, CSV, figure."""
     summary = summarise(cfg, per_seed, dense_info)
     caption = (
         f"Early-bird tickets: VGG-style net (widths {cfg.widths}, BatchNorm, global average "
@@ -249,7 +213,6 @@ def report(run, cfg, ds, per_seed, dense_info, compile_s, slices) -> dict:
         f"left after the draw. Test accuracy, {cfg.seeds} seeds (hash {cfg.digest()})."
     )
     md = f"{caption}\n\n{tables(cfg, summary)}\n\n{TIME_NOTE}"
-    run.write_text("table.md", md)
 
     csv_rows = []
     for s in per_seed:
@@ -272,31 +235,22 @@ def report(run, cfg, ds, per_seed, dense_info, compile_s, slices) -> dict:
                         "time_s": row["pipeline_s"] if arm == "eb" else a["train_s"],
                     }
                 )
-    run.write_csv("results.csv", csv_rows)
-    plot(run, cfg, per_seed, "early_bird.png")
-
-    results = {
-        "study": "early-bird",
-        "config": cfg.hashed(),
-        "config_hash": cfg.digest(),
-        "data": {"name": ds.name, "train": len(ds.x_train), "test": len(ds.x_test)},
-        "ratios": list(RATIOS),
-        "groups": {n: [sl.start, sl.stop] for n, sl in slices.items()},
-        "std": "sample standard deviation over seeds (ddof=1)",
-        "summary": summary,
-        "compile_s": compile_s,
-        "seeds": [
-            {
-                **{k: v for k, v in s.items() if k not in ("masks", "dists")},
-                "distances": _finite(s["dists"]).tolist(),
-            }
-            for s in per_seed
-        ],
-        "time_note": TIME_NOTE,
+    results = early_ticket.results(
+        cfg,
+        ds,
+        summary,
+        compile_s,
+        ratios=list(RATIOS),
+        groups={n: [sl.start, sl.stop] for n, sl in slices.items()},
+    )
+    results["seeds"] = [
+        {**s, "distances": d["dists"].tolist()}
+        for s, d in zip(early_ticket.seed_rows(per_seed, ("masks", "dists")), per_seed)
+    ]
+    results["time_note"] = TIME_NOTE
+    return {
+        "results": results,
+        "table": md,
+        "csv": csv_rows,
+        "figures": {"early_bird.png": plot(cfg, per_seed)},
     }
-    results = _clean(results)
-    run.write_json("results.json", results)
-    timing = run.finish(compile_s=compile_s, seeds=cfg.seeds)
-    run.log("\n" + md)
-    run.log(f"\ntotal {timing['total_s']:.1f} s; wrote {run.dir}/")
-    return results

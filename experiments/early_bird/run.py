@@ -5,13 +5,19 @@ they are drawn (interleaved with the rest of the dense run), then the controls."
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
 from experiments import harness
 from experiments.early_bird.config import RATIOS, EarlyBirdConfig
-from experiments.early_bird.report import report
+from experiments.early_bird.report import outputs
+from experiments.early_ticket import (
+    batch_indices,
+    cosine,
+    full_width_programs,
+    hyper,
+    run_seeds,
+)
 
 BN_SCALES = r"bn_\d+/scale"
 ARMS = ("eb", "full", "random")
@@ -42,19 +48,14 @@ def make_tx(cfg: EarlyBirdConfig, steps, slimming):
     subgradient ``slimming * sign(gamma)`` on the BN scales. ``steps`` and ``slimming``
     may be traced, so dense training (``slimming = 0``), the search run and every
     retraining length share one compiled program a shape."""
-    import jax.numpy as jnp
     import optax
 
     import jaxsparse as js
 
-    def cosine(count):
-        done = jnp.minimum(count / jnp.maximum(steps, 1), 1.0)
-        return cfg.lr * 0.5 * (1.0 + jnp.cos(jnp.pi * done))
-
     return optax.chain(
         js.slimming(slimming, where=BN_SCALES),
         optax.add_decayed_weights(cfg.weight_decay),
-        optax.sgd(cosine, momentum=0.9),
+        optax.sgd(cosine(cfg.lr, steps), momentum=0.9),
     )
 
 
@@ -87,12 +88,6 @@ def make_chunk(model, cfg: EarlyBirdConfig):
     return jax.jit(chunk)
 
 
-def hyper(steps: int, slimming: float) -> dict:
-    import jax.numpy as jnp
-
-    return {"steps": jnp.float32(steps), "slimming": jnp.float32(slimming)}
-
-
 def init_opt(cfg: EarlyBirdConfig, params):
     return make_tx(cfg, 1, 0.0).init(params)  # the state does not depend on either
 
@@ -107,15 +102,6 @@ def make_eval(model):
         return jnp.mean(jnp.argmax(logits, -1) == y)
 
     return accuracy
-
-
-def batch_indices(cfg: EarlyBirdConfig, n: int, seed: int) -> np.ndarray:
-    """``(checks, steps_per_check, batch)`` example indices: a fresh permutation every
-    epoch (its last partial chunk dropped), the same for every arm of a seed."""
-    rng = np.random.default_rng([cfg.seed, seed])
-    per_epoch = cfg.checks_per_epoch * cfg.steps_per_check() * cfg.batch_size
-    rows = [rng.permutation(n)[:per_epoch] for _ in range(cfg.epochs)]
-    return np.concatenate(rows).reshape(-1, cfg.steps_per_check(), cfg.batch_size)
 
 
 def widths_of(widths: dict, spec) -> list[int]:
@@ -151,7 +137,7 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
     params, stats = variables["params"], variables["batch_stats"]
     dense = (params, stats, init_opt(cfg, params))
     search = (params, stats, init_opt(cfg, params))
-    h_dense, h_search = hyper(ctx["steps"], 0.0), hyper(ctx["steps"], cfg.slimming)
+    h_dense, h_search = hyper(cfg.total_steps(), 0.0), hyper(cfg.total_steps(), cfg.slimming)
     ebs = tuple(js.early_bird.init(g, cfg.window) for g in ctx["gmask_like"])
 
     times = {"dense": [], "search": [], "check": [], "shrink": {}, "retrain": {}}
@@ -205,7 +191,7 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
         p, s, _ = arm["carry"]
         return float(arm["evaluate"](p, s, xt, yt))
 
-    train_exe, check_exe = ctx["exe"]
+    train_exe, check_exe = ctx["exe"]()
     for c in range(n_checks):
         batch = jnp.asarray(idx[c])
         (dense, _), t = harness.timed(train_exe, dense, x, y, batch, h_dense)
@@ -295,7 +281,6 @@ def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
     ds, x, y, xt, yt = load_data(cfg)
     x, y, xt, yt = map(jnp.asarray, (x, y, xt, yt))
     model = build_model(cfg, cfg.width_tuple)
-    steps = cfg.epochs * cfg.checks_per_epoch * cfg.steps_per_check()
 
     def init(key):
         return model.init(key, x[:1])
@@ -324,18 +309,12 @@ def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
         dist = jnp.stack([js.early_bird.distances(e) for e in ebs])
         return gmasks, ebs, found, dist
 
-    # compile the full-width programs once, ahead of time, for every seed
-    v0 = jax.jit(init)(jax.random.key(0))
-    carry = (v0["params"], v0["batch_stats"], init_opt(cfg, v0["params"]))
-    idx0 = jnp.zeros((cfg.steps_per_check(), cfg.batch_size), jnp.int32)
-    t_exe, c_train = harness.compiled(
-        make_chunk(model, cfg), carry, x, y, idx0, hyper(steps, cfg.slimming)
-    )
-    ebs0 = tuple(js.early_bird.init(g, cfg.window) for g in gmask_like)
-    k_exe, c_check = harness.compiled(jax.jit(check), v0["params"], ebs0)
-    compile_s = {"train": c_train, "check": c_check}
-    log(f"compiled the training and check programs in {sum(compile_s.values()):.1f} s")
+    def first():
+        v0 = jax.jit(init)(jax.random.key(0))
+        carry = (v0["params"], v0["batch_stats"], init_opt(cfg, v0["params"]))
+        return carry, (v0["params"], tuple(js.early_bird.init(g, cfg.window) for g in gmask_like))
 
+    programs, compile_s = full_width_programs(cfg, make_chunk(model, cfg), check, first, x, y, log)
     ctx = {
         "x": x,
         "y": y,
@@ -344,33 +323,24 @@ def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
         "spec": spec,
         "model": model,
         "init": jax.jit(init),
-        "steps": steps,
         "gmask_like": gmask_like,
         "groups": int(offsets[-1]),
         "slices": slices,
-        "exe": (t_exe, k_exe),
+        "exe": programs,
         "evaluate": make_eval(model),
     }
-    n_checks = cfg.epochs * cfg.checks_per_epoch
+    n_checks = cfg.n_checks()
     arrays_like = {
         "masks": np.zeros((n_checks, len(RATIOS), ctx["groups"]), bool),
         "dists": np.zeros((n_checks, len(RATIOS), cfg.window - 1), np.float32),
     }
-    bar = run.progress(None, total=cfg.seeds * n_checks, desc="early-bird", unit="check")
-    per_seed = []
-    for s in range(cfg.seeds):
-        t0 = time.perf_counter()
-        arrays, extra = run.stage(f"seed_{s}", arrays_like, lambda s=s: run_seed(cfg, s, ctx, bar))
-        if time.perf_counter() - t0 < 1:  # resumed: the bar skips the seed's checks
-            bar.update(n_checks)
-        per_seed.append(
-            {"masks": np.asarray(arrays["masks"]), "dists": np.asarray(arrays["dists"]), **extra}
-        )
-    bar.close()
-
+    per_seed = run_seeds(
+        run, cfg, arrays_like, lambda s, bar: run_seed(cfg, s, ctx, bar), "early-bird"
+    )
     dense_info = {
         "widths": list(cfg.width_tuple),
         "params": int(sum(v.size for v in jax.tree.leaves(like["params"]))),
         "flops": model.flops(),
     }
-    return report(run, cfg, ds, per_seed, dense_info, compile_s, slices)
+    out = outputs(cfg, ds, per_seed, dense_info, compile_s, slices)
+    return run.publish(**out, compile_s=compile_s, seeds=cfg.seeds)

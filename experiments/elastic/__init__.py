@@ -24,11 +24,8 @@ Run::
     jaxsparse elastic --resume   # continue from the saved stages
 """
 
-from experiments import harness
-from experiments.elastic.config import DESCRIPTION, QUICK, ElasticConfig, build_parser
+from experiments.elastic.config import ElasticConfig
 from experiments.elastic.run import run_study
+from experiments.harness import Study
 
-run_from_args = harness.run_from_args(run_study, ElasticConfig)
-main = harness.main(run_study, ElasticConfig, DESCRIPTION)
-
-__all__ = ["QUICK", "ElasticConfig", "build_parser", "main", "run_from_args", "run_study"]
+STUDY = Study(ElasticConfig, run_study, __doc__)

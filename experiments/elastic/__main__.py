@@ -1,5 +1,5 @@
 import sys
 
-from experiments.elastic import main
+from experiments.elastic import STUDY
 
-sys.exit(main())
+sys.exit(STUDY.main())

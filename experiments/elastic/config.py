@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from experiments import harness
 from experiments.harness import StudyConfig
 
-DESCRIPTION = (
-    "Elastic lottery tickets: an IMP ticket of a small ResNet on 14x14 MNIST stretched and "
-    "squeezed to other depths (Chen et al., NeurIPS 2021)."
-)
+STRETCH = ("interleave", "cycle", "replicate_last")
+SQUEEZE = ("interleave", "keep_first", "keep_last")
+SOURCE_ARMS = ("imp", "random")
+
+
+def arms_for(n_source: int, n_target: int) -> tuple[str, ...]:
+    """The arms trained at a target depth, in program slot order (IMP first)."""
+    strategies = STRETCH if n_target > n_source else SQUEEZE
+    return ("imp", *strategies, "shuffle", "random")
 
 
 def _ints(text: str) -> list[int]:
@@ -82,7 +85,3 @@ class ElasticConfig(StudyConfig):
             fail("batch_size", f"must be <= the 3500 training examples, got {self.batch_size}")
         if not self.fraction > 0.0:
             fail("fraction", f"must be > 0, got {self.fraction}")
-
-
-QUICK = ElasticConfig.QUICK
-build_parser = functools.partial(harness.build_parser, ElasticConfig, DESCRIPTION)

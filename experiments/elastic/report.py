@@ -4,7 +4,7 @@ over seeds, the training steps each ticket cost, the table and the plot."""
 from __future__ import annotations
 
 from experiments import harness
-from experiments.elastic.config import ElasticConfig
+from experiments.elastic.config import SOURCE_ARMS, ElasticConfig
 
 LABELS = {
     "imp": "IMP at this depth",
@@ -47,8 +47,6 @@ def _stats(rec, a: int) -> dict:
 
 def summarise(cfg: ElasticConfig, src_extra: dict, records: dict) -> dict:
     """Per depth (source and targets), per round, per arm; plus the CSV rows."""
-    from experiments.elastic.run import SOURCE_ARMS
-
     csv = []
 
     def rows_of(depth, history, arms, role):

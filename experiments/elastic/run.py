@@ -5,46 +5,14 @@ for all seeds."""
 from __future__ import annotations
 
 import re
-import time
 
 from experiments import harness, models
-from experiments.elastic.config import ElasticConfig
+from experiments.elastic.config import SOURCE_ARMS, ElasticConfig, arms_for
 from experiments.elastic.model import PRUNABLE, ResNet
 from experiments.elastic.report import plot, summarise, table
 
-STRETCH = ("interleave", "cycle", "replicate_last")
-SQUEEZE = ("interleave", "keep_first", "keep_last")
-SOURCE_ARMS = ("imp", "random")
 # what elastic's shuffle control shuffles: prunable leaves of blocks 1.. of each stage
 SHUFFLED = r"^stage\d+_block[1-9]\d*/.*kernel$"
-
-
-def arms_for(n_source: int, n_target: int) -> tuple[str, ...]:
-    """The arms trained at a target depth, in program slot order (IMP first)."""
-    strategies = STRETCH if n_target > n_source else SQUEEZE
-    return ("imp", *strategies, "shuffle", "random")
-
-
-def _program(cfg: ElasticConfig, model):
-    """``program(states, keys, arrays)``: every state (leading axis) trains, is
-    evaluated, then pruned by IMP and rewound to its step-k snapshot."""
-    import jax
-
-    import jaxsparse as js
-
-    def program(states, keys, arrays):
-        train_fn = models.classifier_train_fn(
-            model, arrays, batch_size=cfg.batch_size, steps=cfg.steps, eval_every=cfg.eval_every
-        )
-
-        def one(state, key):
-            trained, evals = train_fn(state, key)
-            evals["density"] = js.density(trained.mask, PRUNABLE)
-            return js.imp_round(trained, fraction=cfg.fraction, scope="global"), evals
-
-        return jax.vmap(one)(states, keys)
-
-    return jax.jit(program)
 
 
 def run_study(cfg: ElasticConfig, *, log=print) -> dict:
@@ -61,36 +29,20 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
 
     run = harness.start(cfg, log=log)
     ds = data_lib.load_variant("mnist14")
-    arrays = jax.device_put(
-        {k: getattr(ds, k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
-    )
+    arrays = jax.device_put(ds.arrays())
     tx = js.masked(optax.adam(cfg.lr))  # one object: states stack and programs reuse
     S, R, N0 = cfg.seeds, cfg.rounds, cfg.source_blocks
-    dummy = jnp.zeros((1, ds.x_train.shape[1]), jnp.float32)
 
     def setup(blocks):
         model = ResNet(blocks=blocks, width=cfg.width)
+        kw = {"where": PRUNABLE, "rewind_step": cfg.rewind_step}
+        return model, *models.sparse_states(model, tx, ds.x_train.shape[1], **kw)
 
-        def make_state(params, mask):
-            return js.SparseTrainState.create(
-                apply_fn=model.apply,
-                params=params,
-                tx=tx,
-                mask=mask,
-                where=PRUNABLE,
-                rewind_step=cfg.rewind_step,
-            )
-
-        def init(keys):
-            return jax.jit(jax.vmap(lambda k: model.init(k, dummy)["params"]))(keys)
-
-        return model, make_state, init
-
-    def ones(tree):
-        return jax.tree.map(lambda p: jnp.ones_like(p, dtype=bool), tree)
-
-    def fold(keys, r):
-        return jax.vmap(lambda k: jax.random.fold_in(k, r))(keys)
+    def program(model):
+        return models.imp_program(
+            model, PRUNABLE, fraction=cfg.fraction, batch_size=cfg.batch_size,
+            steps=cfg.steps, eval_every=cfg.eval_every,
+        )  # fmt: skip
 
     def stack(*states):
         return jax.tree.map(lambda *xs: jnp.concatenate(xs), *states)
@@ -100,23 +52,13 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
         return jax.tree.map(lambda x: np.asarray(x).reshape(n_arms, S, *x.shape[1:]).tolist(), ev)
 
     targets = cfg.target_list()
-    calls = (R + 1) * (1 + len(targets))
-    bar = run.progress(range(calls), total=calls, desc="elastic", unit="round")
-    ticks = iter(bar)
-    call_s: list[float] = []
-
-    def timed(fn, *args):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        call_s.append(time.perf_counter() - t0)
-        next(ticks, None)
-        return out
+    timed = run.calls((R + 1) * (1 + len(targets)), desc="elastic", unit="round")
 
     data_keys = harness.seed_keys(cfg, 1)
 
     # --- the source depth: IMP with late rewinding, and random pruning beside it -------
     src_model, src_make, src_init = setup(N0)
-    src_prog = _program(cfg, src_model)
+    src_prog = program(src_model)
     init = src_init(harness.seed_keys(cfg, 0))
 
     def shuffle(keys, mask, where=PRUNABLE):
@@ -142,16 +84,16 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
 
     def random_arm(make_state, init_fn, mask, stream, r, key_stream):
         """Random pruning: a fresh init under ``mask`` shuffled within each layer."""
-        fresh = init_fn(fold(harness.seed_keys(cfg, stream), r))
-        keys = fold(harness.seed_keys(cfg, key_stream), r)
+        fresh = init_fn(harness.fold(harness.seed_keys(cfg, stream), r))
+        keys = harness.fold(harness.seed_keys(cfg, key_stream), r)
         return jax.vmap(make_state)(fresh, shuffle(keys, mask))
 
     def source_stage():
-        state = jax.vmap(src_make)(init, ones(init))
+        state = jax.vmap(src_make)(init, js.mask_like(init))
         masks, history, rewind = [state.mask], [], None
         for r in range(R + 1):
             arms = stack(state, random_arm(src_make, src_init, state.mask, 2, r, 3))
-            nxt, ev = timed(src_prog, arms, jnp.tile(fold(data_keys, r), 2), arrays)
+            nxt, _, ev = timed(src_prog, arms, jnp.tile(harness.fold(data_keys, r), 2), arrays)
             state = jax.tree.map(lambda x: x[:S], nxt)
             rewind = state.rewind_params if rewind is None else rewind
             if r < R:
@@ -159,18 +101,17 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
             history.append(split_arms(ev, len(SOURCE_ARMS)))
         return {"rewind": rewind, "masks": masks}, {"rounds": history}
 
-    like = {"rewind": init, "masks": [ones(init)] * (R + 1)}
+    like = {"rewind": init, "masks": [js.mask_like(init)] * (R + 1)}
     src_tree, src_extra = run.stage("source", like, source_stage)
     if "source" not in run.timings:
-        for _ in range(R + 1):
-            next(ticks, None)
+        timed.skip(R + 1)
     rewind, masks = src_tree["rewind"], src_tree["masks"]
 
     # --- each target depth: IMP there, and the source ticket mapped onto it -------------
     records = {}
     for n in targets:
         model, make_state, init_fn = setup(n)
-        prog = _program(cfg, model)
+        prog = program(model)
         arms_n = arms_for(N0, n)
         strategies = arms_n[1:-2]
         target = init_fn(harness.seed_keys(cfg, 10 + n))
@@ -194,7 +135,7 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
             m_int = jax.tree.map(lambda *xs: jnp.stack(xs), *interleaved)
             # the paper's control (elastic(..., shuffle_key=) semantics): the masks of
             # target blocks 1.. shuffled, weights from the dense mapped rewind weights
-            m_shuf = shuffle(fold(keys, 1), m_int, SHUFFLED)
+            m_shuf = shuffle(harness.fold(keys, 1), m_int, SHUFFLED)
             w_dense = jax.tree.map(lambda *xs: jnp.stack(xs), *dense_mapped)
             shuffled = jax.vmap(make_state)(w_dense, m_shuf)
             fresh_state = jax.vmap(make_state)(fresh, shuffle(keys, m_int))
@@ -209,23 +150,23 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
             make_state=make_state,
             arms_n=arms_n,
         ):
-            imp = jax.vmap(make_state)(target, ones(target))
+            imp = jax.vmap(make_state)(target, js.mask_like(target))
             history = []
             for r in range(R + 1):
-                fresh = init_fn(fold(harness.seed_keys(cfg, 20 + n), r))
-                keys = fold(harness.seed_keys(cfg, 30 + n), r)
+                fresh = init_fn(harness.fold(harness.seed_keys(cfg, 20 + n), r))
+                keys = harness.fold(harness.seed_keys(cfg, 30 + n), r)
                 arms = build(imp, rewind, masks[r], target, fresh, keys)
-                nxt, ev = timed(prog, arms, jnp.tile(fold(data_keys, r), len(arms_n)), arrays)
+                data = jnp.tile(harness.fold(data_keys, r), len(arms_n))
+                nxt, _, ev = timed(prog, arms, data, arrays)
                 imp = jax.tree.map(lambda x: x[:S], nxt)
                 history.append(split_arms(ev, len(arms_n)))
             return {"done": jnp.zeros(())}, {"rounds": history, "arms": list(arms_n)}
 
         _, extra = run.stage(f"depth_{n}", {"done": jnp.zeros(())}, depth_stage)
         if f"depth_{n}" not in run.timings:
-            for _ in range(R + 1):
-                next(ticks, None)
+            timed.skip(R + 1)
         records[n] = extra
-    bar.close()
+    timed.close()
 
     summary = summarise(cfg, src_extra, records)
     results = {
@@ -244,8 +185,6 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
         **summary,
         "history": {"source": src_extra, "targets": {str(k): v for k, v in records.items()}},
     }
-    run.write_json("results.json", results)
-    run.write_csv("results.csv", summary["csv"])
     caption = (
         f"Elastic tickets: ResNet-(6N+2) (width {cfg.width}/{2 * cfg.width}/{4 * cfg.width}) "
         f"on MNIST average-pooled to 14x14 ({ds.sizes()}), IMP at N={N0} pruning "
@@ -254,13 +193,10 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
         f"{S} seeds (mean ± sample std), config hash {cfg.digest()}. Accuracy: test at early "
         "stopping (min. validation loss)."
     )
-    md = table(cfg, summary)
-    run.write_text("table.md", caption + "\n\n" + md)
-    run.save_figure("elastic.png", plot(cfg, summary))
-    timing = run.finish(call_s=call_s)
-    log("\n" + caption + "\n\n" + md)
-    log(
-        f"\ntotal {timing['total_s']:.1f} s; wrote {run.dir}/ (results.json, results.csv, "
-        "table.md, elastic.png)"
+    return run.publish(
+        results,
+        table=caption + "\n\n" + table(cfg, summary),
+        csv=summary["csv"],
+        figures={"elastic.png": plot(cfg, summary)},
+        call_s=timed.seconds,
     )
-    return results

@@ -25,20 +25,8 @@ Run::
                                       # one of 2 processes (I = 0, 1); process 0 writes
 """
 
-from experiments import harness
-from experiments.lottery.config import DESCRIPTION, QUICK, LotteryConfig, build_parser
-from experiments.lottery.run import initial_state, run_study, setup
+from experiments.harness import Study
+from experiments.lottery.config import LotteryConfig
+from experiments.lottery.run import run_study
 
-run_from_args = harness.run_from_args(run_study, LotteryConfig)
-main = harness.main(run_study, LotteryConfig, DESCRIPTION)
-
-__all__ = [
-    "QUICK",
-    "LotteryConfig",
-    "build_parser",
-    "initial_state",
-    "main",
-    "run_from_args",
-    "run_study",
-    "setup",
-]
+STUDY = Study(LotteryConfig, run_study, __doc__)

@@ -1,5 +1,5 @@
 import sys
 
-from experiments.lottery import main
+from experiments.lottery import STUDY
 
-sys.exit(main())
+sys.exit(STUDY.main())

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from experiments import harness
 from experiments.harness import StudyConfig
-
-DESCRIPTION = "The lottery-ticket study on real digits (Frankle & Carbin, ICLR 2019)."
 
 
 @dataclass(frozen=True)
@@ -18,7 +14,14 @@ class LotteryConfig(StudyConfig):
     ``seeds``, ``seed``, ``quick``, ``out`` and ``resume`` come from the harness."""
 
     NAME: ClassVar[str] = "lottery"
-    QUICK: ClassVar[dict[str, Any]] = {"rounds": 3, "steps": 100, "eval_every": 25, "seeds": 2}
+    # the 8x8 digits: the same programs as MNIST's, compiled as fast and run faster
+    QUICK: ClassVar[dict[str, Any]] = {
+        "data": "digits",
+        "rounds": 3,
+        "steps": 100,
+        "eval_every": 25,
+        "seeds": 2,
+    }
 
     data: str = field(
         default="mnist",
@@ -120,8 +123,3 @@ class LotteryConfig(StudyConfig):
             fail("num_processes", "needs --coordinator HOST:PORT")
         if self.process_id >= self.num_processes:
             fail("process_id", f"must be < --num-processes ({self.num_processes})")
-
-
-QUICK = LotteryConfig.QUICK
-build_parser = functools.partial(harness.build_parser, LotteryConfig, DESCRIPTION)
-config_from_args = functools.partial(harness.config_from_args, LotteryConfig)

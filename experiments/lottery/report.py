@@ -3,9 +3,7 @@ the plot (accuracy and early-stop iteration against % of weights remaining)."""
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
+from experiments import harness
 from experiments.lottery.config import LotteryConfig
 
 ARMS = ("ticket", "reinit", "reprune")
@@ -92,7 +90,8 @@ def table(rows: list[dict], cfg: LotteryConfig) -> str:
     return "\n".join(lines)
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
+def csv_rows(rows: list[dict]) -> list[dict]:
+    """One CSV row per round and arm."""
     keys = [
         "pct_remaining",
         "early_stop_acc",
@@ -102,20 +101,16 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         "final_acc",
         "final_acc_std",
     ]
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["round", "arm", *keys])
-        for r in rows:
-            for arm in ARMS:
-                w.writerow([r["round"], arm, *(r["arms"][arm][k] for k in keys)])
+    return [
+        {"round": r["round"], "arm": arm, **{k: r["arms"][arm][k] for k in keys}}
+        for r in rows
+        for arm in ARMS
+    ]
 
 
-def plot(path: Path, rows: list[dict], cfg: LotteryConfig, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(rows: list[dict], title: str):
+    """Early-stop accuracy and iteration against % of weights remaining (the figure)."""
+    plt = harness.pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     styles = {"ticket": ("C0", "o"), "reinit": ("C3", "s"), "reprune": ("C2", "^")}
     for arm in ARMS:
@@ -141,5 +136,4 @@ def plot(path: Path, rows: list[dict], cfg: LotteryConfig, title: str) -> None:
     ax1.legend()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

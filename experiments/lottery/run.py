@@ -12,10 +12,10 @@ from experiments.lottery.report import (
     ARMS,
     BEST_RULE,
     best_round,
+    csv_rows,
     plot,
     summarise,
     table,
-    write_csv,
 )
 
 
@@ -107,14 +107,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         hist = jax.tree.map(lambda x: x[0], hist)  # the one round
         return state, {**hist, "layer_alive": layer_alive}
 
-    arrays = {
-        "x_train": ds.x_train,
-        "y_train": ds.y_train,
-        "x_val": ds.x_val,
-        "y_val": ds.y_val,
-        "x_test": ds.x_test,
-        "y_test": ds.y_test,
-    }
+    arrays = ds.arrays()
     run_keys = harness.seed_keys(cfg, 1)
 
     if cfg.mesh:
@@ -152,11 +145,8 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         else:
             log(f"--resume: no checkpoint in {ckpt_root}; starting afresh")
 
-    def round_keys(r):
-        return jax.vmap(lambda k: jax.random.fold_in(k, r))(run_keys)
-
     t0 = time.perf_counter()
-    compiled = round_fn.lower(state, round_keys(start), arrays).compile()
+    compiled = round_fn.lower(state, harness.fold(run_keys, start), arrays).compile()
     compile_s = time.perf_counter() - t0
     if jax.process_count() > 1:  # start the rounds together, however long each compiled
         ocp.multihost.sync_global_processes("jaxsparse lottery: compiled")
@@ -172,7 +162,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     )
     for r in bar:
         t0 = time.perf_counter()
-        state, hist = compiled(state, round_keys(r), arrays)
+        state, hist = compiled(state, harness.fold(run_keys, r), arrays)
         hist = js.parallel.to_host(hist)
         round_s.append(time.perf_counter() - t0)
         alive = np.asarray(jax.tree.leaves(hist["layer_alive"]))  # (leaves, seeds)
@@ -246,10 +236,6 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         "best_ticket": ticket_meta,
         "history": history,
     }
-    run.write_json("results.json", results)
-    if run.primary:
-        write_csv(run_dir / "results.csv", rows)
-    md = table(rows, cfg)
     caption = (
         f"Lottery tickets, {cfg.model} on {cfg.data} ({ds.sizes()} train/val/test), "
         f"{cfg.seeds} seeds, {cfg.steps} iterations a round, rewind to k={cfg.rewind_step}; "
@@ -257,28 +243,18 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         f"{cfg.eval_every} iterations). Best ticket: {ticket_meta['rule']} -> round {best}, "
         f"{ticket_meta['pct_remaining']:.1f}% of weights."
     )
-    run.write_text("table.md", caption + "\n\n" + md)
-    if run.primary:
-        plot(
-            run_dir / "lottery.png",
-            rows,
-            cfg,
-            f"{cfg.model} on {cfg.data}: IMP, {cfg.seeds} seeds (hash {cfg.digest()})",
-        )
-
-    timing = run.finish(
+    mean_round_s = float(np.mean(round_s)) if round_s else None
+    log(f"compile {compile_s:.1f} s, {len(round_s)} rounds at {mean_round_s or 0:.1f} s each")
+    title = f"{cfg.model} on {cfg.data}: IMP, {cfg.seeds} seeds (hash {cfg.digest()})"
+    return run.publish(
+        results,
+        table=caption + "\n\n" + table(rows, cfg),
+        csv=csv_rows(rows),
+        figures={"lottery.png": plot(rows, title)},
         compile_s=compile_s,
         round_s=round_s,
-        mean_round_s=float(np.mean(round_s)) if round_s else None,
+        mean_round_s=mean_round_s,
         devices=len(jax.devices()) if cfg.mesh else 1,
         processes=jax.process_count(),
         resumed_from=start - 1 if start else None,
     )
-    total_s = timing["total_s"]
-    log("\n" + caption + "\n\n" + md)
-    log(
-        f"\ncompile {compile_s:.1f} s, {len(round_s)} rounds at "
-        f"{timing['mean_round_s'] or 0:.1f} s each, total {total_s:.1f} s"
-    )
-    log(f"wrote {run_dir}/ (results.json, results.csv, table.md, lottery.png, ticket/)")
-    return results

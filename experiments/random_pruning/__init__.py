@@ -15,24 +15,8 @@ Run::
     jaxsparse random-pruning --resume   # continue after an interruption (per network)
 """
 
-from experiments import harness
-from experiments.random_pruning.config import (
-    DESCRIPTION,
-    QUICK,
-    RandomPruningConfig,
-    build_parser,
-)
-from experiments.random_pruning.run import cells, run_study
+from experiments.harness import Study
+from experiments.random_pruning.config import RandomPruningConfig
+from experiments.random_pruning.run import run_study
 
-run_from_args = harness.run_from_args(run_study, RandomPruningConfig)
-main = harness.main(run_study, RandomPruningConfig, DESCRIPTION)
-
-__all__ = [
-    "QUICK",
-    "RandomPruningConfig",
-    "build_parser",
-    "cells",
-    "main",
-    "run_from_args",
-    "run_study",
-]
+STUDY = Study(RandomPruningConfig, run_study, __doc__)

@@ -1,5 +1,5 @@
 import sys
 
-from experiments.random_pruning import main
+from experiments.random_pruning import STUDY
 
-sys.exit(main())
+sys.exit(STUDY.main())

@@ -167,7 +167,7 @@ def table(rows: list[dict], rules: list[str]) -> str:
     return "\n\n".join(parts)
 
 
-def plot_gaps(run, rows: list[dict], title: str) -> None:
+def plot_gaps(rows: list[dict], title: str):
     plt = harness.pyplot()
     nets = sorted({r["network"] for r in rows}, key=lambda n: (n.startswith("conv"), n))
     sps = sorted({r["sparsity"] for r in rows if r["rule"] != "dense"})
@@ -212,10 +212,10 @@ def plot_gaps(run, rows: list[dict], title: str) -> None:
         axes[row][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    run.save_figure("gap_vs_width.png", fig)
+    return fig
 
 
-def plot_small(run, rows: list[dict], title: str) -> None:
+def plot_small(rows: list[dict], title: str):
     plt = harness.pyplot()
     nets = sorted({r["network"] for r in rows}, key=lambda n: (n.startswith("conv"), n))
     sps = sorted({r["sparsity"] for r in rows if r["rule"] != "dense"})
@@ -259,10 +259,11 @@ def plot_small(run, rows: list[dict], title: str) -> None:
     axes[0][0].legend(fontsize=6)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    run.save_figure("sparse_vs_small.png", fig)
+    return fig
 
 
-def write_outputs(run, cfg, records: list[dict], rules: list[str], extra: dict) -> dict:
+def outputs(cfg, records: list[dict], rules: list[str], extra: dict) -> dict:
+    """What :meth:`experiments.harness.Run.publish` writes: results, table, CSV, figures."""
     rows = summarise(records)
     checks = claims(rows)
     results = {
@@ -276,8 +277,6 @@ def write_outputs(run, cfg, records: list[dict], rules: list[str], extra: dict) 
         "claims": checks,
         "networks": records,
     }
-    run.write_json("results.json", results)
-    run.write_csv("results.csv", [{k: v for k, v in r.items() if k != "small_size"} for r in rows])
     caption = (
         f"Random pruning on MNIST ({extra['data']}), trained from scratch for {cfg.steps} "
         f"Adam steps (lr {cfg.lr:g}, batch {cfg.batch_size}), test accuracy % at the end, mean "
@@ -289,8 +288,13 @@ def write_outputs(run, cfg, records: list[dict], rules: list[str], extra: dict) 
     )
     md = caption + "\n\n" + table(rows, rules)
     md += "\n\n" + "\n".join(f"- {k}: {v}" for k, v in checks["summary"].items())
-    run.write_text("table.md", md)
     title = f"random pruning, MNIST, {cfg.seeds} seeds (config {cfg.digest()})"
-    plot_gaps(run, rows, title)
-    plot_small(run, rows, title)
-    return results
+    return {
+        "results": results,
+        "table": md,
+        "csv": [{k: v for k, v in r.items() if k != "small_size"} for r in rows],
+        "figures": {
+            "gap_vs_width.png": plot_gaps(rows, title),
+            "sparse_vs_small.png": plot_small(rows, title),
+        },
+    }

@@ -9,7 +9,7 @@ import time
 from experiments import harness
 from experiments.random_pruning import nets
 from experiments.random_pruning.config import RandomPruningConfig, floats, names
-from experiments.random_pruning.report import write_outputs
+from experiments.random_pruning.report import outputs
 
 STREAM_INIT, STREAM_DATA, STREAM_MASK, STREAM_SMALL, STREAM_SNIP = range(5)
 
@@ -205,16 +205,7 @@ def _arrays(ds, family: str) -> dict:
             return x
         return x.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4)).reshape(-1, 196).astype(np.float32)
 
-    return jax.device_put(
-        {
-            "x_train": prep(ds.x_train),
-            "y_train": ds.y_train,
-            "x_val": prep(ds.x_val),
-            "y_val": ds.y_val,
-            "x_test": prep(ds.x_test),
-            "y_test": ds.y_test,
-        }
-    )
+    return jax.device_put({k: prep(v) if k[0] == "x" else v for k, v in ds.arrays().items()})
 
 
 def run_study(cfg: RandomPruningConfig, *, log=print) -> dict:
@@ -268,16 +259,8 @@ def run_study(cfg: RandomPruningConfig, *, log=print) -> dict:
         )
         bar.set_postfix_str(f"{name} dense {100 * np.mean(out['test_acc'][0]):.1f}%")
     bar.close()
-    results = write_outputs(
-        run, cfg, records, list(names(cfg.ratios)), {"data": f"{ds.sizes()} train/val/test"}
-    )
+    out = outputs(cfg, records, list(names(cfg.ratios)), {"data": f"{ds.sizes()} train/val/test"})
     compile_s = sum(r.get("compile_s", 0.0) for r in records)
     train_s = sum(r.get("train_s", 0.0) for r in records)
-    timing = run.finish(compile_s=compile_s, train_s=train_s, networks=len(records))
-    log("\n" + (run.dir / "table.md").read_text())
-    log(f"compile {compile_s:.1f} s, train {train_s:.1f} s, total {timing['total_s']:.1f} s")
-    log(
-        f"wrote {run.dir}/ (results.json, results.csv, table.md, gap_vs_width.png, "
-        "sparse_vs_small.png)"
-    )
-    return results
+    log(f"compile {compile_s:.1f} s, train {train_s:.1f} s")
+    return run.publish(**out, compile_s=compile_s, train_s=train_s, networks=len(records))

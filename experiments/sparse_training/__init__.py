@@ -16,25 +16,8 @@ Run::
     jaxsparse sparse-training --resume   # continue after an interruption (per method)
 """
 
-from experiments import harness
-from experiments.sparse_training.config import (
-    DESCRIPTION,
-    METHODS,
-    QUICK,
-    SparseTrainingConfig,
-    build_parser,
-)
+from experiments.harness import Study
+from experiments.sparse_training.config import SparseTrainingConfig
 from experiments.sparse_training.run import run_study
 
-run_from_args = harness.run_from_args(run_study, SparseTrainingConfig)
-main = harness.main(run_study, SparseTrainingConfig, DESCRIPTION)
-
-__all__ = [
-    "METHODS",
-    "QUICK",
-    "SparseTrainingConfig",
-    "build_parser",
-    "main",
-    "run_from_args",
-    "run_study",
-]
+STUDY = Study(SparseTrainingConfig, run_study, __doc__)

@@ -1,5 +1,5 @@
 import sys
 
-from experiments.sparse_training import main
+from experiments.sparse_training import STUDY
 
-sys.exit(main())
+sys.exit(STUDY.main())

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from experiments import harness
 from experiments.harness import StudyConfig
 
-DESCRIPTION = (
-    "Sparse-training baselines at one sparsity and an equal step budget: dense, static "
-    "random (ERK), SNIP, GraSP, SynFlow, SET, RigL, gradual magnitude pruning, "
-    "straight-through magnitude and the IMP ticket."
-)
 METHODS = ("dense", "erk", "snip", "grasp", "synflow", "set", "rigl", "gmp", "ste", "imp")
 
 
@@ -85,7 +78,3 @@ class SparseTrainingConfig(StudyConfig):
             fail("update_end", "leaves no mask update before the end of the schedule")
         if self.batch_size > TRAIN_SIZES["mnist"]:
             fail("batch_size", f"must be <= {TRAIN_SIZES['mnist']}, got {self.batch_size}")
-
-
-QUICK = SparseTrainingConfig.QUICK
-build_parser = functools.partial(harness.build_parser, SparseTrainingConfig, DESCRIPTION)

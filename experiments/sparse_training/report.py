@@ -70,7 +70,7 @@ def table(rows: list[dict]) -> str:
     return harness.markdown_table(head, body)
 
 
-def plot(run, rows: list[dict], cfg, title: str) -> None:
+def plot(rows: list[dict], cfg, title: str):
     plt = harness.pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
     y = list(range(len(rows)))
@@ -98,10 +98,11 @@ def plot(run, rows: list[dict], cfg, title: str) -> None:
     ax2.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    run.save_figure("sparse_training.png", fig)
+    return fig
 
 
-def write_outputs(run, cfg, records: list[dict], data: str) -> dict:
+def outputs(cfg, records: list[dict], data: str) -> dict:
+    """What :meth:`experiments.harness.Run.publish` writes: results, table, CSV, figures."""
     rows = summarise(records)
     results = {
         "study": "sparse-training",
@@ -114,8 +115,6 @@ def write_outputs(run, cfg, records: list[dict], data: str) -> dict:
         "rows": rows,
         "records": records,
     }
-    run.write_json("results.json", results)
-    run.write_csv("results.csv", rows)
     caption = (
         f"Sparse training at {100 * cfg.sparsity:g}% sparsity, LeNet-300-100 on MNIST "
         f"({data}), every method {cfg.steps} Adam steps (lr {cfg.lr:g}, batch "
@@ -124,6 +123,10 @@ def write_outputs(run, cfg, records: list[dict], data: str) -> dict:
         "compilation excluded. Mask updates every "
         f"{cfg.update_every} steps until {100 * cfg.update_end:g}% of training."
     )
-    run.write_text("table.md", caption + "\n\n" + table(rows))
-    plot(run, rows, cfg, f"sparse training, MNIST, {cfg.seeds} seeds (config {cfg.digest()})")
-    return results
+    title = f"sparse training, MNIST, {cfg.seeds} seeds (config {cfg.digest()})"
+    return {
+        "results": results,
+        "table": caption + "\n\n" + table(rows),
+        "csv": rows,
+        "figures": {"sparse_training.png": plot(rows, cfg, title)},
+    }

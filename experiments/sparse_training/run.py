@@ -9,7 +9,7 @@ import time
 from experiments import harness
 from experiments.sparse_training.config import SparseTrainingConfig, method_list
 from experiments.sparse_training.methods import Methods
-from experiments.sparse_training.report import write_outputs
+from experiments.sparse_training.report import outputs
 
 STREAM_INIT, STREAM_DATA, STREAM_MASK, STREAM_IMP = range(4)
 # method -> (mask finder or None, trainer)
@@ -68,16 +68,7 @@ def run_study(cfg: SparseTrainingConfig, *, log=print) -> dict:
 
     run = harness.start(cfg, log=log)
     ds = data_lib.load("mnist")
-    arrays = jax.device_put(
-        {
-            "x_train": ds.x_train,
-            "y_train": ds.y_train,
-            "x_val": ds.x_val,
-            "y_val": ds.y_val,
-            "x_test": ds.x_test,
-            "y_test": ds.y_test,
-        }
-    )
+    arrays = jax.device_put(ds.arrays())
     pick = np.concatenate([np.flatnonzero(ds.y_train == c)[: cfg.per_class] for c in range(10)])
     probe = jax.device_put({"x": ds.x_train[pick], "y": ds.y_train[pick]})
     m = Methods(cfg, arrays, probe)
@@ -141,17 +132,12 @@ def run_study(cfg: SparseTrainingConfig, *, log=print) -> dict:
             f"search {extra.get('search_s', 0):.1f} s"
         )
     bar.close()
-    results = write_outputs(run, cfg, records, f"{ds.sizes()} train/val/test")
-    timing = run.finish(
+    out = outputs(cfg, records, f"{ds.sizes()} train/val/test")
+    return run.publish(
+        **out,
         train_s=sum(r.get("train_s", 0.0) for r in records),
         search_s=sum(r.get("search_s", 0.0) for r in records),
         compile_s=sum(
             r.get("train_compile_s", 0.0) + r.get("search_compile_s", 0.0) for r in records
         ),
     )
-    log("\n" + (run.dir / "table.md").read_text())
-    log(
-        f"total {timing['total_s']:.1f} s; wrote {run.dir}/ (results.json, results.csv, "
-        "table.md, sparse_training.png)"
-    )
-    return results

@@ -25,11 +25,8 @@ Run::
     jaxsparse transfer --resume   # continue from the saved stages
 """
 
-from experiments import harness
-from experiments.transfer.config import DESCRIPTION, QUICK, TransferConfig, build_parser
+from experiments.harness import Study
+from experiments.transfer.config import TransferConfig
 from experiments.transfer.run import run_study
 
-run_from_args = harness.run_from_args(run_study, TransferConfig)
-main = harness.main(run_study, TransferConfig, DESCRIPTION)
-
-__all__ = ["QUICK", "TransferConfig", "build_parser", "main", "run_from_args", "run_study"]
+STUDY = Study(TransferConfig, run_study, __doc__)

@@ -1,5 +1,5 @@
 import sys
 
-from experiments.transfer import main
+from experiments.transfer import STUDY
 
-sys.exit(main())
+sys.exit(STUDY.main())

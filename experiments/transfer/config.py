@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from experiments import harness
 from experiments.harness import StudyConfig
 
-DESCRIPTION = (
-    "Tickets from a pre-trained model carried to other tasks: IMP on MNIST 0-4 rewinding "
-    "to the pre-trained weights, transferred to MNIST 5-9 and to UCI digits at 28x28 "
-    "(Chen et al., NeurIPS 2020; CVPR 2021)."
-)
 TASKS = ("mnist5-9", "digits28")
 
 
@@ -61,7 +54,3 @@ class TransferConfig(StudyConfig):
             fail("batch_size", f"must be <= 1257 (UCI digits' training set), got {self.batch_size}")
         if not self.fraction > 0.0:
             fail("fraction", f"must be > 0, got {self.fraction}")
-
-
-QUICK = TransferConfig.QUICK
-build_parser = functools.partial(harness.build_parser, TransferConfig, DESCRIPTION)

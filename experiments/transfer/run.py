@@ -3,46 +3,12 @@ task one compiled program training the five arms of a round for all seeds."""
 
 from __future__ import annotations
 
-import time
-
 from experiments import harness, models
 from experiments.transfer.config import TransferConfig
 from experiments.transfer.report import ARMS, plot, summarise, table
 
 BACKBONE = r"^hidden_\d+/kernel$"  # pruned; the task head ("output") stays dense
 NEW_HEAD = {r"^output/": None}  # the source head is dropped; the target's is new
-
-
-def _program(cfg: TransferConfig, model):
-    """``program(states, keys, rewind_to, arrays)``: each state (leading axis) trains
-    ``cfg.steps`` updates, is evaluated, then pruned by IMP and rewound to its
-    ``rewind_to``. Returns (next states, trained params, metrics)."""
-    import jax
-
-    import jaxsparse as js
-
-    def program(states, keys, rewind_to, arrays):
-        train_fn = models.classifier_train_fn(
-            model, arrays, batch_size=cfg.batch_size, steps=cfg.steps, eval_every=cfg.eval_every
-        )
-
-        def one(state, key, target):
-            trained, evals = train_fn(state, key)
-            evals["density"] = js.density(trained.mask, BACKBONE)
-            pruned = js.imp_round(trained, fraction=cfg.fraction, scope="global", rewind_to=target)
-            return pruned, trained.params, evals
-
-        return jax.vmap(one)(states, keys, rewind_to)
-
-    return jax.jit(program)
-
-
-def _arrays(ds):
-    import jax
-
-    return jax.device_put(
-        {k: getattr(ds, k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
-    )
 
 
 def _arms_builder(make_state, n_backbone: int):
@@ -56,7 +22,7 @@ def _arms_builder(make_state, n_backbone: int):
     def build(imp_state, start, scratch, source_mask, keys, amount):
         def per_seed(start, scratch, source_mask, key):
             mask_b, _ = transfer_mask(source_mask, start, rename=NEW_HEAD)
-            dense = jax.tree.map(lambda p: jnp.ones_like(p, dtype=bool), start)
+            dense = js.mask_like(start)
             mask_d = js.prune(
                 js.scores.magnitude(start), dense, amount, scope="global", where=BACKBONE
             )
@@ -104,55 +70,41 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
     tasks = {t: data_lib.load_variant(t) for t in cfg.task_list()}
     tx = js.masked(optax.adam(cfg.lr))  # one object: states stack and programs reuse
     S, R = cfg.seeds, cfg.rounds
-    dummy = jnp.zeros((1, 784), jnp.float32)
 
     def setup(ds):
         model = models.LeNet300(num_classes=ds.num_classes)
+        return model, *models.sparse_states(model, tx, 784, where=BACKBONE)
 
-        def make_state(params, mask):
-            return js.SparseTrainState.create(
-                apply_fn=model.apply, params=params, tx=tx, mask=mask, where=BACKBONE
-            )
+    def program(model):
+        return models.imp_program(
+            model, BACKBONE, fraction=cfg.fraction, batch_size=cfg.batch_size,
+            steps=cfg.steps, eval_every=cfg.eval_every,
+        )  # fmt: skip
 
-        def init(keys):
-            return jax.jit(jax.vmap(lambda k: model.init(k, dummy)["params"]))(keys)
-
-        return model, make_state, init
-
-    def ones(tree):
-        return jax.tree.map(lambda p: jnp.ones_like(p, dtype=bool), tree)
-
-    def fold(keys, r):
-        return jax.vmap(lambda k: jax.random.fold_in(k, r))(keys)
-
-    calls = 1 + R + len(tasks) * (R + 1)
-    bar = run.progress(range(calls), total=calls, desc="transfer", unit="training")
-    steps_done = iter(bar)
-    call_s: list[float] = []
-
-    def timed(fn, *args):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        call_s.append(time.perf_counter() - t0)
-        next(steps_done, None)
-        return out
+    timed = run.calls(1 + R + len(tasks) * (R + 1), desc="transfer", unit="training")
 
     # --- the source: pre-training, then IMP rewinding to the pre-trained weights -------
     src_model, src_make, src_init = setup(source)
-    src_prog = _program(cfg, src_model)
-    src_arrays = _arrays(source)
+    src_prog = program(src_model)
+    src_arrays = jax.device_put(source.arrays())
     init = src_init(harness.seed_keys(cfg, 0))
     data_keys = harness.seed_keys(cfg, 1)
     make_batch = jax.jit(jax.vmap(src_make))
 
     def source_stage():
         _, pretrained, pre_ev = timed(
-            src_prog, make_batch(init, ones(init)), fold(data_keys, 0), init, src_arrays
+            src_prog,
+            make_batch(init, js.mask_like(init)),
+            harness.fold(data_keys, 0),
+            src_arrays,
+            init,
         )
-        state = make_batch(pretrained, ones(pretrained))
+        state = make_batch(pretrained, js.mask_like(pretrained))
         masks, history = [], []
         for r in range(R):
-            state, _, ev = timed(src_prog, state, fold(data_keys, r + 1), pretrained, src_arrays)
+            state, _, ev = timed(
+                src_prog, state, harness.fold(data_keys, r + 1), src_arrays, pretrained
+            )
             masks.append(state.mask)
             history.append(jax.device_get(ev))
         extra = {
@@ -161,24 +113,23 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
         }
         return {"pretrained": pretrained, "masks": masks}, extra
 
-    like = {"pretrained": init, "masks": [ones(init)] * R}
+    like = {"pretrained": init, "masks": [js.mask_like(init)] * R}
     src_tree, src_extra = run.stage("source", like, source_stage)
     pretrained, src_masks = src_tree["pretrained"], src_tree["masks"]
     if cfg.resume and "source" not in run.timings:
-        for _ in range(1 + R):
-            next(steps_done, None)
+        timed.skip(1 + R)
 
     # --- each downstream task: the five arms of every round in one program -------------
     task_records, reports = {}, {}
     for ti, (name, ds) in enumerate(tasks.items()):
         model, make_state, t_init = setup(ds)
-        prog, arrays = _program(cfg, model), _arrays(ds)
+        prog, arrays = program(model), jax.device_put(ds.arrays())
         head_init = t_init(harness.seed_keys(cfg, 10 + ti))
         scratch = t_init(harness.seed_keys(cfg, 20 + ti))
         carry = jax.jit(
             jax.vmap(lambda m, p, t: apply_ticket(Ticket(m, p), t, rename=NEW_HEAD)[:2])
         )
-        start, dense = carry(ones(pretrained), pretrained, head_init)
+        start, dense = carry(js.mask_like(pretrained), pretrained, head_init)
         seed0 = jax.tree.map(lambda x: x[0], (src_masks[-1], pretrained, head_init))
         reports[name] = str(apply_ticket(Ticket(*seed0[:2]), seed0[2], rename=NEW_HEAD)[2])
         build = _arms_builder(make_state, 0)
@@ -201,14 +152,14 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
             imp = jax.jit(jax.vmap(make_state))(start, dense)
             history = []
             for r in range(R + 1):
-                src_mask = ones(pretrained) if r == 0 else src_masks[r - 1]
+                src_mask = js.mask_like(pretrained) if r == 0 else src_masks[r - 1]
                 amount = 1.0 - (_alive(src_mask) / n_backbone)
-                arms = build(imp, start, scratch, src_mask, fold(mask_keys, r), amount)
-                keys = jnp.tile(fold(task_keys, r), len(ARMS))
+                arms = build(imp, start, scratch, src_mask, harness.fold(mask_keys, r), amount)
+                keys = jnp.tile(harness.fold(task_keys, r), len(ARMS))
                 rewind = jax.tree.map(
                     lambda x: jnp.tile(x, (len(ARMS),) + (1,) * (x.ndim - 1)), start
                 )
-                nxt, _, ev = timed(prog, arms, keys, rewind, arrays)
+                nxt, _, ev = timed(prog, arms, keys, arrays, rewind)
                 imp = jax.tree.map(lambda x: x[:S], nxt)
                 ev = jax.tree.map(
                     lambda x: np.asarray(x).reshape(len(ARMS), S, *x.shape[1:]), jax.device_get(ev)
@@ -218,10 +169,9 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
 
         _, extra = run.stage(f"task_{name}", {"done": jnp.zeros(())}, task_stage)
         if cfg.resume and f"task_{name}" not in run.timings:
-            for _ in range(R + 1):
-                next(steps_done, None)
+            timed.skip(R + 1)
         task_records[name] = extra["rounds"]
-    bar.close()
+    timed.close()
 
     # --- the seed-0 source ticket at the highest sparsity, saved with checkpoint --------
     summary = summarise(cfg, src_extra, task_records)
@@ -234,7 +184,7 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
         {
             "source": "mnist0-4",
             "rounds": R,
-            "pct_remaining": 100 * _alive(src_masks[-1]) / _alive(ones(pretrained)),
+            "pct_remaining": 100 * _alive(src_masks[-1]) / _alive(js.mask_like(pretrained)),
             "rewound_to": "pre-trained weights",
             "config_hash": cfg.digest(),
         },
@@ -253,8 +203,6 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
         **summary,
         "history": {"source": src_extra, "tasks": task_records},
     }
-    run.write_json("results.json", results)
-    run.write_csv("results.csv", summary["csv"])
     caption = (
         f"Transfer of pre-trained tickets: LeNet-300-100 pre-trained on MNIST 0-4 "
         f"({source.sizes()}), IMP on the source at {cfg.fraction:.0%} of the backbone a "
@@ -262,13 +210,11 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
         f"{S} seeds (mean ± sample std), config hash {cfg.digest()}. Accuracy: test at "
         f"early stopping (min. validation loss). "
     )
-    md = table(cfg, summary)
-    run.write_text("table.md", caption + "\n\n" + md)
-    run.save_figure("transfer.png", plot(cfg, summary))
-    timing = run.finish(call_s=call_s, trainings_per_call={"source": S, "task": S * len(ARMS)})
-    log("\n" + caption + "\n\n" + md)
-    log(
-        f"\ntotal {timing['total_s']:.1f} s; wrote {run.dir}/ (results.json, results.csv, "
-        "table.md, transfer.png, ticket/)"
+    return run.publish(
+        results,
+        table=caption + "\n\n" + table(cfg, summary),
+        csv=summary["csv"],
+        figures={"transfer.png": plot(cfg, summary)},
+        call_s=timed.seconds,
+        trainings_per_call={"source": S, "task": S * len(ARMS)},
     )
-    return results

@@ -12,21 +12,22 @@ gradient, optimizer update; batch 64) of the dense and the shrunk networks:
   and the EarlyBERT shape (1 of 4 heads and 40% of FFN units of every layer pruned).
 
 Each run is ``STEPS`` steps in one ``lax.scan``, compiled ahead of time; the networks
-alternate within each repeat (order reversed every other repeat), and the table gives the
-median time per step and the median over repeats of the shrunk / dense ratio, next to
-the FLOPs ratio. On a shared machine the ratios are the robust figure.
+run in a rotating order within each repeat, and the table gives the
+median time per step and the shrunk / dense ratio of the medians (the package's one
+definition), next to the FLOPs ratio.
 
 Run::
 
-    python -m experiments.bench_shrink [--quick]
+    python -m experiments.bench.shrink [--quick]
+    jaxsparse bench --sections shrink
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Sequence
+
+from experiments.bench import timing
 
 BATCH, STEPS = 64, 20
 
@@ -144,42 +145,41 @@ def measure(quick: bool = False) -> dict:
         for name, (fn, args, flops, params) in cases.items():
             compiled[name] = (fn.lower(*args).compile(), args)
             info[name] = (flops, sum(int(v.size) for v in jax.tree.leaves(params)))
-            jax.block_until_ready(compiled[name][0](*args))  # warm up
-    times: dict[str, list[float]] = {name: [] for name in compiled}
-    names = list(compiled)
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            exe, args = compiled[name]
-            t0 = time.perf_counter()
-            jax.block_until_ready(exe(*args))
-            times[name].append((time.perf_counter() - t0) / STEPS * 1e3)
+    calls = {
+        name: (lambda exe=exe, args=args: exe(*args)) for name, (exe, args) in compiled.items()
+    }
+    t = timing.interleaved(calls, repeats, warmup=1)
     rows = []
     for dense, cases in groups.items():
         for name in cases:
-            ratio = statistics.median(a / b for a, b in zip(times[name], times[dense]))
+            row = timing.compare(name, t, name, dense, dense, per=STEPS)
             rows.append(
                 {
                     "network": name,
                     "params": info[name][1],
                     "flops": info[name][0],
                     "flops_ratio": info[name][0] / info[dense][0],
-                    "ms_per_step": statistics.median(times[name]),
-                    "time_ratio": ratio,
+                    "ms_per_step": row["ours_ms"],
+                    "time_ratio": row["ratio"],
+                    **({"cpu_time_ratio": row["cpu_ratio"]} if "cpu_ratio" in row else {}),
                 }
             )
     title = (
         f"Training step, dense vs physically shrunk (jaxsparse.structured.shrink): "
-        f"batch {BATCH}, {STEPS} steps in one lax.scan, median of {repeats} interleaved "
-        f"repeats, jax {jax.__version__} ({jax.default_backend()})"
+        f"batch {BATCH}, {STEPS} steps in one lax.scan, {timing.clock_words()}, median of "
+        f"{repeats} interleaved repeats, jax {jax.__version__} ({jax.default_backend()})"
     )
     lines = [
         "| network | params | MFLOPs/example | FLOPs / dense | ms/step | time / dense |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        ratio = timing.ratio_text(
+            {"ratio": row["time_ratio"], "cpu_ratio": row.get("cpu_time_ratio")}
+        )
         lines.append(
             f"| {row['network']} | {row['params']:,} | {row['flops'] / 1e6:.2f} | "
-            f"{row['flops_ratio']:.2f} | {row['ms_per_step']:.2f} | {row['time_ratio']:.2f} |"
+            f"{row['flops_ratio']:.2f} | {row['ms_per_step']:.2f} | {ratio} |"
         )
     return {"title": title, "rows": rows, "markdown": "\n".join(lines)}
 

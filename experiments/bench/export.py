@@ -16,15 +16,15 @@ Ratios are dense time / sparse time: above 1 the sparse form wins.
 
 Run::
 
-    python -m experiments.bench_export           # full, a few minutes on 2 CPU cores
-    python -m experiments.bench_export --quick   # smoke test, < 20 s
+    python -m experiments.bench.export           # full, a few minutes on 2 CPU cores
+    python -m experiments.bench.export --quick   # smoke test, < 20 s
+    jaxsparse bench --sections export            # the same, as a section of the bench
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 from collections.abc import Callable, Sequence
 
@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.bench import timing
 from experiments.models import LeNet300
 from jaxsparse import export
 
@@ -76,27 +77,6 @@ def _nbytes(tree) -> int:
     return sum(x.nbytes for x in jax.tree.leaves(tree))
 
 
-def _time_interleaved(calls: dict[str, Callable[[], jax.Array]], repeats: int) -> dict:
-    """Median ms a call per method; methods interleaved in a rotating order."""
-    inner = {}
-    for name, f in calls.items():  # warm up (compile), then size the inner loop
-        jax.block_until_ready(f())
-        t = time.perf_counter()
-        jax.block_until_ready(f())
-        inner[name] = max(1, int(3e-3 / max(time.perf_counter() - t, 1e-6)))
-    samples = {name: [] for name in calls}
-    names = list(calls)
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            f, k = calls[name], inner[name]
-            t = time.perf_counter()
-            for _ in range(k):
-                out = f()
-            jax.block_until_ready(out)
-            samples[name].append((time.perf_counter() - t) * 1e3 / k)
-    return {name: statistics.median(v) for name, v in samples.items()}
-
-
 def _case(params, mask, n_in, layers, batch, formats, repeats, nm=None) -> dict:
     x = jax.random.normal(jax.random.key(2), (batch, n_in))
     apply = jax.jit(lambda p, x: export.mlp_apply(p, x, layers=layers))
@@ -111,8 +91,11 @@ def _case(params, mask, n_in, layers, batch, formats, repeats, nm=None) -> dict:
         for fmt, tree in trees.items():
             np.testing.assert_allclose(apply(tree, x), want, rtol=2e-4, atol=2e-4, err_msg=fmt)
     calls = {fmt: (lambda t=tree: apply(t, x)) for fmt, tree in trees.items()}
-    ms = _time_interleaved(calls, repeats)
-    return {fmt: (ms[fmt], _nbytes(trees[fmt])) for fmt in trees}
+    t = timing.interleaved(calls, repeats, warmup=1, min_seconds=3e-3)
+    return {
+        fmt: (timing.median(t.wall[fmt]) * 1e3, _nbytes(trees[fmt]), timing.median(t.cpu[fmt]))
+        for fmt in trees
+    }
 
 
 def measure(quick: bool = False) -> dict:
@@ -129,14 +112,16 @@ def measure(quick: bool = False) -> dict:
     rows = []
 
     def add(model, pattern, batch, res):
-        dense_ms, dense_bytes = res["dense"]
-        for method, (ms, nbytes) in res.items():
+        dense_ms, dense_bytes, dense_cpu = res["dense"]
+        for method, (ms, nbytes, cpu) in res.items():
             if method != "dense":
                 rows.append(
                     dict(model=model, pattern=pattern, batch=batch, method=method, ms=ms,
                          dense_ms=dense_ms, ratio=dense_ms / ms,
                          bytes_ratio=nbytes / dense_bytes)
                 )  # fmt: skip
+                if timing.on_cpu():
+                    rows[-1]["cpu_ratio"] = dense_cpu / cpu
 
     for name, (params, n_in, layers) in _models(quick).items():
         for s in sparsities:
@@ -167,13 +152,13 @@ def _markdown(rows: list[dict], repeats: int) -> str:
         if pattern == "2:4":
             p, c = got["nm"], got["bcsr"]
             nm.append([model, str(batch), f"{first['dense_ms']:.3f}", f"{p['ms']:.3f}",
-                       f"{c['ms']:.3f}", f"{p['ratio']:.2f}x", f"{c['ratio']:.2f}x",
+                       f"{c['ms']:.3f}", timing.ratio_text(p), timing.ratio_text(c),
                        f"{p['bytes_ratio']:.2f}"])  # fmt: skip
         else:
             o, c = got["bcoo"], got["bcsr"]
             unstructured.append([model, pattern, str(batch), f"{first['dense_ms']:.3f}",
-                                 f"{o['ms']:.3f}", f"{c['ms']:.3f}", f"{o['ratio']:.2f}x",
-                                 f"{c['ratio']:.2f}x", f"{c['bytes_ratio']:.2f}"])  # fmt: skip
+                                 f"{o['ms']:.3f}", f"{c['ms']:.3f}", timing.ratio_text(o),
+                                 timing.ratio_text(c), f"{c['bytes_ratio']:.2f}"])  # fmt: skip
     head = (
         f"**{TITLE}**. Jitted forward pass, ms a call (median of {repeats} interleaved "
         "repeats); ratio = dense ms / sparse ms, above 1 the sparse form wins. Dense runs "

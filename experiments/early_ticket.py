@@ -1,0 +1,191 @@
+"""What the two early-ticket studies share (``early_bird``, You et al. 2020, and
+``early_bert``, Chen et al. 2021): the detector run's flags and checks, the batch order,
+the cosine schedule, the seed loop, and the pieces of their reports.
+
+Both train a dense network and a search run (dense with a slimming penalty) side by
+side, chunk by chunk; after every chunk (a *check*) the search run's structured mask goes
+through :mod:`jaxsparse.early_bird`, and the ticket drawn when it stops changing is
+shrunk and trained on. What differs stays in each study: the model and its groups
+(channels with BatchNorm and SGD; heads and FFN units with Adam), and which tickets are
+retrained against which controls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from experiments import harness
+from experiments.data import TRAIN_SIZES
+from experiments.harness import StudyConfig
+
+# the detector of both --quick presets: eps = 1 draws the ticket as soon as the FIFO is
+# full, a fixed point the tests check
+QUICK_DETECTOR = {"seeds": 2, "window": 3, "eps": 1.0, "batch_size": 128}
+
+
+@dataclass(frozen=True)
+class EarlyTicketConfig(StudyConfig):
+    """The flags both early-ticket studies have (each sets its own defaults for the
+    budget and the optimizer: ``epochs``, ``batch_size``, ``lr``)."""
+
+    epochs: int = field(default=16, metadata={"help": "training epochs (the budget)", "min": 1})
+    checks_per_epoch: int = field(
+        default=2,
+        metadata={"help": "masks computed and pushed to the detector per epoch", "min": 1},
+    )
+    batch_size: int = field(default=128, metadata={"help": "minibatch size", "min": 1})
+    lr: float = field(default=0.1, metadata={"help": "peak learning rate, cosine decay", "gt": 0.0})
+    slimming: float = field(
+        default=1e-4,
+        metadata={"help": "L1 strength on the slimming scales in the search run", "min": 0.0},
+    )
+    eps: float = field(
+        default=0.1,
+        metadata={"help": "early bird when all mask distances in the FIFO are <= eps"},
+    )
+    window: int = field(default=5, metadata={"help": "masks in the detector's FIFO", "min": 2})
+
+    def n_checks(self) -> int:
+        return self.epochs * self.checks_per_epoch
+
+    def steps_per_check(self) -> int:
+        return TRAIN_SIZES["mnist"] // self.batch_size // self.checks_per_epoch
+
+    def total_steps(self) -> int:
+        """The epoch budget in steps: the length of the dense run's schedule."""
+        return self.n_checks() * self.steps_per_check()
+
+    def validate(self, fail) -> None:
+        if not 0.0 <= self.eps <= 1.0:
+            fail("eps", f"must be in [0, 1], got {self.eps}")
+        if self.batch_size > TRAIN_SIZES["mnist"]:
+            fail("batch_size", f"must be <= the {TRAIN_SIZES['mnist']} training examples")
+        if self.steps_per_check() < 1:
+            fail(
+                "checks_per_epoch",
+                f"an epoch of {TRAIN_SIZES['mnist'] // self.batch_size} steps cannot be "
+                f"split into {self.checks_per_epoch} checks",
+            )
+        if self.n_checks() <= self.window:
+            fail("window", f"must be < the {self.n_checks()} checks of the run, got {self.window}")
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def batch_indices(cfg: EarlyTicketConfig, n: int, seed: int) -> np.ndarray:
+    """``(checks, steps_per_check, batch)`` example indices: a fresh permutation every
+    epoch (its last partial chunk dropped), the same for every arm of a seed."""
+    rng = np.random.default_rng([cfg.seed, seed])
+    per_epoch = cfg.checks_per_epoch * cfg.steps_per_check() * cfg.batch_size
+    rows = [rng.permutation(n)[:per_epoch] for _ in range(cfg.epochs)]
+    return np.concatenate(rows).reshape(-1, cfg.steps_per_check(), cfg.batch_size)
+
+
+def hyper(steps: int, slimming: float) -> dict:
+    """The traced hyperparameters of a training chunk: the schedule's length and the L1
+    strength, data rather than constants, so dense training (``slimming = 0``), the
+    search run and every retraining length share one compiled program a shape."""
+    import jax.numpy as jnp
+
+    return {"steps": jnp.float32(steps), "slimming": jnp.float32(slimming)}
+
+
+def cosine(lr: float, steps):
+    """Cosine decay from ``lr`` to 0 over ``steps`` (which may be traced)."""
+    import jax.numpy as jnp
+
+    def schedule(count):
+        done = jnp.minimum(count / jnp.maximum(steps, 1), 1.0)
+        return lr * 0.5 * (1.0 + jnp.cos(jnp.pi * done))
+
+    return schedule
+
+
+def full_width_programs(cfg: EarlyTicketConfig, chunk, check, first, x, y, log):
+    """``(programs, compile_s)``: ``programs()`` compiles, ahead of time and once for all
+    seeds, the full-width training ``chunk`` and the detector's ``check``, the first time
+    a seed needs them (a resumed run never does), and returns the two executables;
+    ``first() -> (carry, check_args)`` gives example arguments. The compile seconds land
+    in ``compile_s``, apart from the measured training time."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    compile_s: dict[str, float] = {}
+
+    @functools.cache
+    def programs():
+        carry, check_args = first()
+        idx0 = jnp.zeros((cfg.steps_per_check(), cfg.batch_size), jnp.int32)
+        train, compile_s["train"] = harness.compiled(
+            chunk, carry, x, y, idx0, hyper(cfg.total_steps(), cfg.slimming)
+        )
+        detect, compile_s["check"] = harness.compiled(jax.jit(check), *check_args)
+        log(f"compiled the training and check programs in {sum(compile_s.values()):.1f} s")
+        return train, detect
+
+    return programs, compile_s
+
+
+def run_seeds(run, cfg: EarlyTicketConfig, like: dict, run_seed, desc: str) -> list[dict]:
+    """``run_seed(seed, bar) -> (arrays, extra)`` for every seed, one after another, each
+    a resumable stage (``like``: the arrays' shapes); the seeds' arrays and extras."""
+    bar = run.progress(None, total=cfg.seeds * cfg.n_checks(), desc=desc, unit="check")
+    per_seed = []
+    for s in range(cfg.seeds):
+        arrays, extra = run.stage(f"seed_{s}", like, lambda s=s: run_seed(s, bar))
+        if f"seed_{s}" not in run.timings:  # resumed: the bar skips the seed's checks
+            bar.update(cfg.n_checks())
+        per_seed.append({**{k: np.asarray(v) for k, v in arrays.items()}, **extra})
+    bar.close()
+    return per_seed
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def time_note(pipeline: str) -> str:
+    """How the wall times of both studies are measured; ``pipeline``: what it adds up."""
+    return (
+        "Wall times are measured in this run: dense training and the search run alternate "
+        "chunk by chunk (half an epoch by default), so machine load hits both alike; "
+        f"compilation is excluded (ahead of time, reported apart). pipeline = {pipeline}"
+    )
+
+
+def drawn_at(cfg: EarlyTicketConfig, checks: list[int]) -> dict:
+    """When tickets were drawn: the epoch and the share of the schedule done."""
+    return {
+        "epoch": [(c + 1) / cfg.checks_per_epoch for c in checks],
+        "share": [(c + 1) / cfg.n_checks() for c in checks],
+    }
+
+
+def mean_widths(rows) -> str:
+    """``"24/12/6"``: per-layer widths (heads, channels...) averaged over seeds."""
+    if not len(rows):
+        return "–"
+    return "/".join(f"{v:.0f}" for v in np.mean(np.asarray(rows, float), axis=0))
+
+
+def seed_rows(per_seed: list[dict], arrays: tuple[str, ...]) -> list[dict]:
+    """The seeds for ``results.json``: everything but the big ``arrays``."""
+    return [{k: v for k, v in s.items() if k not in arrays} for s in per_seed]
+
+
+def results(cfg: EarlyTicketConfig, ds, summary: dict, compile_s: dict, **extra) -> dict:
+    """The common head of both studies' ``results.json``."""
+    return {
+        "study": cfg.NAME,
+        "config": cfg.hashed(),
+        "config_hash": cfg.digest(),
+        "data": {"name": ds.name, "train": len(ds.x_train), "test": len(ds.x_test)},
+        **extra,
+        "std": "sample standard deviation over seeds (ddof=1)",
+        "summary": summary,
+        "compile_s": compile_s,
+    }
