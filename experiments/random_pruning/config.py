@@ -26,12 +26,11 @@ class RandomPruningConfig(StudyConfig):
     ``seed``, ``quick``, ``out`` and ``resume`` come from the harness."""
 
     NAME: ClassVar[str] = "random-pruning"
-    # one network of each family: each network is one compiled program
     QUICK: ClassVar[dict[str, Any]] = {
         "steps": 40,
         "seeds": 2,
         "sparsities": "0.9",
-        "mlp_widths": "0.5",
+        "mlp_widths": "0.5,1",
         "mlp_depths": "2",
         "conv_widths": "0.5",
     }
