@@ -2,11 +2,17 @@
 NumPy references, capture against Gram matrices computed by hand (Linen and NNX),
 the sequential mode, bad input, composition with the rest of jaxsparse, meshes."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from flax import nnx
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
+import jaxsparse as js
 from jaxsparse import oneshot
 
 # --- plain NumPy references ---------------------------------------------------------------
@@ -141,3 +147,299 @@ def test_sparsegpt_runs_under_jit():
     ref_w, ref_keep = ref_sparsegpt(w, x.T @ x, 0.5, None, 8)
     np.testing.assert_array_equal(np.asarray(keep), ref_keep)
     np.testing.assert_allclose(np.asarray(new), ref_w, rtol=2e-4, atol=2e-4)
+
+
+# --- capture by value: Linen and NNX models with a Dense, attention and a conv -------------
+
+
+class LinenNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):  # (batch, time, 4)
+        h = nn.Dense(8)(x)
+        h = nn.MultiHeadDotProductAttention(num_heads=2)(h)
+        return nn.Conv(4, (3,))(h)  # 1-D conv over time, SAME padding
+
+
+class NNXNet(nnx.Module):
+    def __init__(self, rngs):
+        self.dense = nnx.Linear(4, 8, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(num_heads=2, in_features=8, decode=False, rngs=rngs)
+        self.conv = nnx.Conv(8, 4, (3,), rngs=rngs)
+
+    def __call__(self, x):
+        return self.conv(self.attn(self.dense(x)))
+
+
+def _by_hand(p, x):
+    """Every layer's input rows, computed with NumPy from the params."""
+    x = np.asarray(x, np.float64)
+    f = {k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in p["attn"].items()}
+    h = x @ p["dense"]["kernel"] + p["dense"]["bias"]
+    q, k, v = (np.einsum("btd,dhe->bthe", h, f[n]["kernel"]) + f[n]["bias"] for n in "qkv")
+    logits = np.einsum("bqhe,bkhe->bhqk", q, k) / np.sqrt(q.shape[-1])
+    a = np.exp(logits - logits.max(-1, keepdims=True))
+    a /= a.sum(-1, keepdims=True)
+    o = np.einsum("bhqk,bkhe->bqhe", a, v)
+    y = np.einsum("bqhe,hed->bqd", o, f["o"]["kernel"]) + f["o"]["bias"]
+    yp = np.pad(y, ((0, 0), (1, 1), (0, 0)))
+    patches = np.concatenate([yp[:, i : i + y.shape[1]] for i in range(3)], axis=-1)
+    rows = lambda z, d: z.reshape(-1, d)  # noqa: E731
+    return {"dense": rows(x, 4), "qkv": rows(h, 8), "o": rows(o, 8), "conv": rows(patches, 24)}
+
+
+def _linen_case():
+    model = LinenNet()
+    x = jax.random.normal(jax.random.key(0), (3, 5, 4))
+    params = model.init(jax.random.key(1), x)["params"]
+    mha = params["MultiHeadDotProductAttention_0"]
+    hand = {
+        "dense": {k: np.asarray(v) for k, v in params["Dense_0"].items()},
+        "attn": {"q": mha["query"], "k": mha["key"], "v": mha["value"], "o": mha["out"]},
+    }
+    names = {
+        "Dense_0/kernel": "dense",
+        "MultiHeadDotProductAttention_0/query/kernel": "qkv",
+        "MultiHeadDotProductAttention_0/key/kernel": "qkv",
+        "MultiHeadDotProductAttention_0/value/kernel": "qkv",
+        "MultiHeadDotProductAttention_0/out/kernel": "o",
+        "Conv_0/kernel": "conv",
+    }
+    return (lambda p, b: model.apply({"params": p}, b)), params, x, hand, names
+
+
+def _nnx_case():
+    model = NNXNet(nnx.Rngs(1))
+    x = jax.random.normal(jax.random.key(0), (3, 5, 4))
+    apply_fn, params = oneshot.nnx_forward(model)
+    a = params["attn"]
+    hand = {
+        "dense": params["dense"],
+        "attn": {"q": a["query"], "k": a["key"], "v": a["value"], "o": a["out"]},
+    }
+    names = {
+        "dense/kernel": "dense",
+        "attn/query/kernel": "qkv",
+        "attn/key/kernel": "qkv",
+        "attn/value/kernel": "qkv",
+        "attn/out/kernel": "o",
+        "conv/kernel": "conv",
+    }
+    return apply_fn, params, x, hand, names, model
+
+
+@pytest.mark.parametrize("api", ["linen", "nnx"])
+def test_capture_equals_gram_by_hand(api):
+    apply_fn, params, x, hand, names = (_linen_case() if api == "linen" else _nnx_case())[:5]
+    batches = [x[:2], x[2:]]  # summed over batches
+    stats = oneshot.capture(apply_fn, params, batches)
+    assert set(stats) == set(names)
+    rows = _by_hand(hand, x)
+    for path, which in names.items():
+        r = rows[which]
+        np.testing.assert_allclose(np.asarray(stats[path].gram), r.T @ r, rtol=2e-5, atol=2e-4)
+        np.testing.assert_allclose(np.asarray(stats[path].sq_norms), (r * r).sum(0), rtol=2e-5)
+        assert float(stats[path].count) == r.shape[0]
+
+
+def test_nnx_prune_from_the_module_and_update_it():
+    apply_fn, params, x, _, names, model = _nnx_case()
+    out = oneshot.prune(model, None, [x], method="wanda", sparsity=0.5)
+    same = oneshot.prune(apply_fn, params, [x], method="wanda", sparsity=0.5)
+    for a, b in zip(jax.tree.leaves(out.mask), jax.tree.leaves(same.mask)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for path in names:
+        leaf = out.mask
+        for key in path.split("/"):
+            leaf = leaf[key]
+        assert float(jnp.mean(leaf)) == 0.5
+    nnx.update(model, out.params)
+    assert float(jnp.mean(model.dense.kernel.get_value() == 0)) == 0.5
+
+
+# --- the sequential mode ------------------------------------------------------------------
+
+
+def _mlp(seed=0, d=(16, 32, 8)):
+    model = nn.Sequential([nn.Dense(d[1]), nn.relu, nn.Dense(d[2])])
+    x = jax.random.normal(jax.random.key(seed), (64, d[0])) * jnp.linspace(0.1, 3.0, d[0])
+    params = model.init(jax.random.key(seed + 1), x)["params"]
+    return (lambda p, b: model.apply({"params": p}, b)), params, x
+
+
+def test_sequential_layer_two_sees_the_pruned_layer_one():
+    apply_fn, params, x = _mlp()
+    out = oneshot.prune(apply_fn, params, [x[:32], x[32:]], method="wanda", sparsity=0.6)
+    dense = oneshot.prune(apply_fn, params, [x], method="wanda", sparsity=0.6, sequential=False)
+    l0, l1 = params["layers_0"], params["layers_2"]
+    pruned0 = np.asarray(out.params["layers_0"]["kernel"])
+    np.testing.assert_array_equal(np.asarray(out.mask["layers_0"]["kernel"]), pruned0 != 0)
+    h_pruned = np.maximum(np.asarray(x) @ pruned0 + np.asarray(l0["bias"]), 0)
+    h_dense = np.maximum(np.asarray(x) @ np.asarray(l0["kernel"]) + np.asarray(l0["bias"]), 0)
+    want = ref_wanda(l1["kernel"], (h_pruned**2).sum(0), 0.6)
+    other = ref_wanda(l1["kernel"], (h_dense**2).sum(0), 0.6)
+    assert not np.array_equal(want, other)  # the test can tell the two apart
+    np.testing.assert_array_equal(np.asarray(out.mask["layers_2"]["kernel"]), want)
+    np.testing.assert_array_equal(np.asarray(dense.mask["layers_2"]["kernel"]), other)
+    # layer one's inputs are the data in both modes
+    np.testing.assert_array_equal(
+        np.asarray(out.mask["layers_0"]["kernel"]), np.asarray(dense.mask["layers_0"]["kernel"])
+    )
+
+
+def test_sparsegpt_prune_whole_model_beats_magnitude_and_reports_errors():
+    apply_fn, params, x = _mlp(2)
+    for pattern in ({"sparsity": 0.5}, {"nm": (2, 4)}):
+        sg = oneshot.prune(apply_fn, params, [x], method="sparsegpt", blocksize=8, **pattern)
+        mg = oneshot.prune(apply_fn, params, [x], method="magnitude", errors=True, **pattern)
+        assert set(sg.errors) == set(mg.errors) == {"layers_0/kernel", "layers_2/kernel"}
+        for path in sg.errors:
+            assert float(sg.errors[path]) <= float(mg.errors[path])
+        # the first layer's error by hand
+        k, new = params["layers_0"]["kernel"], sg.params["layers_0"]["kernel"]
+        np.testing.assert_allclose(
+            float(sg.errors["layers_0/kernel"]), rel_err(np.asarray(x), k, new), rtol=1e-4
+        )
+        for m, p in zip(jax.tree.leaves(sg.mask), jax.tree.leaves(sg.params)):
+            assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
+
+
+def test_per_layer_sparsities_from_a_pytree():
+    apply_fn, params, x = _mlp()
+    per = jax.tree.map(lambda _: 0.0, params)
+    per["layers_0"]["kernel"], per["layers_2"]["kernel"] = 0.25, 0.75
+    out = oneshot.prune(apply_fn, params, [x], method="sparsegpt", sparsity=per)
+    assert float(jnp.mean(~out.mask["layers_0"]["kernel"])) == 0.25
+    assert float(jnp.mean(~out.mask["layers_2"]["kernel"])) == 0.75
+    assert out.mask["layers_0"]["bias"].all()
+
+
+def test_prune_runs_under_jit():
+    apply_fn, params, x = _mlp()
+
+    def f(p, b):
+        out = oneshot.prune(apply_fn, p, [b], method="sparsegpt", nm=(2, 4), blocksize=8)
+        return out.params, out.mask
+
+    eager = f(params, x)
+    jitted = jax.jit(f)(params, x)
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+# --- bad input: each error names the layer --------------------------------------------------
+
+
+class Unused(nn.Module):
+    def setup(self):
+        self.used = nn.Dense(8)
+        self.spare = nn.Dense(8)
+
+    def __call__(self, x):
+        return self.used(x)
+
+    def both(self, x):
+        return self.spare(self.used(x))
+
+
+def test_bad_input_names_the_layer():
+    apply_fn, params, x = _mlp()
+    with pytest.raises(ValueError, match=r"batch 0 does not fit.*'layers_0/kernel'.*\(64, 10\)"):
+        oneshot.prune(apply_fn, params, [x[:, :10]], method="wanda", sparsity=0.5)
+    with pytest.raises(ValueError, match=r"batch 1 does not fit.*layers_0/kernel"):
+        oneshot.prune(apply_fn, params, [x, x[:, :10]], method="wanda", sparsity=0.5)
+    with pytest.raises(ValueError, match=r"layers_0/kernel.*\[0, 1\), got 1.0"):
+        oneshot.prune(apply_fn, params, [x], method="wanda", sparsity=1.0)
+    per = jax.tree.map(lambda _: 0.5, params)
+    per["layers_2"]["kernel"] = -0.1
+    with pytest.raises(ValueError, match=r"layers_2/kernel.*\[0, 1\)"):
+        oneshot.prune(apply_fn, params, [x], method="sparsegpt", sparsity=per)
+    with pytest.raises(ValueError, match=r"layers_0/kernel.*16 inputs.*m=3"):
+        oneshot.prune(apply_fn, params, [x], method="sparsegpt", nm=(1, 3))
+    model = Unused()
+    p2 = model.init(jax.random.key(0), x, method=Unused.both)["params"]
+    with pytest.raises(ValueError, match=r"'spare/kernel' has no captured input"):
+        oneshot.prune(
+            lambda p, b: model.apply({"params": p}, b), p2, [x], method="wanda", sparsity=0.5
+        )
+    with pytest.raises(ValueError, match="method"):
+        oneshot.prune(apply_fn, params, [x], method="obs", sparsity=0.5)
+
+
+# --- composition with the rest of jaxsparse --------------------------------------------------
+
+
+def test_mask_composes_with_masked_adam_export_and_imp():
+    apply_fn, params, x = _mlp()
+    y = jax.random.normal(jax.random.key(9), (64, 8))
+    out = oneshot.prune(apply_fn, params, [x], method="sparsegpt", nm=(2, 4), blocksize=8)
+    tx = js.masked(optax.adam(1e-2))
+    opt = js.set_mask(tx.init(out.params), out.mask)
+    p = out.params
+
+    @jax.jit
+    def step(p, opt):
+        g = jax.grad(lambda p: jnp.mean((apply_fn(p, x) - y) ** 2))(p)
+        u, opt = tx.update(g, opt, p)
+        return optax.apply_updates(p, u), opt
+
+    for _ in range(20):
+        p, opt = step(p, opt)
+    for m, a, b in zip(*map(jax.tree.leaves, (out.mask, p, out.params))):
+        assert np.all(np.asarray(a)[~np.asarray(m)] == 0)
+        assert not np.array_equal(np.asarray(a), np.asarray(b))  # it did train
+    sp = js.export.to_sparse(p, out.mask, format="nm", n=2, m=4)
+    exported = js.export.mlp_apply(sp, x, layers=["layers_0", "layers_2"])
+    np.testing.assert_allclose(exported, apply_fn(p, x), rtol=1e-5, atol=1e-5)
+    state = js.SparseTrainState.create(
+        apply_fn=apply_fn, params=out.params, tx=optax.adam(1e-3), mask=out.mask
+    )
+    state = js.imp_round(state, fraction=0.2, scope="layerwise")
+    kernel = np.asarray(state.mask["layers_0"]["kernel"])
+    assert (kernel <= np.asarray(out.mask["layers_0"]["kernel"])).all()
+    assert (~kernel).sum() == 16 * 32 // 2 + round(0.2 * 16 * 32 // 2)
+
+
+# --- meshes: Auto and Explicit axes give the masks of one device ------------------------------
+
+
+class MeshMLP(nn.Module):
+    """Two Dense layers whose kernels are sharded over their outputs; the hidden layer
+    is put back on the data axis, the annotation Explicit axes ask a model for."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Dense(32)(x))
+        mesh = jax.sharding.get_abstract_mesh()
+        if AxisType.Explicit in getattr(mesh, "axis_types", ()):
+            h = jax.sharding.reshard(h, P("data", None))
+        return nn.Dense(16)(h)
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_sharded_kernels_give_the_masks_of_one_device(axis_type, method):
+    model = MeshMLP()
+    x = jax.random.normal(jax.random.key(4), (64, 16)) * jnp.linspace(0.1, 3.0, 16)
+    params = model.init(jax.random.key(5), x)["params"]
+
+    def apply_fn(p, b):
+        return model.apply({"params": p}, b)
+
+    kw = {"method": method, "sparsity": 0.5, "blocksize": 8}
+    single = oneshot.prune(apply_fn, params, [x], **kw)
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_type,) * 2)
+    specs = {
+        "Dense_0": {"kernel": P(None, "model"), "bias": P("model")},
+        "Dense_1": {"kernel": P(None, "model"), "bias": P("model")},
+    }
+    sharded = jax.tree.map(lambda a, s: jax.device_put(a, NamedSharding(mesh, s)), params, specs)
+    xs = jax.device_put(x, NamedSharding(mesh, P("data", None)))
+    with jax.set_mesh(mesh):
+        out = oneshot.prune(apply_fn, sharded, [xs], **kw)
+    for a, b in zip(jax.tree.leaves(out.mask), jax.tree.leaves(single.mask)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(jax.tree.leaves(out.params), jax.tree.leaves(single.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    for name in ("Dense_0", "Dense_1"):
+        for leaf in (out.params[name]["kernel"], out.mask[name]["kernel"]):
+            assert leaf.sharding.is_equivalent_to(sharded[name]["kernel"].sharding, 2)

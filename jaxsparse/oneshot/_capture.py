@@ -43,6 +43,10 @@ class CallInfo(NamedTuple):
     in_axes: int
 
 
+class Unfit(ValueError):
+    """A layer's input does not fit its kernel (the batch does not fit the model)."""
+
+
 def _replicated(x):
     """``x`` gathered when it lives on a mesh with Explicit axes (a Gram matrix of a
     sharded feature axis would name the mesh axis twice); elsewhere XLA decides."""
@@ -68,9 +72,9 @@ def _rows(kind: str, module, kernel, x, path: str):
         return _patches(module, kernel, x, path)
     got = tuple(x.shape[a] for a in axes)
     if got != kshape[: len(axes)]:
-        raise ValueError(
-            f"oneshot: layer '{path}' got inputs of shape {x.shape}: the contracted axes "
-            f"{got} do not fit its kernel {kshape} (calibration batches that do not fit the model)"
+        raise Unfit(
+            f"layer '{path}' got inputs of shape {x.shape}: the contracted axes {got} do "
+            f"not fit its kernel {kshape}"
         )
     x = jnp.moveaxis(x, axes, tuple(range(x.ndim - len(axes), x.ndim)))
     return x.reshape(-1, math.prod(got)).astype(jnp.float32)
@@ -83,10 +87,9 @@ def _patches(module, kernel, x, path: str):
     if getattr(module, "feature_group_count", 1) != 1:
         raise ValueError(f"oneshot: layer '{path}' is a grouped conv; not supported")
     if x.shape[-1] != cin:
-        raise ValueError(
-            f"oneshot: layer '{path}' got inputs of shape {x.shape}, its kernel "
-            f"{tuple(jnp.shape(kernel))} takes {cin} channels (calibration batches that do "
-            f"not fit the model)"
+        raise Unfit(
+            f"layer '{path}' got inputs of shape {x.shape}, its kernel "
+            f"{tuple(jnp.shape(kernel))} takes {cin} channels"
         )
     d_in = math.prod(window) * cin
     eye = jnp.eye(d_in, dtype=jnp.float32).reshape(*window, cin, d_in)
@@ -109,7 +112,7 @@ def _patches(module, kernel, x, path: str):
             precision=hi,
             rngs=nnx.Rngs(0),
         )
-        conv.kernel.value = eye
+        conv.kernel.set_value(eye)
         out = conv(x.astype(jnp.float32))
     return out.reshape(-1, d_in)
 
@@ -209,7 +212,7 @@ def _recording_class(cls: type, kind: str) -> type:
 
             if rec is None:
                 return call()
-            return rec.on_call(kind, self, self.kernel.value, x, call)
+            return rec.on_call(kind, self, self.kernel.get_value(), x, call)
 
         _RECORDING_CLASSES[cls] = type(cls.__name__, (cls,), {"__call__": __call__})
     return _RECORDING_CLASSES[cls]

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxsparse.filters import Filter, check_structure, is_floating, path_str, resolve_filter
 from jaxsparse.masks import explicit_spec, mask_like
@@ -17,6 +18,7 @@ from jaxsparse.oneshot import _layers
 from jaxsparse.oneshot._capture import (
     CallInfo,
     LayerStats,
+    Unfit,
     _Recorder,
     add_stats,
     nnx_forward,
@@ -85,6 +87,8 @@ def _trace(apply_fn, params, batch, index: int, want, gram: bool):
     try:
         with recording(rec):
             apply_fn(params, batch)
+    except Unfit as e:
+        raise ValueError(f"oneshot: calibration batch {index} does not fit the model: {e}") from e
     except ValueError as e:
         if "oneshot:" in str(e):
             raise
@@ -243,9 +247,7 @@ def _sparsities(sparsity, nm, params, chosen: list[str]) -> dict[str, float]:
         return dict.fromkeys(chosen, 0.0)
     if sparsity is None:
         raise ValueError("oneshot: give sparsity= (a fraction or a pytree of them) or nm=(n, m)")
-    if isinstance(sparsity, int | float) or (
-        jnp.ndim(sparsity) == 0 and not isinstance(sparsity, dict | list | tuple)
-    ):
+    if isinstance(sparsity, int | float | np.number) or getattr(sparsity, "ndim", None) == 0:
         per = dict.fromkeys(chosen, sparsity)
     else:
         check_structure(sparsity, params, name="oneshot: sparsity", shapes=False)
