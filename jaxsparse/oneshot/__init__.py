@@ -16,9 +16,11 @@ sequences and no retraining (Frantar & Alistarh 2023; Sun et al. 2024)::
   one 2-D kernel ``(d_in, d_out)`` at a time, pure and jittable.
 """
 
+from jaxsparse.oneshot._calibrate import capture, layer_kernels
 from jaxsparse.oneshot._capture import LayerStats, nnx_forward
-from jaxsparse.oneshot._layers import magnitude, reconstruction_error, sparsegpt, wanda
-from jaxsparse.oneshot._prune import OneShotResult, capture, layer_kernels, prune
+from jaxsparse.oneshot._layers import magnitude, reconstruction_error, wanda
+from jaxsparse.oneshot._prune import OneShotResult, prune
+from jaxsparse.oneshot._sparsegpt import sparsegpt
 
 __all__ = [
     "LayerStats",
