@@ -40,6 +40,7 @@ STUDIES: dict[str, tuple[str, str]] = {
         "pre-trained tickets carried to other tasks (Chen 2020/21)",
     ),
     "elastic": ("experiments.elastic", "tickets stretched/squeezed across ResNet depths (E-LTH)"),
+    "oneshot": ("experiments.oneshot", "one-shot pruning of a pre-trained LM: SparseGPT, Wanda"),
 }
 
 

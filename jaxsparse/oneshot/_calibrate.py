@@ -96,13 +96,22 @@ def discover(apply_fn, params, batch) -> list[CallInfo]:
     return calls
 
 
-def _stats(apply_fn, params, batches: list, want: frozenset, gram: bool) -> dict:
-    def one(p, b, i):
-        return _trace(apply_fn, p, b, i, want, gram).stats
+_BATCH = [0]  # the batch being traced, for error messages (tracing is synchronous)
 
+
+@functools.lru_cache(maxsize=64)
+def _stats_fn(apply_fn, want: frozenset, gram: bool):
+    """One compiled capture per model, layer group and batch shape, reused across calls
+    (a study prunes the same model many times)."""
+    return jax.jit(lambda p, b: _trace(apply_fn, p, b, _BATCH[0], want, gram).stats)
+
+
+def _stats(apply_fn, params, batches: list, want: frozenset, gram: bool) -> dict:
+    fn = _stats_fn(apply_fn, want, gram)
     total = None
     for i, batch in enumerate(batches):
-        got = jax.jit(functools.partial(one, i=i))(params, batch)
+        _BATCH[0] = i
+        got = fn(params, batch)
         total = got if total is None else add_stats(total, got)
     return total
 

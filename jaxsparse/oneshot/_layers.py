@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsparse.pruning import prune
 from jaxsparse.structured import nm as nm_pattern
 
 
@@ -49,8 +48,10 @@ def _check_2d(kernel, who: str) -> None:
         )
 
 
-def _lowest_per_output(scores: jax.Array, k: int) -> jax.Array:
-    """Mask pruning the ``k`` lowest scores of every column (output); ties: earlier first."""
+@jax.jit
+def _lowest_per_output(scores: jax.Array, k) -> jax.Array:
+    """Mask pruning the ``k`` lowest scores of every column (output); ties: earlier first.
+    ``k`` is data: one program serves every sparsity."""
     s = jnp.where(jnp.isnan(scores), -jnp.inf, scores)
     order = jnp.argsort(s, axis=0, stable=True)
     ranks = jnp.broadcast_to(jnp.arange(s.shape[0])[:, None], s.shape)
@@ -93,8 +94,8 @@ def magnitude(kernel, sparsity=None, *, nm=None, compare: str = "layer") -> jax.
         n, m = check_nm(nm, w.shape[0], "magnitude")
         return nm_pattern(w, n, m, axis=0)
     sp = check_sparsity(sparsity, "magnitude")
-    if compare == "layer":
-        return prune(w, jnp.ones(w.shape, bool), sp, where=lambda p, x: True)
+    if compare == "layer":  # one column: the whole kernel in row-major order
+        return _lowest_per_output(w.reshape(-1, 1), round(sp * w.size)).reshape(w.shape)
     _check_2d(kernel, "magnitude")
     return _lowest_per_output(w, round(sp * w.shape[0]))
 

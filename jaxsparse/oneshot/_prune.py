@@ -36,7 +36,6 @@ class OneShotResult(NamedTuple):
     errors: dict[str, jax.Array]
 
 
-@functools.partial(jax.jit, static_argnames=("method", "sp", "nm", "compare", "in_axes", "opts"))
 def _one_layer(kernel, stats, *, method, sp, nm, compare, in_axes, opts):
     shape = kernel.shape
     k2 = kernel.reshape(math.prod(shape[:in_axes]), -1)
@@ -62,14 +61,20 @@ def _one_layer(kernel, stats, *, method, sp, nm, compare, in_axes, opts):
 def _solve(kernel, stats, **static):
     spec = explicit_spec(kernel)
     if spec is None:
-        return _one_layer(kernel, stats, **static)
+        new, keep, err = _one_layer(kernel, stats, **static)
+        sharding = getattr(kernel, "sharding", None)
+        if isinstance(sharding, jax.sharding.NamedSharding) and not isinstance(
+            kernel, jax.core.Tracer
+        ):  # Auto axes: put the layer back where it was
+            new, keep = jax.device_put((new, keep), sharding)
+        return new, keep, err
     # a kernel on a mesh with Explicit axes: XLA lays out the solve, outputs go back
     # onto the kernel's layout (one layer at a time; never the whole model)
     fn = jax.sharding.auto_axes(
         functools.partial(_one_layer, **static),
         out_sharding=(spec, spec, jax.sharding.PartitionSpec()),
     )
-    return fn(kernel, stats)
+    return jax.jit(fn)(kernel, stats)
 
 
 def _sparsities(sparsity, nm, params, chosen: list[str]) -> dict[str, float]:
