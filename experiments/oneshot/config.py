@@ -45,7 +45,7 @@ class OneShotConfig(StudyConfig):
     width: int = field(default=256, metadata={"help": "model width", "min": 8})
     heads: int = field(default=4, metadata={"help": "attention heads", "min": 1})
     context: int = field(default=128, metadata={"help": "bytes a sequence", "min": 8})
-    train_steps: int = field(default=600, metadata={"help": "pre-training steps", "min": 1})
+    train_steps: int = field(default=400, metadata={"help": "pre-training steps", "min": 1})
     batch_size: int = field(default=16, metadata={"help": "sequences a step", "min": 1})
     lr: float = field(default=2e-3, metadata={"help": "AdamW peak rate (cosine)", "gt": 0.0})
     calib: int = field(default=64, metadata={"help": "calibration sequences", "min": 1})
@@ -65,6 +65,7 @@ class OneShotConfig(StudyConfig):
         default=0.7, metadata={"help": "unstructured sparsity fine-tuned", "unit": True}
     )
     finetune_lr: float = field(default=3e-4, metadata={"help": "fine-tuning Adam rate", "gt": 0})
+    finetune_batch: int = field(default=8, metadata={"help": "fine-tuning batch", "min": 1})
 
     def sparsity_list(self) -> list[float]:
         return [float(s) for s in self.sparsities.split(",")]

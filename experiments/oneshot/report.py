@@ -65,7 +65,7 @@ def tables(cfg, dense_ppl, grid, errors, sweep, tuned) -> str:
         ]
         out.append(
             f"\nSparse fine-tuning at {cfg.finetune_at:.0%}: {cfg.finetune_steps} steps of "
-            f"masked(adam) (lr {cfg.finetune_lr:g}, batch {cfg.batch_size}); dense trained "
+            f"masked(adam) (lr {cfg.finetune_lr:g}, batch {cfg.finetune_batch}); dense trained "
             f"as long for comparison:\n"
         )
         out.append(

@@ -201,8 +201,9 @@ def finetune(cfg, model, train, kept, params, ppl, log):
         before = ppl(p)
         opt = js.set_mask(tx.init(p), mask)
         rng = np.random.default_rng([cfg.seed, 3])  # the same batches for every start
-        seqs = lm.windows(train[0], cfg.finetune_steps * cfg.batch_size, cfg.context + 1, rng)
-        batches = jnp.asarray(seqs.reshape(cfg.finetune_steps, cfg.batch_size, -1))
+        n = cfg.finetune_steps * cfg.finetune_batch
+        seqs = lm.windows(train[0], n, cfg.context + 1, rng)
+        batches = jnp.asarray(seqs.reshape(cfg.finetune_steps, cfg.finetune_batch, -1))
         p, _, _ = chunk(p, opt, batches)
         alive_ok = all(
             bool(jnp.all(jnp.where(m, True, x == 0)))
