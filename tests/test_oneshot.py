@@ -288,7 +288,8 @@ def test_sequential_layer_two_sees_the_pruned_layer_one():
 
 def test_sparsegpt_prune_whole_model_beats_magnitude_and_reports_errors():
     apply_fn, params, x = _mlp(2)
-    for pattern in ({"sparsity": 0.5}, {"nm": (2, 4)}):
+    for pattern in ({"sparsity": 0.5}, {"nm": (2, 4)}):  # same (dense) inputs for both
+        pattern = {**pattern, "sequential": False}
         sg = oneshot.prune(apply_fn, params, [x], method="sparsegpt", blocksize=8, **pattern)
         mg = oneshot.prune(apply_fn, params, [x], method="magnitude", errors=True, **pattern)
         assert set(sg.errors) == set(mg.errors) == {"layers_0/kernel", "layers_2/kernel"}
@@ -443,3 +444,24 @@ def test_sharded_kernels_give_the_masks_of_one_device(axis_type, method):
     for name in ("Dense_0", "Dense_1"):
         for leaf in (out.params[name]["kernel"], out.mask[name]["kernel"]):
             assert leaf.sharding.is_equivalent_to(sharded[name]["kernel"].sharding, 2)
+
+
+@pytest.mark.parametrize("api", ["linen", "nnx"])
+def test_prune_a_model_with_attention_and_conv(api):
+    apply_fn, params, x, _, names = (_linen_case() if api == "linen" else _nnx_case())[:5]
+    from jaxsparse.oneshot._calibrate import _groups, discover
+
+    groups = _groups(discover(apply_fn, params, x))
+    assert [len(g) for g in groups] == [1, 3, 1, 1]  # query, key, value: one capture
+    # errors compared on the same (dense) inputs: in sequential mode each method's later
+    # layers see its own pruned layers' outputs
+    kw = {"nm": (2, 4), "sequential": False}
+    sg = oneshot.prune(apply_fn, params, [x], method="sparsegpt", **kw)
+    mg = oneshot.prune(apply_fn, params, [x], method="magnitude", errors=True, **kw)
+    flat = dict(zip(js.filters.leaf_paths(sg.mask), jax.tree.leaves(sg.mask)))
+    for path in names:
+        keep = np.asarray(flat[path])
+        in_axes = 2 if path.endswith("out/kernel") or "onv" in path else 1
+        k2 = keep.reshape(int(np.prod(keep.shape[:in_axes])), -1)  # conv: (kh * cin, cout)
+        assert np.all(k2.reshape(-1, 4, k2.shape[1]).sum(axis=1) == 2), path
+        assert float(sg.errors[path]) <= float(mg.errors[path]) + 1e-6, path
