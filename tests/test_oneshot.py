@@ -9,6 +9,8 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -465,3 +467,24 @@ def test_prune_a_model_with_attention_and_conv(api):
         k2 = keep.reshape(int(np.prod(keep.shape[:in_axes])), -1)  # conv: (kh * cin, cout)
         assert np.all(k2.reshape(-1, 4, k2.shape[1]).sum(axis=1) == 2), path
         assert float(sg.errors[path]) <= float(mg.errors[path]) + 1e-6, path
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    d_in=st.sampled_from([8, 16]),
+    d_out=st.sampled_from([4, 8]),
+    sparsity=st.floats(0.0, 0.95),
+    seed=st.integers(0, 2**16),
+)
+def test_exact_counts_property(d_in, d_out, sparsity, seed):
+    """Every method removes exactly the documented count, at any sparsity; pruned
+    weights of SparseGPT are exactly zero."""
+    x, w = _layer(seed, d_in=d_in, d_out=d_out, n=32)
+    w = np.round(w)  # ties
+    new, keep = map(np.asarray, oneshot.sparsegpt(w, x.T @ x, sparsity, blocksize=4))
+    assert (~keep).sum() == round(sparsity * w.size) and np.all(new[~keep] == 0)
+    per_output = round(sparsity * d_in)
+    for k in (oneshot.wanda(w, (x**2).sum(0), sparsity),
+              oneshot.magnitude(w, sparsity, compare="output")):  # fmt: skip
+        assert np.all((~np.asarray(k)).sum(axis=0) == per_output)
+    assert (~np.asarray(oneshot.magnitude(w, sparsity))).sum() == round(sparsity * w.size)
