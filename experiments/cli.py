@@ -23,6 +23,7 @@ STUDIES: tuple[str, ...] = (
     "experiments.bench",
     "experiments.transfer",
     "experiments.elastic",
+    "experiments.oneshot",
 )
 
 

@@ -11,6 +11,8 @@ Where things live (imports run downward only):
 * ``scores`` (with ``saliency``), ``distributions``, ``pruning``, ``optim``,
   ``schedules``, ``ste``: the parts.
 * ``state``, ``lottery``, ``controls``, ``dst``, ``checkpoint``, ``parallel``: what users do.
+* ``oneshot``: one-shot pruning of a pre-trained Flax model from calibration batches
+  (magnitude, Wanda, SparseGPT; unstructured and N:M).
 """
 
 from jaxsparse import (
@@ -22,6 +24,7 @@ from jaxsparse import (
     export,
     filters,
     lottery,
+    oneshot,
     parallel,
     schedules,
     scores,
@@ -77,6 +80,7 @@ __all__ = [
     "make_train_fn",
     "mask_like",
     "masked",
+    "oneshot",
     "overlap",
     "pack",
     "parallel",

@@ -69,3 +69,16 @@ def test_unknown_section_is_a_flag_error(capsys):
     with pytest.raises(SystemExit):
         bench.STUDY.main(["--sections", "nope"])
     assert "--sections" in capsys.readouterr().err
+
+
+def test_quick_oneshot_section_agrees_with_numpy(tmp_path):
+    """The oneshot section: whole-model rows for each method and width, and SparseGPT
+    against the NumPy/SciPy implementation of the same algorithm: the same mask."""
+    cfg = BenchConfig(quick=True, out=str(tmp_path), sections="oneshot")
+    rows = run_study(cfg, log=str)["sections"]["oneshot"]["rows"]
+    methods = [r["what"].split(",")[0] for r in rows[:-1]]
+    assert methods == ["magnitude", "wanda", "sparsegpt"] * 2
+    assert all(r["ours_ms"] > 0 for r in rows)
+    layer = rows[-1]
+    assert layer["mask_agreement"] == 1.0 and layer["max_rel_weight_diff"] < 1e-3
+    assert math.isfinite(layer["ratio"]) and layer["ratio"] > 0

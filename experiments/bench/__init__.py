@@ -54,6 +54,7 @@ SECTIONS: dict[str, str] = {
     "memory": "experiments.bench.memory",
     "export": "experiments.bench.export",
     "shrink": "experiments.bench.shrink",
+    "oneshot": "experiments.bench.oneshot",
 }
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from experiments.oneshot import STUDY
+
+sys.exit(STUDY.main())
