@@ -35,6 +35,7 @@ SECTIONS: dict[str, str] = {
     "memory": "experiments.bench.memory",
     "export": "experiments.bench_export",
     "shrink": "experiments.bench_shrink",
+    "models": "experiments.bench.models",
 }
 
 
