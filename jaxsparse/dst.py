@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsparse._packed import select
 from jaxsparse._rounding import round_mul
-from jaxsparse._select import _select
 from jaxsparse.filters import Filter, check_structure
 from jaxsparse.masks import apply_mask, explicit_spec, mask_prunable
 from jaxsparse.optim import get_mask, set_mask
@@ -110,10 +110,14 @@ def _update(
         # one exact rounding for all leaves (round_mul is elementwise)
         ks = round_mul(f, jnp.stack([jnp.sum(m_leaves[i], dtype=jnp.int32) for i in idx]))
         new = list(m_leaves)
-        for j, (i, g) in enumerate(zip(idx, grow)):
-            m, k = m_leaves[i], ks[j]
-            after_drop = m & ~_select(jnp.abs(w_leaves[i]), m, k)
-            new[i] = after_drop | _select(g, ~after_drop, k, largest=True)
+        given, k_list = ["given"] * len(idx), [ks[j] for j in range(len(idx))]
+        dropped = select(
+            [[jnp.abs(w_leaves[i])] for i in idx], [[m_leaves[i]] for i in idx], given, k_list
+        )
+        after = [m_leaves[i] & ~d for i, (d,) in zip(idx, dropped)]
+        grown = select([[g] for g in grow], [[~a] for a in after], given, k_list, largest=True)
+        for i, a, (g,) in zip(idx, after, grown):
+            new[i] = a | g
         new_mask = jax.tree.unflatten(treedef, new)
         # alive before and after: keeps value and moments; all else is zeroed
         kept = jax.tree.map(jnp.logical_and, mask, new_mask)
