@@ -125,6 +125,7 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest):
     base = row_start[:-1] * _ROW
 
     s_parts, c_parts = [], []
+    pads: dict = {}  # one padding constant per size: groups of one shape share it
     for g, (gs, gc) in enumerate(zip(scores, candidates)):
         for s, c in zip(gs, gc):
             s = jnp.asarray(s).astype(fdtype)
@@ -132,8 +133,10 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest):
             c_parts.append(jnp.asarray(c, bool).ravel())
         pad = int(rows[g] * _ROW - n[g])
         if pad:
-            s_parts.append(jnp.zeros(pad, fdtype))
-            c_parts.append(jnp.zeros(pad, bool))
+            if pad not in pads:
+                pads[pad] = (jnp.zeros(pad, fdtype), jnp.zeros(pad, bool))
+            s_parts.append(pads[pad][0])
+            c_parts.append(pads[pad][1])
     if n.sum() == 0:
         s_parts, c_parts = [jnp.zeros(_ROW, fdtype)], [jnp.zeros(_ROW, bool)]
     keys = _keys(
