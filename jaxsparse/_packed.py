@@ -52,6 +52,8 @@ def _ks(spec, dyn, alive, n):
     ``"alive"`` -> ``round(a * alive)``, ``"target"`` -> ``max(round(a * n) - (n - alive),
     0)`` (``n`` the group's size), ``"given"`` -> ``a``; ``a`` the static float or
     ``dyn[index]``."""
+    if spec == "given":  # one vector of counts
+        return jnp.asarray(dyn[0], jnp.int32)
     amounts = [dyn[i] if i is not None else a for _, a, i in spec]
     modes = np.array([mode for mode, _, _ in spec])
     k = jnp.zeros(len(spec), jnp.int32)
@@ -82,18 +84,20 @@ def select(scores, candidates, modes, amounts, *, largest=False):
     ``max(round(a * n) - (n - alive), 0)``, ``n`` the group's size; ``"given"``: ``a``
     itself. A static fraction is Python's float64 product, a traced one its float32
     value (:func:`jaxsparse._rounding.round_mul`). Returns a list of lists of ``bool``
-    leaves."""
+    leaves. ``modes="given"`` takes a vector of counts as ``amounts``."""
     flat = [x for group in scores for x in group]
     dtypes = _key_dtype(flat)
     n = sum(int(np.prod(x.shape)) for x in flat) + _ROW * len(scores)
     spec, dyn = [], []
-    for mode, a in zip(modes, amounts, strict=True):
+    if isinstance(modes, str):  # "given", with a vector of counts
+        spec, dyn = "given", [amounts]
+    for mode, a in zip(modes, amounts, strict=True) if spec != "given" else ():
         if mode != "given" and _static(a):
             spec.append((mode, float(a), None))
         else:
             spec.append((mode, None, len(dyn)))
             dyn.append(a)
-    spec = tuple(spec)
+    spec = tuple(spec) if spec != "given" else spec
     if _unsharded(flat + [c for g in candidates for c in g]) and n < 2**31:
         return _select_packed(scores, candidates, dyn, spec, dtypes, largest)
     return _select_apart(scores, candidates, dyn, spec, dtypes, largest)

@@ -110,22 +110,23 @@ def _update(
         # one exact rounding for all leaves (round_mul is elementwise)
         ks = round_mul(f, jnp.stack([jnp.sum(m_leaves[i], dtype=jnp.int32) for i in idx]))
         new = list(m_leaves)
-        given, k_list = ["given"] * len(idx), [ks[j] for j in range(len(idx))]
         dropped = select(
-            [[jnp.abs(w_leaves[i])] for i in idx], [[m_leaves[i]] for i in idx], given, k_list
+            [[jnp.abs(w_leaves[i])] for i in idx], [[m_leaves[i]] for i in idx], "given", ks
         )
         after = [m_leaves[i] & ~d for i, (d,) in zip(idx, dropped)]
-        grown = select([[g] for g in grow], [[~a] for a in after], given, k_list, largest=True)
+        grown = select([[g] for g in grow], [[~a] for a in after], "given", ks, largest=True)
         for i, a, (g,) in zip(idx, after, grown):
             new[i] = a | g
-        new_mask = jax.tree.unflatten(treedef, new)
-        # alive before and after: keeps value and moments; all else is zeroed
-        kept = jax.tree.map(jnp.logical_and, mask, new_mask)
-        opt_state = set_mask(mask_moments(state.opt_state, kept, state.params), new_mask)
-        return apply_mask(state.params, kept), opt_state
+        return jax.tree.unflatten(treedef, new)
 
     active = (step % every == 0) & (step >= start) & (step < end)
-    params, opt_state = jax.lax.cond(active, drop_and_grow, lambda: (state.params, state.opt_state))
+    # Only the mask is chosen under the cond (passing params and optimizer state through
+    # one copied them every step); the masking below is elementwise and fuses with the
+    # update before it. Alive before and after keeps value and moments; all else is 0.
+    new_mask = jax.lax.cond(active, drop_and_grow, lambda: mask)
+    kept = jax.tree.map(jnp.logical_and, mask, new_mask)
+    opt_state = set_mask(mask_moments(state.opt_state, kept, state.params), new_mask)
+    params = apply_mask(state.params, kept)
     return state.replace(params=params, opt_state=opt_state)
 
 

@@ -16,12 +16,14 @@ and ``masked(adam)``'s update against ``adam``'s. Compile: seconds of wall time 
 
 Flags through the environment, so a quick test can pick a tiny tree:
 ``JAXSPARSE_BENCH_TREES=resnet50,bert_base`` (default: resnet50, vit_b16, bert_base,
-gpt2_small; ``--quick``: tiny), ``JAXSPARSE_BENCH_SORT=0`` to skip the sort baseline.
+gpt2_small; ``--quick``: tiny), ``JAXSPARSE_BENCH_SORT=0`` to skip the sort baseline,
+``JAXSPARSE_BENCH_SKIP=rigl,...`` to skip the rows whose names start so.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from experiments.bench import timing
@@ -138,12 +140,15 @@ def measure_tree(name: str, repeats: int, sort: bool) -> list[dict]:
         "adam update": (lambda g, s, p: adam.update(g, s, p), (grads, a_state, params)),
         "masked(adam) update": (lambda g, s, p: madam.update(g, s, p), (grads, m_state, params)),
     }
+    skip = [w for w in os.environ.get("JAXSPARSE_BENCH_SKIP", "").split(",") if w]
+    progs = {w: v for w, v in progs.items() if not any(w.startswith(x) for x in skip)}
     if sort:
         progs["argsort global"] = (_sort_prune("global"), (scores, mask))
         progs["argsort layerwise"] = (_sort_prune("layerwise"), (scores, mask))
     compiled, comp = {}, {}
     for what, (fn, args) in progs.items():
         c, secs, temp, peak = _compiled(fn, *args)
+        print(f"  {name}: {what} compiled in {secs:.2f} s", file=sys.stderr, flush=True)
         compiled[what] = (c, args)
         comp[what] = (secs, temp, peak)
     fast = {w: v for w, v in compiled.items() if not w.startswith("argsort")}
@@ -161,6 +166,8 @@ def measure_tree(name: str, repeats: int, sort: bool) -> list[dict]:
     }
     rows = []
     for what in progs:
+        if what not in comp:
+            continue
         secs, temp, peak = comp[what]
         row = {
             "tree": name,
@@ -170,7 +177,7 @@ def measure_tree(name: str, repeats: int, sort: bool) -> list[dict]:
             "passes": t[what] / unit,
             "temp_mb": None if temp is None else temp / 2**20,
             "peak_mb": None if peak is None else peak / 2**20,
-            "ratio": t[what] / t[base[what]] if what in base else None,
+            "ratio": t[what] / t[base[what]] if base.get(what) in t else None,
             **info,
         }
         rows.append(row)
