@@ -37,6 +37,7 @@ from jaxsparse._select import (
 from jaxsparse.masks import explicit_spec
 
 _ROW = 1024  # entries a packed row; each group starts on a new row
+_CHUNK = 256  # rows counted at a time (a 1 MiB block of keys)
 _SAMPLE_TOTAL = 2**17  # keys sampled over all groups at most (at most 2048 a group)
 
 
@@ -125,7 +126,10 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest):
     n = np.array([sum(s) for s in sizes], np.int64)
     rows = -(-n // _ROW)
     row_start = np.concatenate([[0], np.cumsum(rows)])
-    n_rows = max(int(row_start[-1]), 1)
+    used = max(int(row_start[-1]), 1)
+    chunk = min(_CHUNK, used)
+    n_rows = -(-used // chunk) * chunk  # whole chunks; the extra rows are padding
+    n_chunks = n_rows // chunk
     base = row_start[:-1] * _ROW
 
     s_parts, c_parts = [], []
@@ -142,7 +146,11 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest):
             s_parts.append(pads[pad][0])
             c_parts.append(pads[pad][1])
     if n.sum() == 0:
-        s_parts, c_parts = [jnp.zeros(_ROW, fdtype)], [jnp.zeros(_ROW, bool)]
+        s_parts, c_parts = [], []
+    tail = (n_rows - int(row_start[-1])) * _ROW
+    if tail:
+        s_parts.append(jnp.zeros(tail, fdtype))
+        c_parts.append(jnp.zeros(tail, bool))
     keys = _keys(
         jnp.concatenate(s_parts).reshape(n_rows, _ROW),
         jnp.concatenate(c_parts).reshape(n_rows, _ROW),
@@ -161,18 +169,36 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest):
         """A per-group vector as a column over the rows."""
         return v.reshape(1, 1) if row_gid is None else v[row_gid][:, None]
 
-    def per_group(hits):
-        """Per group, the count of the ``(rows, _ROW)`` bool array ``hits``."""
-        if row_gid is None:
-            return jnp.sum(hits, dtype=jnp.int32)[None]
-        per = jnp.sum(hits, axis=1, dtype=jnp.int32)
-        return jax.ops.segment_sum(per, row_gid, n_groups, indices_are_sorted=True)
+    blocks = keys.reshape(n_chunks, chunk, _ROW)
+    block_gid = None if row_gid is None else row_gid.reshape(n_chunks, chunk)
 
-    alive = per_group(keys < top)
+    def column(v, i):
+        """A per-group vector as a column over the rows of chunk ``i``."""
+        return v.reshape(1, 1) if block_gid is None else v[block_gid[i]][:, None]
+
+    def per_group(hits):
+        """Per group, the count of ``hits(i)``, a bool ``(chunk, _ROW)`` array over
+        chunk ``i``. Chunk by chunk in a loop: XLA's CPU backend writes a comparison
+        out in full before it reduces it, and a chunk's stays in cache (a whole
+        buffer's made a count take ten times a float sum's time, and memory)."""
+        if block_gid is None:
+            total = jax.lax.fori_loop(
+                0, n_chunks, lambda i, acc: acc + jnp.sum(hits(i), dtype=jnp.int32), jnp.int32(0)
+            )
+            return total[None]
+        rows = jax.lax.fori_loop(
+            0,
+            n_chunks,
+            lambda i, acc: acc.at[i].set(jnp.sum(hits(i), axis=1, dtype=jnp.int32)),
+            jnp.zeros((n_chunks, chunk), jnp.int32),
+        )
+        return jax.ops.segment_sum(rows.reshape(-1), row_gid, n_groups, indices_are_sorted=True)
+
+    alive = per_group(lambda i: blocks[i] < top)
     k = _ks(spec, dyn, alive, n)
     bits = np.iinfo(udtype).bits
     t, below, upto = _search(
-        lambda t: per_group(keys < per_row(t)),
+        lambda t: per_group(lambda i: blocks[i] < column(t, i)),
         k,
         jnp.full(n_groups, top, udtype),
         alive,
@@ -193,9 +219,15 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest):
         pos = pos + jax.lax.broadcasted_iota(jnp.uint32, keys.shape, 1)
         first = jnp.asarray(base, jnp.uint32)
         eq = keys == per_row(t)
+        rows_c = jax.lax.broadcasted_iota(jnp.uint32, (chunk, _ROW), 0)
+        cols_c = jax.lax.broadcasted_iota(jnp.uint32, (chunk, _ROW), 1)
 
         def ties_before(p):
-            return per_group(eq & (pos < per_row(first + p)))
+            def hits(i):
+                at = (rows_c + (i * chunk).astype(jnp.uint32)) * jnp.uint32(_ROW) + cols_c
+                return (blocks[i] == column(t, i)) & (at < column(first + p, i))
+
+            return per_group(hits)
 
         bits_p = np.array([max(int(m).bit_length(), 1) for m in n], np.int32)
         cut, _, _ = _search(
