@@ -81,9 +81,37 @@ def round_mul(a: float | jax.Array, n: int | jax.Array) -> jax.Array | int:
     if isinstance(n, (int, np.integer)) and isinstance(a, (float, int, np.floating)):
         return round(float(a) * int(n))
     if isinstance(a, (float, int, np.floating)):
-        a_limbs = _static_limbs(float(a))
-    else:
-        a_limbs = _traced_limbs(a)
+        return _round_mul_limbs(_static_limbs(float(a)), n)
+    return _round_mul_limbs(_traced_limbs(a), n)
+
+
+def _static(a) -> bool:
+    return isinstance(a, (float, int, np.floating))
+
+
+def round_mul_each(amounts: list, n: jax.Array) -> jax.Array:
+    """``[round(a_g * n_g)]`` for a list of fractions (each static or traced, as
+    :func:`round_mul` takes them) and an int32 vector ``n``: one vectorised rounding, its
+    ops counted once however many fractions there are."""
+    if all(a is amounts[0] for a in amounts):
+        a = amounts[0]
+        return _round_mul_limbs(_static_limbs(float(a)) if _static(a) else _traced_limbs(a), n)
+    limbs = []
+    for a in amounts:
+        big = int(Fraction(float(a)) * 2**_F) if _static(a) else 0
+        limbs.append([(big >> (16 * i)) & 0xFFFF for i in range(_NFRAC + 1)])
+    limbs = [jnp.asarray(np.array(col, np.uint32)) for col in zip(*limbs)]
+    traced = [not _static(a) for a in amounts]
+    if any(traced):
+        vec = jnp.stack(
+            [jnp.float32(0) if _static(a) else jnp.asarray(a, jnp.float32) for a in amounts]
+        )
+        where = np.array(traced)
+        limbs = [jnp.where(where, t, s) for t, s in zip(_traced_limbs(vec), limbs)]
+    return _round_mul_limbs(limbs, n)
+
+
+def _round_mul_limbs(a_limbs: list, n) -> jax.Array:
     n = jnp.asarray(n).astype(jnp.uint32)
     n_limbs = [n & 0xFFFF, n >> 16]
     acc = [jnp.uint32(0)] * (len(a_limbs) + 3)

@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsparse._packed import select
 from jaxsparse._rounding import round_mul
-from jaxsparse._select import _select
 from jaxsparse.filters import Filter, check_structure
 from jaxsparse.masks import apply_mask, explicit_spec, mask_prunable
 from jaxsparse.optim import get_mask, set_mask
@@ -111,18 +111,23 @@ def _update(
         alive = jnp.stack([jnp.sum(m_leaves[i], dtype=jnp.int32) for i in idx])
         ks = jnp.asarray(round_mul(f, alive))
         new = list(m_leaves)
-        for j, (i, g) in enumerate(zip(idx, grow)):
-            m, k = m_leaves[i], ks[j]
-            after_drop = m & ~_select(jnp.abs(w_leaves[i]), m, k)
-            new[i] = after_drop | _select(g, ~after_drop, k, largest=True)
-        new_mask = jax.tree.unflatten(treedef, new)
-        # alive before and after: keeps value and moments; all else is zeroed
-        kept = jax.tree.map(jnp.logical_and, mask, new_mask)
-        opt_state = set_mask(mask_moments(state.opt_state, kept, state.params), new_mask)
-        return apply_mask(state.params, kept), opt_state
+        dropped = select(
+            [[jnp.abs(w_leaves[i])] for i in idx], [[m_leaves[i]] for i in idx], "given", ks
+        )
+        after = [m_leaves[i] & ~d for i, (d,) in zip(idx, dropped)]
+        grown = select([[g] for g in grow], [[~a] for a in after], "given", ks, largest=True)
+        for i, a, (g,) in zip(idx, after, grown):
+            new[i] = a | g
+        return jax.tree.unflatten(treedef, new)
 
     active = (step % every == 0) & (step >= start) & (step < end)
-    params, opt_state = jax.lax.cond(active, drop_and_grow, lambda: (state.params, state.opt_state))
+    # Only the mask is chosen under the cond (passing params and optimizer state through
+    # one copied them every step); the masking below is elementwise and fuses with the
+    # update before it. Alive before and after keeps value and moments; all else is 0.
+    new_mask = jax.lax.cond(active, drop_and_grow, lambda: mask)
+    kept = jax.tree.map(jnp.logical_and, mask, new_mask)
+    opt_state = set_mask(mask_moments(state.opt_state, kept, state.params), new_mask)
+    params = apply_mask(state.params, kept)
     return state.replace(params=params, opt_state=opt_state)
 
 

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsparse._rounding import round_mul
-from jaxsparse._select import _key_dtype, _keys, _select_groups, _select_lowest
+from jaxsparse._packed import select
 from jaxsparse.filters import (
     Filter,
     check_structure,
@@ -152,42 +151,40 @@ def prune(
         targets = _target_leaves(amount, mask)
     else:
         _check_fraction(amount, "prune: amount")
-    fraction = cast(float | jax.Array, amount)  # read only where amount is a scalar
 
-    dtypes = _key_dtype([x for x, keep in zip(s_leaves, sel) if keep])
-    keys = [_keys(x, m, *dtypes) if keep else None for x, m, keep in zip(s_leaves, m_leaves, sel)]
     new = list(m_leaves)
-    pooled: list[int] = []
-    groups, ks, owners = [], [], []
-    for i, (path, m) in enumerate(zip(paths, m_leaves)):
+    pooled, groups, modes, amounts = [], [], [], []
+    for i, path in enumerate(paths):
         if not sel[i]:
             continue
-        alive = jnp.sum(m, dtype=jnp.int32)
         rate = _rate_for(path, rates)
         if rate is not None:
-            k = round_mul(rate, alive)
+            modes.append("alive")
+            amounts.append(rate)
         elif targets is not None:
-            n = int(np.prod(m.shape))
-            k = jnp.maximum(round_mul(targets[i], n) - (n - alive), 0)
+            modes.append("target")
+            amounts.append(targets[i])
         elif scope == "layerwise":
-            k = round_mul(fraction, alive)
+            modes.append("alive")
+            amounts.append(amount)
         else:
             pooled.append(i)
             continue
-        groups.append([keys[i]])
-        ks.append(k)
-        owners.append([i])
+        groups.append([i])
     if pooled:
-        pooled_alive = jnp.sum(
-            jnp.stack([jnp.sum(m_leaves[i], dtype=jnp.int32) for i in pooled]), dtype=jnp.int32
-        )
-        groups.append([keys[i] for i in pooled])
-        ks.append(round_mul(fraction, pooled_alive))
-        owners.append(pooled)
+        groups.append(pooled)
+        modes.append("alive")
+        amounts.append(amount)
     if groups:
         # one search for every leaf pruned on its own and the global pool
-        for idx, gone in zip(owners, _select_groups(groups, ks)):
-            for i, g in zip(idx, gone):
+        gone = select(
+            [[s_leaves[i] for i in g] for g in groups],
+            [[m_leaves[i] for i in g] for g in groups],
+            modes,
+            amounts,
+        )
+        for idx, marks in zip(groups, gone):
+            for i, g in zip(idx, marks):
                 new[i] = m_leaves[i] & ~g
     return jax.tree.unflatten(treedef, new)
 
@@ -230,19 +227,24 @@ def shuffle_mask(
     sel = mask_prunable(mask, where)
     keys = jax.random.split(key, max(len(leaves), 1))
     rand = [
-        _keys(jax.random.uniform(k, m.shape, out_sharding=explicit_spec(m)), jnp.ones_like(m))
-        for k, m in zip(keys, leaves)
+        jax.random.uniform(k, m.shape, out_sharding=explicit_spec(m)) for k, m in zip(keys, leaves)
     ]
     out = list(leaves)
     idx = [i for i, s in enumerate(sel) if s]
-    if scope == "layerwise" and idx:
-        ks = [jnp.sum(leaves[i], dtype=jnp.int32) for i in idx]
-        for i, new in zip(idx, _select_groups([[rand[i]] for i in idx], ks)):
-            out[i] = new[0]
-    elif idx:
-        alive = sum((jnp.sum(leaves[i], dtype=jnp.int32) for i in idx), jnp.int32(0))
-        for i, new in zip(idx, _select_lowest([rand[i] for i in idx], alive)):
-            out[i] = new
+    if idx:
+        groups = [[i] for i in idx] if scope == "layerwise" else [idx]
+        alive = [
+            sum((jnp.sum(leaves[i], dtype=jnp.int32) for i in g), jnp.int32(0)) for g in groups
+        ]
+        picked = select(
+            [[rand[i] for i in g] for g in groups],
+            [[jnp.ones(leaves[i].shape, bool) for i in g] for g in groups],
+            ["given"] * len(groups),
+            alive,
+        )
+        for g, marks in zip(groups, picked):
+            for i, new in zip(g, marks):
+                out[i] = new
     return jax.tree.unflatten(treedef, out)
 
 
@@ -267,16 +269,15 @@ def _prune_to(
     m_leaves, treedef = jax.tree.flatten(mask)
     idx = [i for i, keep in enumerate(sel) if keep]
     groups = [[i] for i in idx] if scope == "layerwise" else [idx] * bool(idx)
-    dtypes = _key_dtype([s_leaves[i] for i in idx])
     new = list(m_leaves)
-    ks = []
-    for group in groups:
-        n = sum(int(np.prod(m_leaves[i].shape)) for i in group)
-        alive = sum((jnp.sum(m_leaves[i], dtype=jnp.int32) for i in group), jnp.int32(0))
-        ks.append(jnp.maximum(round_mul(target, n) - (n - alive), 0))
     if groups:  # one search for every group
-        keys = [[_keys(s_leaves[i], m_leaves[i], *dtypes) for i in group] for group in groups]
-        for group, gone in zip(groups, _select_groups(keys, ks)):
-            for i, g in zip(group, gone):
+        gone = select(
+            [[s_leaves[i] for i in g] for g in groups],
+            [[m_leaves[i] for i in g] for g in groups],
+            ["target"] * len(groups),
+            [target] * len(groups),
+        )
+        for group, marks in zip(groups, gone):
+            for i, g in zip(group, marks):
                 new[i] = m_leaves[i] & ~g
     return jax.tree.unflatten(treedef, new)

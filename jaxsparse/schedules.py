@@ -172,8 +172,9 @@ def gradual_prune(
     dead (per leaf, or over all prunable leaves with ``scope="global"``); a leaf already
     that sparse is left alone, so pruned weights stay pruned and the sparsity never
     falls. Newly pruned weights and their optimizer moments become 0 and the mask in the
-    :func:`jaxsparse.masked` state is replaced. The whole update sits under
-    ``lax.cond``: other steps cost a comparison, and nothing recompiles.
+    :func:`jaxsparse.masked` state is replaced. The new mask is chosen under
+    ``lax.cond``: other steps cost a comparison and an elementwise masking that fuses
+    with the update, and nothing recompiles.
 
     Args:
       state: duck-typed (``.params``, ``.opt_state`` holding a :func:`jaxsparse.masked`
@@ -210,14 +211,15 @@ def gradual_prune(
     where = getattr(state, "where", None) if where is None else where
     step = jnp.asarray(state.step)
 
-    def prune_now():
-        mask = get_mask(state.opt_state)
-        target = jnp.clip(jnp.asarray(schedule(step), jnp.float32), 0.0, 1.0)
-        new = _prune_to(score_fn(state.params), mask, target, scope=scope, where=where)
-        opt_state = set_mask(mask_moments(state.opt_state, new, state.params), new)
-        return apply_mask(state.params, new), opt_state
+    mask = get_mask(state.opt_state)
 
-    params, opt_state = jax.lax.cond(
-        step % every == 0, prune_now, lambda: (state.params, state.opt_state)
-    )
-    return state.replace(params=params, opt_state=opt_state)
+    def prune_now():
+        target = jnp.clip(jnp.asarray(schedule(step), jnp.float32), 0.0, 1.0)
+        return _prune_to(score_fn(state.params), mask, target, scope=scope, where=where)
+
+    # Only the mask is chosen under the cond: a cond that passed the whole state through
+    # copied params and optimizer state on every step. Masking them is elementwise and
+    # fuses with the update before it.
+    new = jax.lax.cond(step % every == 0, prune_now, lambda: mask)
+    opt_state = set_mask(mask_moments(state.opt_state, new, state.params), new)
+    return state.replace(params=apply_mask(state.params, new), opt_state=opt_state)

@@ -82,3 +82,33 @@ def test_quick_oneshot_section_agrees_with_numpy(tmp_path):
     layer = rows[-1]
     assert layer["mask_agreement"] == 1.0 and layer["max_rel_weight_diff"] < 1e-3
     assert math.isfinite(layer["ratio"]) and layer["ratio"] > 0
+
+
+def test_models_section_on_a_tiny_tree(tmp_path, monkeypatch):
+    """The models section on its few-leaf stand-in: every operation compiles and runs,
+    with a compile time, a run time in passes and XLA's peak memory."""
+    monkeypatch.setenv("JAXSPARSE_BENCH_TREES", "tiny")
+    monkeypatch.setenv("JAXSPARSE_BENCH_SORT", "0")
+    saved = run_study(BenchConfig(quick=True, out=str(tmp_path), sections="models"), log=str)
+    rows = saved["sections"]["models"]["rows"]
+    whats = {r["what"] for r in rows}
+    assert {"pass", "prune global", "prune layerwise", "imp_round", "rigl, other step"} <= whats
+    assert {"gradual_prune, pruning step", "masked(adam) update"} <= whats
+    for r in rows:
+        assert r["tree"] == "tiny" and r["leaves"] == 9
+        for key in ("compile_s", "run_ms", "passes"):
+            assert math.isfinite(r[key]) and r[key] >= 0, (r["what"], key)
+        assert r["peak_mb"] is None or r["peak_mb"] > 0
+    assert next(r for r in rows if r["what"] == "pass")["passes"] == 1.0
+
+
+def test_model_trees_have_the_models_shapes():
+    """Leaf and parameter counts of the real models (shapes only, nothing allocated)."""
+    from experiments.bench import model_trees
+
+    got = {name: model_trees.summary(model_trees.shapes(name)) for name in model_trees.FULL_NAMES}
+    assert got["resnet50"] == {"params": 25_557_032, "leaves": 161, "kernels": 54}
+    assert got["bert_base"]["params"] == 109_482_240
+    assert got["vit_b16"]["params"] == 86_567_656  # NNX: nnx.state(model, nnx.Param)
+    assert got["gpt2_small"]["params"] == 124_439_808
+    assert 1.2e9 < got["gpt_1p3b"]["params"] < 1.4e9 and got["gpt_1p3b"]["leaves"] == 388

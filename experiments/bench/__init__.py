@@ -55,6 +55,7 @@ SECTIONS: dict[str, str] = {
     "export": "experiments.bench.export",
     "shrink": "experiments.bench.shrink",
     "oneshot": "experiments.bench.oneshot",
+    "models": "experiments.bench.models",
 }
 
 

@@ -1,0 +1,223 @@
+"""Model-shaped trees (:mod:`experiments.bench.model_trees`): what each mask operation
+costs to compile and to run on a ResNet-50, ViT-B/16, BERT-base or GPT-2-small tree,
+counted in *passes* measured in the same run.
+
+One *pass* is one jitted reduction over all the tree's prunable scores (``sum(s)``
+over every kernel, the unit of issue 17); each prune's run time is also given in
+passes. A *count pass*, ``sum(s < t)``, the search's own step, is timed beside it: XLA's
+CPU backend writes the comparison out as an int32 array before reducing it, so a count
+pass costs several float passes there.
+Per tree, rows for: ``js.prune`` global and layerwise (20% of the alive kernels'
+weights, after a first 50% prune so a mask is in place), the same by a full
+``jnp.argsort`` (the sort baseline; optional, it takes tens of seconds on 10^8
+weights), ``imp_round``, ``gradual_prune`` and ``dst.rigl`` inside one jitted step
+(their pruning step and their non-pruning step against the bare ``masked(adam)`` step)
+and ``masked(adam)``'s update against ``adam``'s. Compile: seconds of wall time for
+``jit(f).lower(...).compile()``; peak: XLA's memory analysis of the compiled program
+(arguments + outputs + temporaries). Run: the process's CPU time on the CPU backend
+(:func:`timing.interleaved`), medians of interleaved repeats.
+
+Flags through the environment, so a quick test can pick a tiny tree:
+``JAXSPARSE_BENCH_TREES=resnet50,bert_base`` (default: resnet50, vit_b16, bert_base,
+gpt2_small; ``--quick``: tiny), ``JAXSPARSE_BENCH_SORT=0`` to skip the sort baseline,
+``JAXSPARSE_BENCH_SKIP=rigl,...`` to skip the rows whose names start so.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from experiments.bench import timing
+
+FULL = ("resnet50", "vit_b16", "bert_base", "gpt2_small")
+
+
+def _compiled(fn, *args):
+    import jax
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    seconds = time.perf_counter() - t0
+    mem = compiled.memory_analysis()
+    peak = None
+    if mem is not None:
+        peak = (
+            mem.argument_size_in_bytes
+            + mem.output_size_in_bytes
+            + mem.temp_size_in_bytes
+            - mem.alias_size_in_bytes
+        )
+    return compiled, seconds, (None if mem is None else mem.temp_size_in_bytes), peak
+
+
+def hlo_ops(fn, *args) -> int:
+    """Instructions in the optimised HLO of ``jit(fn)`` (all computations)."""
+    import jax
+
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    return sum(1 for line in text.splitlines() if " = " in line and not line.startswith("//"))
+
+
+def _sort_prune(scope):
+    import jax
+    import jax.numpy as jnp
+
+    import jaxsparse as js
+
+    def prune(scores, mask):
+        sel = jax.tree.leaves(js.filters.prunable(scores, None))
+        s, (m, treedef) = jax.tree.leaves(scores), jax.tree.flatten(mask)
+        idx = [i for i, keep in enumerate(sel) if keep]
+        out = list(m)
+        if scope == "layerwise":
+            for i in idx:
+                k = jnp.round(0.2 * jnp.sum(m[i])).astype(jnp.int32)
+                flat = jnp.where(m[i], s[i], jnp.inf).ravel()
+                order = jnp.argsort(flat, stable=True)
+                gone = jnp.arange(flat.size) < k
+                out[i] = m[i] & ~jnp.zeros(flat.size, bool).at[order].set(gone).reshape(m[i].shape)
+            return jax.tree.unflatten(treedef, out)
+        alive = sum(jnp.sum(m[i], dtype=jnp.int32) for i in idx)
+        k = jnp.round(0.2 * alive).astype(jnp.int32)
+        flat = jnp.concatenate([jnp.where(m[i], s[i], jnp.inf).ravel() for i in idx])
+        order = jnp.argsort(flat, stable=True)
+        gone = jnp.zeros(flat.size, bool).at[order].set(jnp.arange(flat.size) < k)
+        at = 0
+        for i in idx:
+            out[i] = m[i] & ~gone[at : at + m[i].size].reshape(m[i].shape)
+            at += m[i].size
+        return jax.tree.unflatten(treedef, out)
+
+    return prune
+
+
+def measure_tree(name: str, repeats: int, sort: bool) -> list[dict]:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import jaxsparse as js
+    from experiments.bench import model_trees
+
+    params = model_trees.build(name)
+    info = model_trees.summary(params)
+    scores = js.scores.magnitude(params)
+    mask = jax.jit(lambda s: js.prune(s, js.mask_like(s), 0.5, scope="global"))(scores)
+    kernels = [x for x in jax.tree.leaves(scores) if x.ndim >= 2]
+    t_mid = jnp.float32(0.01)
+
+    def one_pass(ks, t):
+        return sum(jnp.sum(x < t, dtype=jnp.int32) for x in ks)
+
+    grads = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), params)
+    adam = optax.adam(1e-3)
+    madam = js.masked(optax.adam(1e-3), mask)
+    a_state, m_state = adam.init(params), madam.init(params)
+    state = js.SparseTrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3))
+    state = state.replace(opt_state=js.set_mask(state.opt_state, mask))
+
+    def step(st, g):
+        return st.apply_gradients(grads=g)
+
+    sched = js.schedules.polynomial(0.8, begin=0, end=1000)
+
+    def gradual(st, g):
+        return js.schedules.gradual_prune(step(st, g), sched, every=10)
+
+    def rigl(st, g):
+        return js.dst.rigl(step(st, g), g, every=10, end=1000)
+
+    pruning_state = state.replace(step=jnp.asarray(state.step) + 9)  # next step % 10 == 0
+    progs = {
+        "pass": (lambda ks: sum(jnp.sum(x) for x in ks), (kernels,)),
+        "count pass": (one_pass, (kernels, t_mid)),
+        "prune global": (lambda s, m: js.prune(s, m, 0.2, scope="global"), (scores, mask)),
+        "prune layerwise": (lambda s, m: js.prune(s, m, 0.2, scope="layerwise"), (scores, mask)),
+        "imp_round": (lambda st: js.imp_round(st, fraction=0.2), (state,)),
+        "masked(adam) step": (step, (state, grads)),
+        "gradual_prune, pruning step": (gradual, (pruning_state, grads)),
+        "gradual_prune, other step": (gradual, (state, grads)),
+        "rigl, pruning step": (rigl, (pruning_state, grads)),
+        "rigl, other step": (rigl, (state, grads)),
+        "adam update": (lambda g, s, p: adam.update(g, s, p), (grads, a_state, params)),
+        "masked(adam) update": (lambda g, s, p: madam.update(g, s, p), (grads, m_state, params)),
+    }
+    skip = [w for w in os.environ.get("JAXSPARSE_BENCH_SKIP", "").split(",") if w]
+    progs = {w: v for w, v in progs.items() if not any(w.startswith(x) for x in skip)}
+    if sort:
+        progs["argsort global"] = (_sort_prune("global"), (scores, mask))
+        progs["argsort layerwise"] = (_sort_prune("layerwise"), (scores, mask))
+    compiled, comp = {}, {}
+    for what, (fn, args) in progs.items():
+        c, secs, temp, peak = _compiled(fn, *args)
+        print(f"  {name}: {what} compiled in {secs:.2f} s", file=sys.stderr, flush=True)
+        compiled[what] = (c, args)
+        comp[what] = (secs, temp, peak)
+    fast = {w: v for w, v in compiled.items() if not w.startswith("argsort")}
+    calls = {w: (lambda c=c, a=a: c(*a)) for w, (c, a) in fast.items()}
+    t = {w: timing.median(v) for w, v in timing.interleaved(calls, repeats).items()}
+    for w in compiled:
+        if w.startswith("argsort"):
+            c, a = compiled[w]
+            t[w] = timing.median(timing.interleaved({w: lambda c=c, a=a: c(*a)}, 1, warmup=1)[w])
+    unit = t["pass"]
+    base = {
+        "gradual_prune, other step": "masked(adam) step",
+        "rigl, other step": "masked(adam) step",
+        "masked(adam) update": "adam update",
+    }
+    rows = []
+    for what in progs:
+        if what not in comp:
+            continue
+        secs, temp, peak = comp[what]
+        row = {
+            "tree": name,
+            "what": what,
+            "compile_s": secs,
+            "run_ms": t[what] * 1e3,
+            "passes": t[what] / unit,
+            "temp_mb": None if temp is None else temp / 2**20,
+            "peak_mb": None if peak is None else peak / 2**20,
+            "ratio": t[what] / t[base[what]] if base.get(what) in t else None,
+            **info,
+        }
+        rows.append(row)
+    return rows
+
+
+COLUMNS = [
+    ("tree", "tree"),
+    ("what", "what"),
+    ("compile_s", "compile s"),
+    ("run_ms", "run ms"),
+    ("passes", "run, passes"),
+    ("ratio", "ratio"),
+    ("peak_mb", "peak MB (XLA)"),
+    ("temp_mb", "temp MB (XLA)"),
+]
+
+
+def measure(quick: bool) -> dict:
+    chosen = os.environ.get("JAXSPARSE_BENCH_TREES")
+    trees = chosen.split(",") if chosen else (["tiny"] if quick else list(FULL))
+    sort = os.environ.get("JAXSPARSE_BENCH_SORT", "1") != "0"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    rows = []
+    for name in trees:
+        rows += measure_tree(name, 3 if quick else 5, sort)
+    sizes = {
+        r["tree"]: f"{r['params'] / 1e6:.1f}M params, {r['leaves']} leaves, {r['kernels']} kernels"
+        for r in rows
+    }
+    note = (
+        "Trees: "
+        + "; ".join(f"{k}: {v}" for k, v in sizes.items())
+        + f". One pass = one jitted `sum(s)` over all kernels' scores; a count pass = "
+        "`sum(s < t)`, the search's step. Load average at "
+        f"start {load}. Compile in wall seconds; run in {timing.clock_words()}. Ratios: "
+        "a non-pruning step against the bare masked(adam) step, masked(adam) against adam."
+    )
+    return timing.section("Model-shaped trees", rows, note, COLUMNS)

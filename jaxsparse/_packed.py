@@ -1,0 +1,286 @@
+"""The selection under :func:`jaxsparse.prune`, batched across leaves.
+
+Every caller (a prune, a schedule's prune, a RigL update, a mask shuffle) asks the
+same question of groups of leaves: which ``k[g]`` candidates of group ``g`` score
+lowest (ties: first in order). :func:`select` answers it with one program whose size
+does not grow with the number of leaves: the groups' scores and candidates are packed
+into one ``(rows, _ROW)`` buffer, each group starting on a fresh row (padding is never a
+candidate), so one reduction over rows and one segment sum over the rows' group ids
+count every group in a pass; the threshold search (:func:`jaxsparse._select._search`),
+its sampled bracket and the ranking of ties then run once for all groups. The keys,
+the search and the tie rule are those of :mod:`jaxsparse._select`, so the masks are the
+same bit for bit.
+
+Packing concatenates the leaves, which would move shards between devices; on a mesh
+(Explicit axes, or any mesh set with ``jax.set_mesh``) and past ``2**31`` entries the
+leaves stay apart and :func:`jaxsparse._select._select_groups` counts them where they
+lie.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsparse._rounding import round_mul_each
+from jaxsparse._select import (
+    _SPREAD,
+    _key_dtype,
+    _keys,
+    _search,
+    _select_groups,
+    _top,
+)
+from jaxsparse.masks import explicit_spec
+
+_ROW = 1024  # entries a packed row; each group starts on a new row
+_CHUNK = 256  # rows counted at a time (a 1 MiB block of keys)
+_SAMPLE_TOTAL = 2**17  # keys sampled over all groups at most (at most 2048 a group)
+
+
+def _unsharded(leaves: list[jax.Array]) -> bool:
+    if any(explicit_spec(x) is not None for x in leaves):
+        return False
+    mesh = jax.sharding.get_abstract_mesh()
+    return mesh.empty or mesh.size == 1
+
+
+def _ks(spec, dyn, alive, n):
+    """Per group ``k`` from its alive count, ``spec[g] = (mode, static, index)``:
+    ``"alive"`` -> ``round(a * alive)``, ``"target"`` -> ``max(round(a * n) - (n - alive),
+    0)`` (``n`` the group's size), ``"given"`` -> ``a``; ``a`` the static float or
+    ``dyn[index]``."""
+    if spec == "given":  # one vector of counts
+        return jnp.asarray(dyn[0], jnp.int32)
+    amounts = [dyn[i] if i is not None else a for _, a, i in spec]
+    modes = np.array([mode for mode, _, _ in spec])
+    k = jnp.zeros(len(spec), jnp.int32)
+    if (modes == "alive").any():
+        a = [x if m == "alive" else 0.0 for x, m in zip(amounts, modes)]
+        k = jnp.where(modes == "alive", round_mul_each(a, alive), k)
+    if (modes == "target").any():
+        a = [x if m == "target" else 0.0 for x, m in zip(amounts, modes)]
+        n = jnp.asarray(n, jnp.int32)
+        k = jnp.where(modes == "target", jnp.maximum(round_mul_each(a, n) - (n - alive), 0), k)
+    if (modes == "given").any():
+        given = jnp.stack(
+            [jnp.asarray(x if m == "given" else 0, jnp.int32) for x, m in zip(amounts, modes)]
+        )
+        k = jnp.where(modes == "given", given, k)
+    return k
+
+
+def _static(a) -> bool:
+    return isinstance(a, (float, int, np.floating, np.integer)) and not isinstance(a, bool)
+
+
+def select(scores, candidates, modes, amounts, *, largest=False):
+    """For each group ``g`` (a list of leaves), marks the ``k[g]`` candidates with the
+    lowest scores (``largest``: highest), ties first in order (leaves in list order,
+    entries row-major). ``k[g]`` from the group's alive (candidate) count by
+    ``modes[g]`` and ``amounts[g]``: ``"alive"``: ``round(a * alive)``; ``"target"``:
+    ``max(round(a * n) - (n - alive), 0)``, ``n`` the group's size; ``"given"``: ``a``
+    itself. A static fraction is Python's float64 product, a traced one its float32
+    value (:func:`jaxsparse._rounding.round_mul`). Returns a list of lists of ``bool``
+    leaves. ``modes="given"`` takes a vector of counts as ``amounts``."""
+    flat = [x for group in scores for x in group]
+    dtypes = _key_dtype(flat)
+    n = sum(int(np.prod(x.shape)) for x in flat) + _ROW * len(scores)
+    spec, dyn = [], []
+    if isinstance(modes, str):  # "given", with a vector of counts
+        spec, dyn = "given", [amounts]
+    for mode, a in zip(modes, amounts, strict=True) if spec != "given" else ():
+        if mode != "given" and _static(a):
+            spec.append((mode, float(a), None))
+        else:
+            spec.append((mode, None, len(dyn)))
+            dyn.append(a)
+    spec = tuple(spec) if spec != "given" else spec
+    if _unsharded(flat + [c for g in candidates for c in g]) and n < 2**31:
+        return _select_packed(scores, candidates, dyn, spec, dtypes, largest)
+    return _select_apart(scores, candidates, dyn, spec, dtypes, largest)
+
+
+def _select_apart(scores, candidates, dyn, spec, dtypes, largest):
+    keys = [
+        [_keys(-s if largest else s, c, *dtypes) for s, c in zip(gs, gc)]
+        for gs, gc in zip(scores, candidates)
+    ]
+    alive = jnp.stack(
+        [sum((jnp.sum(c, dtype=jnp.int32) for c in gc), jnp.int32(0)) for gc in candidates]
+    )
+    n = [sum(int(np.prod(c.shape)) for c in gc) for gc in candidates]
+    ks = _ks(spec, dyn, alive, n)
+    return _select_groups(keys, [ks[g] for g in range(len(keys))])
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _select_packed(scores, candidates, dyn, spec, dtypes, largest):
+    fdtype, udtype = dtypes
+    top = _top(udtype)
+    n_groups = len(scores)
+    sizes = [[int(np.prod(x.shape)) for x in group] for group in scores]
+    n = np.array([sum(s) for s in sizes], np.int64)
+    rows = -(-n // _ROW)
+    row_start = np.concatenate([[0], np.cumsum(rows)])
+    used = max(int(row_start[-1]), 1)
+    chunk = min(_CHUNK, used)
+    n_rows = -(-used // chunk) * chunk  # whole chunks; the extra rows are padding
+    n_chunks = n_rows // chunk
+    base = row_start[:-1] * _ROW
+
+    s_parts, c_parts = [], []
+    pads: dict = {}  # one padding constant per size: groups of one shape share it
+    for g, (gs, gc) in enumerate(zip(scores, candidates)):
+        for s, c in zip(gs, gc):
+            s = jnp.asarray(s).astype(fdtype)
+            s_parts.append((-s if largest else s).ravel())
+            c_parts.append(jnp.asarray(c, bool).ravel())
+        pad = int(rows[g] * _ROW - n[g])
+        if pad:
+            if pad not in pads:
+                pads[pad] = (jnp.zeros(pad, fdtype), jnp.zeros(pad, bool))
+            s_parts.append(pads[pad][0])
+            c_parts.append(pads[pad][1])
+    if n.sum() == 0:
+        s_parts, c_parts = [], []
+    tail = (n_rows - int(row_start[-1])) * _ROW
+    if tail:
+        s_parts.append(jnp.zeros(tail, fdtype))
+        c_parts.append(jnp.zeros(tail, bool))
+    keys = _keys(
+        jnp.concatenate(s_parts).reshape(n_rows, _ROW),
+        jnp.concatenate(c_parts).reshape(n_rows, _ROW),
+        fdtype,
+        udtype,
+    )
+
+    if n_groups == 1:
+        row_gid = None
+    else:
+        row_gid = jnp.searchsorted(
+            jnp.asarray(row_start[1:-1], jnp.int32), jnp.arange(n_rows, dtype=jnp.int32), "right"
+        ).astype(jnp.int32)
+
+    def per_row(v):
+        """A per-group vector as a column over the rows."""
+        return v.reshape(1, 1) if row_gid is None else v[row_gid][:, None]
+
+    blocks = keys.reshape(n_chunks, chunk, _ROW)
+    block_gid = None if row_gid is None else row_gid.reshape(n_chunks, chunk)
+
+    def column(v, i):
+        """A per-group vector as a column over the rows of chunk ``i``."""
+        return v.reshape(1, 1) if block_gid is None else v[block_gid[i]][:, None]
+
+    def per_group(hits):
+        """Per group, the count of ``hits(i)``, a bool ``(chunk, _ROW)`` array over
+        chunk ``i``. Chunk by chunk in a loop: XLA's CPU backend writes a comparison
+        out in full before it reduces it, and a chunk's stays in cache (a whole
+        buffer's made a count take ten times a float sum's time, and memory)."""
+        if block_gid is None:
+            total = jax.lax.fori_loop(
+                0, n_chunks, lambda i, acc: acc + jnp.sum(hits(i), dtype=jnp.int32), jnp.int32(0)
+            )
+            return total[None]
+        rows = jax.lax.fori_loop(
+            0,
+            n_chunks,
+            lambda i, acc: acc.at[i].set(jnp.sum(hits(i), axis=1, dtype=jnp.int32)),
+            jnp.zeros((n_chunks, chunk), jnp.int32),
+        )
+        return jax.ops.segment_sum(rows.reshape(-1), row_gid, n_groups, indices_are_sorted=True)
+
+    alive = per_group(lambda i: blocks[i] < top)
+    k = _ks(spec, dyn, alive, n)
+    bits = np.iinfo(udtype).bits
+    t, below, upto = _search(
+        lambda t: per_group(lambda i: blocks[i] < column(t, i)),
+        k,
+        jnp.full(n_groups, top, udtype),
+        alive,
+        udtype,
+        bits,
+        guesses=_packed_brackets(keys, n, base, k, alive),
+        by_value=True,
+    )
+    remaining = k - below
+
+    def without_ties():
+        return keys < per_row(t)
+
+    def with_ties():
+        # the first `remaining` ties of a group in order are those placed before the P
+        # with #(ties placed before P) == remaining: the same search, over places
+        pos = jax.lax.broadcasted_iota(jnp.uint32, keys.shape, 0) * jnp.uint32(_ROW)
+        pos = pos + jax.lax.broadcasted_iota(jnp.uint32, keys.shape, 1)
+        first = jnp.asarray(base, jnp.uint32)
+        eq = keys == per_row(t)
+        rows_c = jax.lax.broadcasted_iota(jnp.uint32, (chunk, _ROW), 0)
+        cols_c = jax.lax.broadcasted_iota(jnp.uint32, (chunk, _ROW), 1)
+
+        def ties_before(p):
+            def hits(i):
+                at = (rows_c + (i * chunk).astype(jnp.uint32)) * jnp.uint32(_ROW) + cols_c
+                return (blocks[i] == column(t, i)) & (at < column(first + p, i))
+
+            return per_group(hits)
+
+        bits_p = np.array([max(int(m).bit_length(), 1) for m in n], np.int32)
+        cut, _, _ = _search(
+            ties_before, remaining, jnp.asarray(n, jnp.uint32), upto - below, jnp.uint32, bits_p
+        )
+        return (keys < per_row(t)) | (eq & (pos < per_row(first + cut)))
+
+    # Without ties at the threshold (the usual case) no ranking pass is needed.
+    gone = jax.lax.cond(jnp.all(remaining == 0), without_ties, with_ties).reshape(-1)
+    # Each leaf's marks are a slice of the packed marks. XLA compiles one kernel per
+    # distinct slice (the prunable leaves' share of the compile time); everything
+    # before this is one program whatever the number of leaves.
+    out = []
+    for g, group in enumerate(scores):
+        at, leaves = int(base[g]), []
+        for x, size in zip(group, sizes[g]):
+            leaves.append(gone[at : at + size].reshape(x.shape))
+            at += size
+        out.append(leaves)
+    return out
+
+
+def _packed_brackets(keys, n, base, k, alive):
+    """Per group, two guesses around its k-th alive key from an evenly strided sample
+    of its keys (the whole group when it is small): the sample's quantile minus and
+    plus ``_SPREAD`` standard deviations, the upper one plus one (a run of ties at the
+    quantile is then bracketed exactly). One gather, one sort for all groups."""
+    udtype = keys.dtype
+    top = _top(udtype)
+    n_groups = len(n)
+    width = int(np.clip(_SAMPLE_TOTAL // n_groups, 256, 2048))
+    count = np.minimum(n, width)
+    stride = np.maximum(n // width, 1)
+    j = jnp.arange(width, dtype=jnp.int32)[None]
+    last = jnp.asarray(np.maximum(count - 1, 0), jnp.int32)[:, None]
+    idx = (
+        jnp.asarray(base, jnp.int32)[:, None]
+        + jnp.minimum(j, last) * jnp.asarray(stride, jnp.int32)[:, None]
+    )
+    flat = keys.reshape(-1)
+    idx = jnp.minimum(idx, flat.shape[0] - 1)
+    sample = jnp.where(j < jnp.asarray(count, jnp.int32)[:, None], flat[idx], top)
+    sample = jnp.sort(sample, axis=1)
+    alive_s = jnp.sum(sample < top, axis=1, dtype=jnp.int32)
+    p = k.astype(jnp.float32) / jnp.maximum(alive, 1).astype(jnp.float32)
+    r = p * alive_s.astype(jnp.float32)
+    sd = jnp.sqrt(r * (1 - p)) + 1
+    end = jnp.maximum(alive_s - 1, 0)
+
+    def at(i):
+        i = jnp.clip(i.astype(jnp.int32), 0, end)
+        return jnp.take_along_axis(sample, i[:, None], axis=1)[:, 0]
+
+    lo = at(jnp.floor(r - _SPREAD * sd))
+    hi = jnp.minimum(at(jnp.ceil(r + _SPREAD * sd)), top - 1) + 1
+    return jnp.stack([lo, hi], axis=1), jnp.where(alive_s > 0, 2, 0)
