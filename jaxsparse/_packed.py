@@ -20,6 +20,7 @@ lie.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +74,7 @@ def _ks(spec, dyn, alive, n):
     return k
 
 
-def _static(a) -> bool:
+def _static(a: object) -> bool:
     return isinstance(a, (float, int, np.floating, np.integer)) and not isinstance(a, bool)
 
 
@@ -89,16 +90,20 @@ def select(scores, candidates, modes, amounts, *, largest=False):
     flat = [x for group in scores for x in group]
     dtypes = _key_dtype(flat)
     n = sum(int(np.prod(x.shape)) for x in flat) + _ROW * len(scores)
-    spec, dyn = [], []
+    entries: list[tuple[str, float | None, int | None]] = []
+    dyn: list[Any] = []
     if isinstance(modes, str):  # "given", with a vector of counts
-        spec, dyn = "given", [amounts]
-    for mode, a in zip(modes, amounts, strict=True) if spec != "given" else ():
-        if mode != "given" and _static(a):
-            spec.append((mode, float(a), None))
-        else:
-            spec.append((mode, None, len(dyn)))
-            dyn.append(a)
-    spec = tuple(spec) if spec != "given" else spec
+        dyn = [amounts]
+    else:
+        for mode, a in zip(modes, amounts, strict=True):
+            if mode != "given" and _static(a):
+                entries.append((mode, float(a), None))
+            else:
+                entries.append((mode, None, len(dyn)))
+                dyn.append(a)
+    spec: tuple[tuple[str, float | None, int | None], ...] | str = (
+        "given" if isinstance(modes, str) else tuple(entries)
+    )
     if _unsharded(flat + [c for g in candidates for c in g]) and n < 2**31:
         return _select_packed(scores, candidates, dyn, spec, dtypes, largest)
     return _select_apart(scores, candidates, dyn, spec, dtypes, largest)
@@ -186,6 +191,7 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest):
                 0, n_chunks, lambda i, acc: acc + jnp.sum(hits(i), dtype=jnp.int32), jnp.int32(0)
             )
             return total[None]
+        assert row_gid is not None  # None exactly when block_gid is
         rows = jax.lax.fori_loop(
             0,
             n_chunks,

@@ -12,6 +12,7 @@ limbs of ``uint32``, and float64's rounding of it is reproduced: ``fl64(x)`` equ
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -85,22 +86,24 @@ def round_mul(a: float | jax.Array, n: int | jax.Array) -> jax.Array | int:
     return _round_mul_limbs(_traced_limbs(a), n)
 
 
-def _static(a) -> bool:
+def _static(a: object) -> bool:
     return isinstance(a, (float, int, np.floating))
 
 
-def round_mul_each(amounts: list, n: jax.Array) -> jax.Array:
+def round_mul_each(amounts: list[float | jax.Array], n: jax.Array) -> jax.Array:
     """``[round(a_g * n_g)]`` for a list of fractions (each static or traced, as
     :func:`round_mul` takes them) and an int32 vector ``n``: one vectorised rounding, its
     ops counted once however many fractions there are."""
     if all(a is amounts[0] for a in amounts):
         a = amounts[0]
-        return _round_mul_limbs(_static_limbs(float(a)) if _static(a) else _traced_limbs(a), n)
-    limbs = []
+        return _round_mul_limbs(
+            _static_limbs(float(a)) if _static(a) else _traced_limbs(cast(jax.Array, a)), n
+        )
+    rows: list[list[int]] = []
     for a in amounts:
         big = int(Fraction(float(a)) * 2**_F) if _static(a) else 0
-        limbs.append([(big >> (16 * i)) & 0xFFFF for i in range(_NFRAC + 1)])
-    limbs = [jnp.asarray(np.array(col, np.uint32)) for col in zip(*limbs)]
+        rows.append([(big >> (16 * i)) & 0xFFFF for i in range(_NFRAC + 1)])
+    limbs = [jnp.asarray(np.array(col, np.uint32)) for col in zip(*rows)]
     traced = [not _static(a) for a in amounts]
     if any(traced):
         vec = jnp.stack(
@@ -111,7 +114,7 @@ def round_mul_each(amounts: list, n: jax.Array) -> jax.Array:
     return _round_mul_limbs(limbs, n)
 
 
-def _round_mul_limbs(a_limbs: list, n) -> jax.Array:
+def _round_mul_limbs(a_limbs: list[jax.Array], n: int | jax.Array) -> jax.Array:
     n = jnp.asarray(n).astype(jnp.uint32)
     n_limbs = [n & 0xFFFF, n >> 16]
     acc = [jnp.uint32(0)] * (len(a_limbs) + 3)

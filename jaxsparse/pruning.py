@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import chex
 import jax
@@ -153,7 +153,9 @@ def prune(
         _check_fraction(amount, "prune: amount")
 
     new = list(m_leaves)
-    pooled, groups, modes, amounts = [], [], [], []
+    pooled, groups, modes = [], [], []
+    amounts: list[float | jax.Array] = []
+    scalar_amount = cast("float | jax.Array", amount)  # used only when targets is None
     for i, path in enumerate(paths):
         if not sel[i]:
             continue
@@ -166,7 +168,7 @@ def prune(
             amounts.append(targets[i])
         elif scope == "layerwise":
             modes.append("alive")
-            amounts.append(amount)
+            amounts.append(scalar_amount)
         else:
             pooled.append(i)
             continue
@@ -174,7 +176,7 @@ def prune(
     if pooled:
         groups.append(pooled)
         modes.append("alive")
-        amounts.append(amount)
+        amounts.append(scalar_amount)
     if groups:
         # one search for every leaf pruned on its own and the global pool
         gone = select(

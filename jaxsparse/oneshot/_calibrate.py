@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, cast
 
 import chex
 import jax
@@ -52,13 +52,20 @@ def _resolve_model(model, params):
     return model, params
 
 
-def _paths_of(params) -> tuple[dict[int, str], list[str]]:
+def _paths_of(params: chex.ArrayTree) -> tuple[dict[int, str], list[str]]:
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     paths = [path_str(p) for p, _ in flat]
     return {id(x): s for s, (_, x) in zip(paths, flat)}, paths
 
 
-def _trace(apply_fn, params, batch, index: int, want, gram: bool):
+def _trace(
+    apply_fn: Callable,
+    params: chex.ArrayTree,
+    batch: Any,
+    index: int,
+    want: Collection[str] | None,
+    gram: bool,
+) -> _Recorder:
     """Traces one forward pass; returns the recorder (its calls and stats)."""
     paths_of, _ = _paths_of(params)
     rec = _Recorder(paths_of, want, gram)
@@ -85,9 +92,9 @@ def _unfit(rec: _Recorder, index: int, e: Exception) -> ValueError:
     )
 
 
-def discover(apply_fn, params, batch) -> list[CallInfo]:
+def discover(apply_fn: Callable, params: chex.ArrayTree, batch: Any) -> list[CallInfo]:
     """The calls of the prunable layers in one forward pass, in order (shapes only)."""
-    calls = []
+    calls: list[CallInfo] = []
 
     def run(p, b):
         calls[:] = _trace(apply_fn, p, b, 0, None, False).calls
@@ -100,20 +107,24 @@ _BATCH = [0]  # the batch being traced, for error messages (tracing is synchrono
 
 
 @functools.lru_cache(maxsize=64)
-def _stats_fn(apply_fn, want: frozenset, gram: bool):
+def _stats_fn(
+    apply_fn: Callable, want: frozenset[str], gram: bool
+) -> Callable[[chex.ArrayTree, Any], dict[str, LayerStats]]:
     """One compiled capture per model, layer group and batch shape, reused across calls
     (a study prunes the same model many times)."""
     return jax.jit(lambda p, b: _trace(apply_fn, p, b, _BATCH[0], want, gram).stats)
 
 
-def _stats(apply_fn, params, batches: list, want: frozenset, gram: bool) -> dict:
+def _stats(
+    apply_fn: Callable, params: chex.ArrayTree, batches: list, want: frozenset[str], gram: bool
+) -> dict[str, LayerStats]:
     fn = _stats_fn(apply_fn, want, gram)
-    total = None
+    total: dict[str, LayerStats] | None = None
     for i, batch in enumerate(batches):
         _BATCH[0] = i
         got = fn(params, batch)
         total = got if total is None else add_stats(total, got)
-    return total
+    return cast(dict[str, LayerStats], total)  # batches is not empty (_plan checks)
 
 
 def capture(
@@ -153,7 +164,9 @@ def capture(
     return _stats(apply_fn, params, batches, frozenset(chosen), True)
 
 
-def _plan(apply_fn, params, batches: list, where: Filter):
+def _plan(
+    apply_fn: Callable, params: chex.ArrayTree, batches: list, where: Filter
+) -> tuple[list[str], list[CallInfo]]:
     if not batches:
         raise ValueError("oneshot: no calibration batches")
     pred = resolve_filter(layer_kernels if where is None else where)
@@ -178,12 +191,12 @@ def _groups(calls: list[CallInfo]) -> list[list[str]]:
     attention block's query, key and value) form one group, pruned from one capture."""
     groups: list[list[str]] = []
     seen: set[str] = set()
-    prev = None
+    prev: CallInfo | None = None
     for c in calls:
         if c.path not in seen:
             seen.add(c.path)
             shared = prev is not None and prev.input_id == c.input_id
-            if shared and groups and prev.path in groups[-1]:
+            if shared and groups and cast(CallInfo, prev).path in groups[-1]:
                 groups[-1].append(c.path)
             else:
                 groups.append([c.path])

@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from typing import Any, NamedTuple
+from collections.abc import Callable, Collection, Iterator
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,7 @@ class LayerStats(NamedTuple):
 
     gram: jax.Array | None
     sq_norms: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, by design
 
 
 class CallInfo(NamedTuple):
@@ -56,7 +57,7 @@ def _replicated(x):
     return x
 
 
-def _rows(kind: str, module, kernel, x, path: str):
+def _rows(kind: str, module: Any, kernel: jax.Array, x: jax.Array, path: str) -> jax.Array:
     """The layer's input as ``(rows, d_in)`` rows in the kernel's input order."""
     x = _replicated(jnp.asarray(x))
     kshape = tuple(jnp.shape(kernel))
@@ -80,7 +81,7 @@ def _rows(kind: str, module, kernel, x, path: str):
     return x.reshape(-1, math.prod(got)).astype(jnp.float32)
 
 
-def _patches(module, kernel, x, path: str):
+def _patches(module: Any, kernel: jax.Array, x: jax.Array, path: str) -> jax.Array:
     """im2col by the layer's own convolution with an identity kernel: exact (one nonzero
     product a sum) and with the layer's padding, strides and dilations."""
     *window, cin, _ = jnp.shape(kernel)
@@ -121,7 +122,9 @@ class _Recorder:
     """Lives for one trace. ``want=None``: only list the calls; else sum stats for the
     paths in ``want``."""
 
-    def __init__(self, paths_of: dict[int, str], want=None, gram: bool = True):
+    def __init__(
+        self, paths_of: dict[int, str], want: Collection[str] | None = None, gram: bool = True
+    ) -> None:
         self.paths_of, self.want, self.gram = paths_of, want, gram
         self.calls: list[CallInfo] = []
         self.keep: list[Any] = []  # inputs stay alive, so their ids stay unique
@@ -129,7 +132,9 @@ class _Recorder:
         self.inside: list[str] = []
         self.busy = False
 
-    def on_call(self, kind: str, module, kernel, x, call):
+    def on_call(
+        self, kind: str, module: Any, kernel: jax.Array, x: jax.Array, call: Callable[[], Any]
+    ) -> Any:
         path = self.paths_of.get(id(kernel))
         if path is None or self.busy:
             return call()
@@ -156,7 +161,7 @@ class _Recorder:
 
 
 def _add(a: LayerStats, b: LayerStats) -> LayerStats:
-    g = None if a.gram is None else a.gram + b.gram
+    g = None if a.gram is None else a.gram + cast(jax.Array, b.gram)  # both or neither
     return LayerStats(g, a.sq_norms + b.sq_norms, a.count + b.count)
 
 
@@ -185,7 +190,7 @@ def _linen_interceptor(next_fun, args, kwargs, context):
 
 
 @contextlib.contextmanager
-def recording(rec: _Recorder):
+def recording(rec: _Recorder) -> Iterator[_Recorder]:
     """Routes every Linen and NNX layer call to ``rec`` while the block runs."""
     import flax.linen as nn
 
@@ -246,7 +251,9 @@ def nnx_forward(model, call=None):
     from flax import nnx
 
     call = call or (lambda m, batch: m(batch))
-    graphdef, state, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, state, rest = cast(
+        tuple[nnx.GraphDef[Any], nnx.State, nnx.State], nnx.split(model, nnx.Param, ...)
+    )
     params = nnx.to_pure_dict(state)
     kinds = ((nnx.Linear, "dense"), (nnx.LinearGeneral, "general"), (nnx.Conv, "conv"))
 

@@ -9,6 +9,8 @@ kernel's row-major order is pruned first. N:M groups run along the input axis ``
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +18,7 @@ import numpy as np
 from jaxsparse.structured import nm as nm_pattern
 
 
-def check_sparsity(sparsity, who: str) -> float:
+def check_sparsity(sparsity: Any, who: str) -> float:
     """A concrete Python float in ``[0, 1)``, or a ``ValueError`` naming ``who``."""
     if isinstance(sparsity, jax.core.Tracer):
         raise TypeError(f"{who}: sparsity must be a concrete number (it sets counts), not traced")
@@ -28,7 +30,7 @@ def check_sparsity(sparsity, who: str) -> float:
     return value
 
 
-def check_nm(nm, d_in: int, who: str) -> tuple[int, int]:
+def check_nm(nm: Any, d_in: int, who: str) -> tuple[int, int]:
     """``(n, m)`` with ``1 <= n <= m`` and ``m`` dividing ``d_in``, or a ``ValueError``."""
     try:
         n, m = (int(v) for v in nm)
@@ -41,7 +43,7 @@ def check_nm(nm, d_in: int, who: str) -> tuple[int, int]:
     return n, m
 
 
-def _check_2d(kernel, who: str) -> None:
+def _check_2d(kernel: jax.typing.ArrayLike, who: str) -> None:
     if jnp.ndim(kernel) != 2:
         raise ValueError(
             f"{who}: expected a 2-D kernel (d_in, d_out), got shape {jnp.shape(kernel)}"
@@ -49,7 +51,7 @@ def _check_2d(kernel, who: str) -> None:
 
 
 @jax.jit
-def _lowest_per_output(scores: jax.Array, k) -> jax.Array:
+def _lowest_per_output(scores: jax.Array, k: int | jax.Array) -> jax.Array:
     """Mask pruning the ``k`` lowest scores of every column (output); ties: earlier first.
     ``k`` is data: one program serves every sparsity."""
     s = jnp.where(jnp.isnan(scores), -jnp.inf, scores)
@@ -59,7 +61,13 @@ def _lowest_per_output(scores: jax.Array, k) -> jax.Array:
     return ranks >= k
 
 
-def magnitude(kernel, sparsity=None, *, nm=None, compare: str = "layer") -> jax.Array:
+def magnitude(
+    kernel: jax.typing.ArrayLike,
+    sparsity: float | jax.Array | None = None,
+    *,
+    nm: tuple[int, int] | None = None,
+    compare: str = "layer",
+) -> jax.Array:
     """The magnitude mask of one layer: the smallest ``|W|`` pruned.
 
     Args:
@@ -92,7 +100,7 @@ def magnitude(kernel, sparsity=None, *, nm=None, compare: str = "layer") -> jax.
     if nm is not None:
         _check_2d(kernel, "magnitude")
         n, m = check_nm(nm, w.shape[0], "magnitude")
-        return nm_pattern(w, n, m, axis=0)
+        return cast(jax.Array, nm_pattern(w, n, m, axis=0))  # an array in, an array out
     sp = check_sparsity(sparsity, "magnitude")
     if compare == "layer":  # one column: the whole kernel in row-major order
         return _lowest_per_output(w.reshape(-1, 1), round(sp * w.size)).reshape(w.shape)
@@ -100,7 +108,13 @@ def magnitude(kernel, sparsity=None, *, nm=None, compare: str = "layer") -> jax.
     return _lowest_per_output(w, round(sp * w.shape[0]))
 
 
-def wanda(kernel, sq_norms, sparsity=None, *, nm=None) -> jax.Array:
+def wanda(
+    kernel: jax.typing.ArrayLike,
+    sq_norms: jax.typing.ArrayLike,
+    sparsity: float | jax.Array | None = None,
+    *,
+    nm: tuple[int, int] | None = None,
+) -> jax.Array:
     """The Wanda mask of one layer: score ``|W_ij| * ||X_i||``, compared per output.
 
     Args:
@@ -134,12 +148,14 @@ def wanda(kernel, sq_norms, sparsity=None, *, nm=None) -> jax.Array:
     scores = jnp.abs(jnp.asarray(kernel, jnp.float32)) * norms[:, None]
     if nm is not None:
         n, m = check_nm(nm, d_in, "wanda")
-        return nm_pattern(scores, n, m, axis=0)
+        return cast(jax.Array, nm_pattern(scores, n, m, axis=0))  # an array in, an array out
     sp = check_sparsity(sparsity, "wanda")
     return _lowest_per_output(scores, round(sp * d_in))
 
 
-def reconstruction_error(kernel, new_kernel, gram) -> jax.Array:
+def reconstruction_error(
+    kernel: jax.typing.ArrayLike, new_kernel: jax.typing.ArrayLike, gram: jax.typing.ArrayLike
+) -> jax.Array:
     """``‖XW − XŴ‖ / ‖XW‖`` of one layer on its calibration inputs, from ``G = XᵀX``.
 
     Args:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import chex
 import jax
@@ -77,7 +77,12 @@ def _solve(kernel, stats, **static):
     return jax.jit(fn)(kernel, stats)
 
 
-def _sparsities(sparsity, nm, params, chosen: list[str]) -> dict[str, float]:
+def _sparsities(
+    sparsity: float | chex.ArrayTree | None,
+    nm: tuple[int, int] | None,
+    params: chex.ArrayTree,
+    chosen: list[str],
+) -> dict[str, float]:
     if nm is not None:
         if sparsity is not None:
             raise ValueError("oneshot: give sparsity= or nm=, not both")
@@ -100,7 +105,7 @@ def prune(
     batches: Iterable | None = None,
     *,
     method: str = "sparsegpt",
-    sparsity=None,
+    sparsity: float | chex.ArrayTree | None = None,
     nm: tuple[int, int] | None = None,
     where: Filter = None,
     sequential: bool = True,
@@ -210,9 +215,10 @@ def prune(
     masks = jax.tree.leaves(mask_like(params))
     errs: dict[str, jax.Array] = {}
     for group in groups:
+        # batches is None only for magnitude without errors, which captures nothing
         current = jax.tree.unflatten(treedef, leaves)
         stats = (
-            _stats(apply_fn, current, batches, frozenset(group), gram)
+            _stats(apply_fn, current, cast(list[Any], batches), frozenset(group), gram)
             if (batches is not None and method != "magnitude") or gram
             else {}
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ from jaxsparse.oneshot._layers import _check_2d, check_nm, check_sparsity
 from jaxsparse.structured import nm as nm_pattern
 
 
-def _block_counts(sparsity: float, d_in: int, d_out: int, block: int, n_blocks: int):
+def _block_counts(sparsity: float, d_in: int, d_out: int, block: int, n_blocks: int) -> np.ndarray:
     """Weights pruned in each block of columns so that the running total is always
     ``round(sparsity * weights so far)``: the layer loses exactly ``round(s * size)``.
     Padding columns (past ``d_in``) count as pruned."""
@@ -25,7 +26,17 @@ def _block_counts(sparsity: float, d_in: int, d_out: int, block: int, n_blocks: 
 
 
 @functools.partial(jax.jit, static_argnames=("block", "n", "m"))
-def _obs(w, gram, count, k_blocks, damp, *, block: int, n: int, m: int):
+def _obs(
+    w: jax.Array,
+    gram: jax.Array,
+    count: jax.Array,
+    k_blocks: jax.Array,
+    damp: jax.Array,
+    *,
+    block: int,
+    n: int,
+    m: int,
+) -> tuple[jax.Array, jax.Array]:
     """SparseGPT's sweep on ``w`` ``(d_out, d_in)`` (rows = outputs, as in the paper)."""
     d_out, d_in = w.shape
     n_blocks = k_blocks.shape[0]
@@ -68,7 +79,8 @@ def _obs(w, gram, count, k_blocks, damp, *, block: int, n: int, m: int):
             if n:  # N:M: the group's mask from the weights as they are now
                 s = jax.lax.dynamic_slice_in_dim(w1, g * m, m, axis=1) ** 2
                 s = s / jax.lax.dynamic_slice_in_dim(d, g * m, m)[None, :] ** 2
-                keep = jax.lax.dynamic_update_slice_in_dim(keep, nm_pattern(s, n, m), g * m, 1)
+                s_keep = cast(jax.Array, nm_pattern(s, n, m))  # an array in, an array out
+                keep = jax.lax.dynamic_update_slice_in_dim(keep, s_keep, g * m, 1)
 
             def one_column(j, c):
                 w1, q1, e1 = c
@@ -99,12 +111,12 @@ def _obs(w, gram, count, k_blocks, damp, *, block: int, n: int, m: int):
 
 
 def sparsegpt(
-    kernel,
-    gram,
-    sparsity=None,
+    kernel: jax.typing.ArrayLike,
+    gram: jax.typing.ArrayLike,
+    sparsity: float | jax.Array | None = None,
     *,
-    nm=None,
-    count=1.0,
+    nm: tuple[int, int] | None = None,
+    count: float | jax.Array = 1.0,
     blocksize: int = 128,
     damp: float = 0.01,
 ) -> tuple[jax.Array, jax.Array]:
