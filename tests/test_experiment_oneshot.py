@@ -55,6 +55,48 @@ def test_quick_outputs_by_value(quick_run):
     assert "Held-out perplexity" in md and "LLaMA-2-7B" in md
 
 
+def test_quick_vision_stage_by_value(quick_run):
+    """LeNet-300-100 on the 8x8 digits (--quick): trained, then pruned by every method."""
+    _, d, res = quick_run
+    vis = res["vision"]
+    assert vis["data"] == "digits" and vis["sizes"] == "1257/180/360"
+    assert vis["pruned_shapes"] == {"hidden_0/kernel": [64, 300], "hidden_1/kernel": [300, 100]}
+    assert vis["train_acc"] > 0.97 and vis["test_acc"] > 0.9  # trained, not chance
+    grid = {(r["method"], r["pattern"]): r for r in vis["grid"]}
+    assert {p for _, p in grid} == {"0", "0.5", "0.9", "2:4"}
+    for method in ("magnitude", "wanda", "sparsegpt", "random"):
+        # sparsity 0 is the dense model, to the example (SparseGPT also zeroes the weights
+        # of inputs that are 0 on every calibration image, as the reference does: allow
+        # one of the 360 test examples to move)
+        tol = 1 / 360 + 1e-6 if method == "sparsegpt" else 1e-6
+        assert grid[(method, "0")]["test_acc"] == pytest.approx(vis["test_acc"], abs=tol)
+        assert grid[(method, "0")]["pruned"] == {"hidden_0/kernel": 0, "hidden_1/kernel": 0}
+        # exact counts: half of every layer, and 2 of every 4 inputs (also half)
+        for pattern in ("0.5", "2:4"):
+            assert grid[(method, pattern)]["pruned"] == {
+                "hidden_0/kernel": 64 * 300 // 2,
+                "hidden_1/kernel": 300 * 100 // 2,
+            }, (method, pattern)
+            assert grid[(method, pattern)]["sparsity"] == 0.5
+    for method in ("magnitude", "sparsegpt", "random"):  # layer-wide: round(0.9 n)
+        assert grid[(method, "0.9")]["pruned"] == {
+            "hidden_0/kernel": 17280,
+            "hidden_1/kernel": 27000,
+        }
+    # Wanda compares within each output: round(0.9 * 64) = 58 of 64 inputs, 90 of 100
+    assert grid[("wanda", "0.9")]["pruned"] == {
+        "hidden_0/kernel": 58 * 300,
+        "hidden_1/kernel": 27000,
+    }
+    for method in ("magnitude", "wanda", "sparsegpt"):
+        assert grid[(method, "0.5")]["test_acc"] <= vis["test_acc"] + 0.02
+    assert grid[("sparsegpt", "0.5")]["test_acc"] >= grid[("random", "0.5")]["test_acc"]
+    assert grid[("sparsegpt", "2:4")]["test_acc"] >= grid[("random", "2:4")]["test_acc"]
+    assert grid[("magnitude", "0.9")]["test_acc"] > grid[("random", "0.9")]["test_acc"]
+    md = (d / "table.md").read_text()
+    assert "## A classifier" in md and "LeNet-300-100" in md and "| sparsegpt |" in md
+
+
 def test_corpus_is_recorded(quick_run):
     _, _, res = quick_run
     info = res["corpus"]
@@ -75,6 +117,8 @@ def test_corpus_is_recorded(quick_run):
         (["--sparsities", "0.5,1.0"], "--sparsities"),
         (["--patterns", "3:2"], "--patterns"),
         (["--finetune-at", "0.3"], "--finetune-at"),
+        (["--vision-sparsities", "0.5,1"], "--vision-sparsities"),
+        (["--vision-data", "cifar"], "--vision-data"),
     ],
 )
 def test_bad_flags_name_the_flag(argv, flag, capsys):

@@ -12,7 +12,10 @@ reused by every run with the same model, data and training flags. Then, with
 * each layer's relative reconstruction error ``‖XW − XŴ‖ / ‖XW‖``;
 * perplexity against the number of calibration sequences;
 * the time to prune the whole model per method and the process's peak memory;
-* sparse fine-tuning with ``masked(adam)``, and the dense model trained as long.
+* sparse fine-tuning with ``masked(adam)``, and the dense model trained as long;
+* a classifier (``--no-vision`` skips it): LeNet-300-100 trained dense on real MNIST
+  digits (``--vision-data digits``: the 8x8 digits), its hidden layers pruned by each
+  method at 50-90% and 2:4 from 512 training images; test accuracy against a random mask.
 
 Run::
 

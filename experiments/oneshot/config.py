@@ -30,6 +30,10 @@ class OneShotConfig(StudyConfig):
         "patterns": "2:4",
         "blocksize": 16,
         "finetune_at": 0.5,
+        "vision_data": "digits",
+        "vision_steps": 300,
+        "vision_calib": 256,
+        "vision_sparsities": "0,0.5,0.9",
     }
 
     seeds: int = field(default=1, metadata={"help": "unused (one pre-trained model)", "min": 1})
@@ -58,12 +62,36 @@ class OneShotConfig(StudyConfig):
     )
     finetune_lr: float = field(default=3e-4, metadata={"help": "fine-tuning Adam rate", "gt": 0})
     finetune_batch: int = field(default=8, metadata={"help": "fine-tuning batch", "min": 1})
+    no_vision: bool = field(
+        default=False, metadata={"help": "skip the vision stage (LeNet-300-100 on digits)"}
+    )
+    vision_data: str = field(
+        default="mnist",
+        metadata={
+            "help": "vision stage's data: mnist (5,000 real MNIST digits) or digits (8x8)",
+            "choices": ("mnist", "digits"),
+        },
+    )
+    vision_steps: int = field(
+        default=2000, metadata={"help": "vision stage: dense training steps", "min": 1}
+    )
+    vision_lr: float = field(default=1e-3, metadata={"help": "vision stage: Adam rate", "gt": 0.0})
+    vision_calib: int = field(
+        default=512, metadata={"help": "vision stage: calibration images", "min": 1}
+    )
+    vision_sparsities: str = field(
+        default="0,0.5,0.7,0.8,0.9",
+        metadata={"help": "vision stage: unstructured sparsities (and 2:4 always)"},
+    )
 
     def sparsity_list(self) -> list[float]:
         return [float(s) for s in self.sparsities.split(",")]
 
     def pattern_list(self) -> list[tuple[int, int]]:
         return [tuple(int(v) for v in p.split(":")) for p in self.patterns.split(",") if p]
+
+    def vision_sparsity_list(self) -> list[float]:
+        return [float(s) for s in self.vision_sparsities.split(",")]
 
     def sweep_list(self) -> list[int]:
         return [int(v) for v in self.calib_sweep.split(",")]
@@ -79,6 +107,12 @@ class OneShotConfig(StudyConfig):
             fail("sparsities", f"could not parse a list: {e}")
         if not all(0.0 <= s < 1.0 for s in sp):
             fail("sparsities", f"each must be in [0, 1), got {self.sparsities}")
+        try:
+            vsp = self.vision_sparsity_list()
+        except ValueError as e:
+            fail("vision_sparsities", f"could not parse a list: {e}")
+        if not all(0.0 <= s < 1.0 for s in vsp):
+            fail("vision_sparsities", f"each must be in [0, 1), got {self.vision_sparsities}")
         if any(not 1 <= n <= m or self.width % m for n, m in pats):
             fail("patterns", f"each n:m needs 1 <= n <= m and m | width, got {self.patterns}")
         if self.finetune_at not in sp and self.finetune_steps:

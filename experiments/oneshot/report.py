@@ -74,6 +74,27 @@ def tables(cfg, dense_ppl, grid, errors, sweep, tuned) -> str:
     return "\n".join(out)
 
 
+def vision_table(vis) -> str:
+    rows = vis["grid"]
+    names = list(dict.fromkeys(r["pattern"] for r in rows))
+    by = {(r["method"], r["pattern"]): r for r in rows}
+    heads = ["method", *[n if ":" in n else f"{float(n):.0%}" for n in names]]
+    pct = lambda a: f"{100 * a:.1f}"  # noqa: E731
+    body = [["dense", *[pct(vis["test_acc"])] * len(names)]]
+    for method in ("random", "magnitude", "wanda", "sparsegpt"):
+        body.append([method, *[pct(by[(method, n)]["test_acc"]) for n in names]])
+    shapes = ", ".join(f"{p.split('/')[0]} {a}x{b}" for p, (a, b) in vis["pruned_shapes"].items())
+    caption = (
+        f"LeNet-300-100 ({vis['params']:,} params) trained dense on {vis['data']} "
+        f"({vis['sizes']} train/val/test) for {vis['steps']} Adam steps (lr {vis['lr']:g}, "
+        f"batch {vis['batch']}): train accuracy {pct(vis['train_acc'])}%, test "
+        f"{pct(vis['test_acc'])}%. Pruned once ({vis['calib']} training images as "
+        f"calibration): the hidden layers ({shapes}); the output layer dense. Test "
+        f"accuracy (%), no retraining; the vision stage took {vis['stage_s']:.0f} s:\n"
+    )
+    return caption + "\n" + harness.markdown_table(heads, body)
+
+
 def plot(run, cfg, dense_ppl, grid, sweep, name):
     plt = harness.pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -110,7 +131,7 @@ def plot(run, cfg, dense_ppl, grid, sweep, name):
     run.save_figure(name, fig)
 
 
-def report(run, cfg, info, pre, dense_ppl, grid, errors, sweep, tuned, n_params, devices):
+def report(run, cfg, info, pre, dense_ppl, grid, errors, sweep, tuned, n_params, devices, vis=None):
     caption = (
         f"A {cfg.layers}-layer pre-LN byte-level decoder (width {cfg.width}, {cfg.heads} "
         f"heads, context {cfg.context}, {n_params:,} params) pre-trained {cfg.train_steps} "
@@ -122,6 +143,8 @@ def report(run, cfg, info, pre, dense_ppl, grid, errors, sweep, tuned, n_params,
         f"blocks (attention q/k/v/out, MLP); embeddings and head dense. Hash {cfg.digest()}."
     )
     md = f"{caption}\n\n{tables(cfg, dense_ppl, grid, errors, sweep, tuned)}\n\n{PAPER}"
+    if vis is not None:
+        md += "\n\n## A classifier\n\n" + vision_table(vis)
     run.write_text("table.md", md)
     run.write_csv("results.csv", grid)
     plot(run, cfg, dense_ppl, grid, sweep, "oneshot.png")
@@ -138,6 +161,7 @@ def report(run, cfg, info, pre, dense_ppl, grid, errors, sweep, tuned, n_params,
         "errors": {f"{m}@{p}": e for (m, p), e in errors.items()},
         "calib_sweep": sweep,
         "finetune": tuned,
+        "vision": vis,
     }
     run.write_json("results.json", results)
     timing = run.finish()

@@ -243,6 +243,12 @@ def run_study(cfg: OneShotConfig, *, log=print) -> dict:
     sweep = calib_sweep(cfg, apply_fn, params, (train_b,), ppl, log)
     tuned = finetune(cfg, model, (train_b,), kept, params, ppl, log) if cfg.finetune_steps else []
     n_params = sum(int(x.size) for x in jax.tree.leaves(params))
+    vis = None
+    if not cfg.no_vision:
+        from experiments.oneshot.vision import run_vision
+
+        vis = run_vision(cfg, log)
     return report(
-        run, cfg, info, pre, dense_ppl, grid, errors, sweep, tuned, n_params, jax.device_count()
-    )
+        run, cfg, info, pre, dense_ppl, grid, errors, sweep, tuned, n_params,
+        jax.device_count(), vis,
+    )  # fmt: skip
