@@ -157,11 +157,11 @@ def measure_tree(name: str, repeats: int, sort: bool) -> list[dict]:
         comp[what] = (secs, temp, peak)
     fast = {w: v for w, v in compiled.items() if not w.startswith("argsort")}
     calls = {w: (lambda c=c, a=a: c(*a)) for w, (c, a) in fast.items()}
-    t = {w: timing.median(v) for w, v in timing.interleaved(calls, repeats).items()}
+    t = {w: timing.median(v) for w, v in timing.interleaved(calls, repeats).wall.items()}
     for w in compiled:
         if w.startswith("argsort"):
             c, a = compiled[w]
-            t[w] = timing.median(timing.interleaved({w: lambda c=c, a=a: c(*a)}, 1, warmup=1)[w])
+            t[w] = timing.median(timing.interleaved({w: lambda c=c, a=a: c(*a)}, 1, warmup=1).wall[w])
     unit = t["pass"]
     base = {
         "gradual_prune, other step": "masked(adam) step",

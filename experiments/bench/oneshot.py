@@ -67,7 +67,7 @@ def model_rows(widths, repeats: int) -> list[dict]:
             return js.oneshot.prune(*model, method=method, sparsity=0.5)
 
         calls = {m: lambda m=m: call(m) for m in ("magnitude", "wanda", "sparsegpt")}
-        times = timing.interleaved(calls, repeats, warmup=1)
+        times = timing.interleaved(calls, repeats, warmup=1).wall
         n = 4 * width * width
         for m, t in times.items():
             rows.append(
@@ -89,7 +89,7 @@ def layer_row(size: int, repeats: int) -> dict:
     ours = jax.jit(lambda w, g: js.oneshot.sparsegpt(w, g, 0.5))
     gram_np, w_np = np.asarray(gram), np.asarray(w)
     calls = {"ours": lambda: ours(w, gram), "numpy": lambda: numpy_sparsegpt(w_np, gram_np, 0.5)}
-    times = timing.interleaved(calls, repeats, warmup=1)
+    times = timing.interleaved(calls, repeats, warmup=1).wall
     new, keep = ours(w, gram)
     ref_w, ref_keep = numpy_sparsegpt(w_np, gram_np, 0.5)
     agree = float(np.mean(np.asarray(keep) == ref_keep))
