@@ -20,6 +20,8 @@ BLOCK = re.compile(r"```python\n(.*?)```", flags=re.S)
 NOT_RUN = {
     # needs jax.distributed across processes; tests/test_multihost.py runs this code
     "concepts/multi-host.md",
+    # its example is run, and its output checked, by tests/test_docs_oneshot.py
+    "oneshot.md",
 }
 RUN = {
     "index.md",
