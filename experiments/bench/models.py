@@ -161,7 +161,9 @@ def measure_tree(name: str, repeats: int, sort: bool) -> list[dict]:
     for w in compiled:
         if w.startswith("argsort"):
             c, a = compiled[w]
-            t[w] = timing.median(timing.interleaved({w: lambda c=c, a=a: c(*a)}, 1, warmup=1).wall[w])
+            t[w] = timing.median(
+                timing.interleaved({w: lambda c=c, a=a: c(*a)}, 1, warmup=1).wall[w]
+            )
     unit = t["pass"]
     base = {
         "gradual_prune, other step": "masked(adam) step",
