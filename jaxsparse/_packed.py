@@ -28,7 +28,7 @@ import numpy as np
 
 from jaxsparse._rounding import round_mul_each
 from jaxsparse._select import (
-    _SPREAD,
+    _bracket_from_sample,
     _key_dtype,
     _keys,
     _search,
@@ -276,17 +276,4 @@ def _packed_brackets(keys, n, base, k, alive):
     flat = keys.reshape(-1)
     idx = jnp.minimum(idx, flat.shape[0] - 1)
     sample = jnp.where(j < jnp.asarray(count, jnp.int32)[:, None], flat[idx], top)
-    sample = jnp.sort(sample, axis=1)
-    alive_s = jnp.sum(sample < top, axis=1, dtype=jnp.int32)
-    p = k.astype(jnp.float32) / jnp.maximum(alive, 1).astype(jnp.float32)
-    r = p * alive_s.astype(jnp.float32)
-    sd = jnp.sqrt(r * (1 - p)) + 1
-    end = jnp.maximum(alive_s - 1, 0)
-
-    def at(i):
-        i = jnp.clip(i.astype(jnp.int32), 0, end)
-        return jnp.take_along_axis(sample, i[:, None], axis=1)[:, 0]
-
-    lo = at(jnp.floor(r - _SPREAD * sd))
-    hi = jnp.minimum(at(jnp.ceil(r + _SPREAD * sd)), top - 1) + 1
-    return jnp.stack([lo, hi], axis=1), jnp.where(alive_s > 0, 2, 0)
+    return _bracket_from_sample(jnp.sort(sample, axis=1), k, alive, top)

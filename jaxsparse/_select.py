@@ -220,7 +220,15 @@ def _sample_brackets(
         jnp.concatenate([*pieces, jnp.full(width - size, top, udtype)])
         for pieces, size in zip(rows, sizes)
     ]
-    sample = jnp.sort(jnp.stack(padded), axis=1)
+    return _bracket_from_sample(jnp.sort(jnp.stack(padded), axis=1), k, alive, top)
+
+
+def _bracket_from_sample(sample, k, alive, top):
+    """Per row of ``sample`` (a group's sorted sample of keys, padded with ``top``),
+    two keys around the group's k-th alive key: the sample's quantile ``k / alive``
+    minus and plus ``_SPREAD`` standard deviations of a binomial draw, the upper one
+    plus one (a run of ties at the quantile is then bracketed exactly); and the passes
+    that cost (2, or 0 for a group with nothing alive in its sample)."""
     alive_s = jnp.sum(sample < top, axis=1, dtype=jnp.int32)
     p = k.astype(jnp.float32) / jnp.maximum(alive, 1).astype(jnp.float32)
     r = p * alive_s.astype(jnp.float32)

@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 
 from experiments.harness import StudyConfig
 
+METHODS = ("magnitude", "wanda", "sparsegpt")  # the one-shot methods, in table order
+
 
 @dataclass(frozen=True)
 class OneShotConfig(StudyConfig):

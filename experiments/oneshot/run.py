@@ -14,10 +14,9 @@ import numpy as np
 
 from experiments import harness
 from experiments.oneshot import model as lm
-from experiments.oneshot.config import OneShotConfig
+from experiments.oneshot.config import METHODS, OneShotConfig
 from experiments.oneshot.report import report
 
-METHODS = ("magnitude", "wanda", "sparsegpt")
 MODEL_FIELDS = ("layers", "width", "heads", "context", "train_steps", "batch_size", "lr", "seed")
 
 

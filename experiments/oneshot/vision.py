@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from experiments.oneshot.run import METHODS
+from experiments.oneshot.config import METHODS
 
 PRUNABLE = r"hidden_\d+/kernel$"
 PATTERNS = ((2, 4),)  # m divides every pruned layer's input (784 or 64, 300)
