@@ -95,7 +95,7 @@ def vision_table(vis) -> str:
     return caption + "\n" + harness.markdown_table(heads, body)
 
 
-def plot(run, cfg, dense_ppl, grid, sweep, name):
+def plot(cfg, dense_ppl, grid, sweep):
     plt = harness.pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     sp = cfg.sparsity_list()
@@ -128,7 +128,7 @@ def plot(run, cfg, dense_ppl, grid, sweep, name):
         fontsize=10,
     )
     fig.tight_layout()
-    run.save_figure(name, fig)
+    return fig
 
 
 def report(run, cfg, info, pre, dense_ppl, grid, errors, sweep, tuned, n_params, devices, vis=None):
@@ -145,9 +145,6 @@ def report(run, cfg, info, pre, dense_ppl, grid, errors, sweep, tuned, n_params,
     md = f"{caption}\n\n{tables(cfg, dense_ppl, grid, errors, sweep, tuned)}\n\n{PAPER}"
     if vis is not None:
         md += "\n\n## A classifier\n\n" + vision_table(vis)
-    run.write_text("table.md", md)
-    run.write_csv("results.csv", grid)
-    plot(run, cfg, dense_ppl, grid, sweep, "oneshot.png")
     results = {
         "study": "oneshot",
         "config": cfg.hashed(),
@@ -163,8 +160,9 @@ def report(run, cfg, info, pre, dense_ppl, grid, errors, sweep, tuned, n_params,
         "finetune": tuned,
         "vision": vis,
     }
-    run.write_json("results.json", results)
-    timing = run.finish()
-    run.log("\n" + md)
-    run.log(f"\ntotal {timing['total_s']:.1f} s; wrote {run.dir}/")
-    return results
+    return run.publish(
+        results,
+        table=md,
+        csv=grid,
+        figures={"oneshot.png": plot(cfg, dense_ppl, grid, sweep)},
+    )
