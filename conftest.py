@@ -23,6 +23,16 @@ if jax.default_backend() != "cpu":
     jax.config.update("jax_default_matmul_precision", "highest")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """For pytest-xdist's ``--dist loadgroup`` (the default, see ``pyproject.toml``): each
+    test file runs whole on one worker, so its module fixtures compile once; files that
+    share a compiled study run say so with ``pytest.mark.xdist_group(study)``."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(autouse=True)
 def _doctest_names(doctest_namespace):
     doctest_namespace.update(

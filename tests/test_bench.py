@@ -93,7 +93,9 @@ def test_models_section_on_a_tiny_tree(tmp_path, monkeypatch):
     rows = saved["sections"]["models"]["rows"]
     whats = {r["what"] for r in rows}
     assert {"pass", "prune global", "prune layerwise", "imp_round", "rigl, other step"} <= whats
-    assert {"gradual_prune, pruning step", "masked(adam) update"} <= whats
+    assert {"gradual_prune, pruning step", "masked(adam) update", "adam step"} <= whats
+    ratio = {r["what"]: r["ratio"] for r in rows}
+    assert ratio["masked(adam) step"] > 0 and ratio["masked(adam) update"] > 0
     for r in rows:
         assert r["tree"] == "tiny" and r["leaves"] == 9
         for key in ("compile_s", "run_ms", "passes"):

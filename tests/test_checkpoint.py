@@ -418,6 +418,7 @@ def _run_worker(tmp_path, ckpt, out, *extra):
     )
 
 
+@pytest.mark.processes
 def test_imp_killed_and_resumed_matches_uninterrupted(tmp_path):
     clean = _run_worker(tmp_path, "clean_ckpt", "clean_out")
     out, err = clean.communicate(timeout=120)

@@ -114,6 +114,7 @@ def test_ticket_loads_with_its_sparsity(quick_run):
     assert 100 * kept / sum(res["prunable"].values()) == pytest.approx(meta["pct_remaining"])
 
 
+@pytest.mark.processes
 def test_resume_after_kill_gives_identical_results(quick_run, tmp_path):
     uninterrupted = quick_run.results
     root = tmp_path / "killed"

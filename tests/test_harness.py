@@ -165,6 +165,7 @@ def test_seed_keys_are_independent_streams():
     assert np.array_equal(da, jax.random.key_data(harness.seed_keys(cfg, 0)))
 
 
+@pytest.mark.processes
 def test_compilation_cache_fills_its_directory(tmp_path):
     """A fresh process with the cache on writes compiled programs there."""
     code = (

@@ -19,6 +19,8 @@ from jaxsparse import checkpoint
 from tests import _mh_worker as worker
 from tests import _multihost as mh
 
+pytestmark = pytest.mark.processes
+
 WORKER = [sys.executable, str(Path(__file__).with_name("_mh_worker.py"))]
 # Generous for a loaded 2-core machine (each start takes 15-45 s there); a dead worker
 # still fails its peers within the 10 s heartbeat, and a hang is killed at the deadline.
