@@ -71,7 +71,7 @@ class TransferConfig(StudyConfig):
         default=3000, metadata={"help": "updates of source pre-training", "min": 1}
     )
     search_steps: int = field(
-        default=500,
+        default=400,
         metadata={"help": "updates of each IMP round on the source", "min": 1},
     )
     steps: int = field(
@@ -83,7 +83,7 @@ class TransferConfig(StudyConfig):
     )
     batch_size: int = field(default=50, metadata={"help": "minibatch size", "min": 1})
     rounds: str = field(
-        default="3,6,9,12",
+        default="4,8,12",
         metadata={
             "help": "comma-separated IMP rounds whose masks the arms are compared at "
             "(sparsity 1 - (1 - fraction)^r); IMP runs up to the largest"
@@ -104,14 +104,14 @@ class TransferConfig(StudyConfig):
     margin: float = field(
         default=0.5,
         metadata={
-            "help": "points: 'matches' = 95%% interval of (arm - dense) above -margin",
+            "help": "points: 'matches' = 95% interval of (arm - dense) above -margin",
             "min": 0.0,
         },
     )
     premise_gain: float = field(
         default=3.0,
         metadata={
-            "help": "points: the premise holds when the 95%% interval of (dense fine-tuned - "
+            "help": "points: the premise holds when the 95% interval of (dense fine-tuned - "
             "dense from scratch) lies above this",
             "min": 0.0,
         },

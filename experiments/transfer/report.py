@@ -243,6 +243,9 @@ def plot(cfg: TransferConfig, summary: dict):
         ax.axhline(-cfg.margin, color="0.3", lw=1, ls="--", label=f"−{cfg.margin:g} margin")
         ax.axhline(100 * sc["mean"], color="C7", lw=1, ls=":", label=LABELS["scratch"])
         ax.set_xscale("log")
+        ticks = [100 - t["arms"][f"transfer@{r}"]["sparsity_pct"] for r in cfg.round_list()]
+        ax.set_xticks(ticks, [f"{v:.1f}" for v in ticks])
+        ax.minorticks_off()
         ax.invert_xaxis()
         ax.set_xlabel("% of backbone weights remaining")
         ax.set_ylabel("test accuracy − (a) dense fine-tuned (points)")
