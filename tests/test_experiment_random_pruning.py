@@ -23,7 +23,9 @@ def test_quick_run_outputs(quick_run):
         arms = [tuple(a) for a in rec["arms"]]
         assert arms[0] == ("dense", 0.0, "-") and arms[-1] == ("small", 0.9, "-")
         sparse = {a for a in arms if a[0] not in ("dense", "small")}
-        assert sparse == {(r, 0.9, i) for r in ("uniform", "erk", "snip") for i in ("scaled", "dense")}
+        assert sparse == {
+            (r, 0.9, i) for r in ("uniform", "erk", "snip") for i in ("scaled", "dense")
+        }
         for key in ("train", "val", "test"):
             acc = np.asarray(rec[key])
             assert acc.shape == (len(arms), L, cfg.seeds)
@@ -68,7 +70,8 @@ def test_comparisons_are_paired_differences(quick_run):
     sel = quick_run.results["selected"]
     for row in comp["vs_dense"]:
         arms = sel[str(row["width"])]
-        (arm,) = [a for a in arms if (a["rule"], a["sparsity"], a["init"]) == (row["rule"], row["sparsity"], row["init"])]  # fmt: skip
+        key = (row["rule"], row["sparsity"], row["init"])
+        (arm,) = [a for a in arms if (a["rule"], a["sparsity"], a["init"]) == key]
         d = np.asarray(arm["test"]) - np.asarray(arms[0]["test"])
         assert row["mean"] == pytest.approx(d.mean())
         assert row["lo"] <= row["mean"] <= row["hi"]
@@ -104,11 +107,14 @@ def test_initial_weights_are_the_dense_init_at_alive_positions():
                 else:
                     factor = 1.0 if how == "dense" else 1 / np.sqrt(m.mean())
                     assert np.array_equal(q[~m], np.zeros((~m).sum(), np.float32))
-                    np.testing.assert_array_equal(q[m], (w[m] * np.float32(factor)).astype(np.float32))
+                    np.testing.assert_array_equal(
+                        q[m], (w[m] * np.float32(factor)).astype(np.float32)
+                    )
                     assert 0 < m.mean() < 1
                     twin = arms.index((rule, s, "scaled" if how == "dense" else "dense"))
                     assert np.array_equal(m, masks[layer]["kernel"][twin, i])
-                np.testing.assert_array_equal(init[layer]["bias"][a, i][~masks[layer]["bias"][a, i]], 0)  # fmt: skip
+                dead_bias = ~masks[layer]["bias"][a, i]
+                np.testing.assert_array_equal(init[layer]["bias"][a, i][dead_bias], 0)
 
 
 def test_glorot_params_match_flax_init_statistics():
@@ -125,14 +131,28 @@ def test_glorot_params_match_flax_init_statistics():
 def test_selection_and_trend_on_known_numbers():
     """Hand-made accuracies: the arm picks the rate with the best validation mean even
     when another rate tests better, and a gap that shrinks reads as 'closes'."""
-    cfg = RandomPruningConfig(seeds=3, widths="1,4", sparsities="0.9", ratios="erk", inits="scaled", lrs="0.001,0.01")  # fmt: skip
+    cfg = RandomPruningConfig(
+        seeds=3, widths="1,4", sparsities="0.9", ratios="erk", inits="scaled", lrs="0.001,0.01"
+    )
     arms = [["dense", 0.0, "-"], ["erk", 0.9, "scaled"]]
     val = [[[0.8] * 3, [0.9] * 3], [[0.7] * 3, [0.6] * 3]]  # dense -> lr 0.01, ERK -> 0.001
     recs = []
     for w, gap in ((1.0, 0.10), (4.0, 0.02)):
-        test = [[[0.5, 0.5, 0.5], [0.80, 0.81, 0.82]], [[0.80 - gap, 0.81 - gap - 0.01, 0.82 - gap], [0.99] * 3]]  # fmt: skip
-        recs.append({"width": w, "hidden": int(64 * w), "arms": arms, "val": val, "test": test,
-                     "train": test, "alive": [[1, 1, 1]] * 2, "small": {}})  # fmt: skip
+        dense = [[0.5, 0.5, 0.5], [0.80, 0.81, 0.82]]
+        erk = [[0.80 - gap, 0.81 - gap - 0.01, 0.82 - gap], [0.99] * 3]
+        test = [dense, erk]
+        recs.append(
+            {
+                "width": w,
+                "hidden": int(64 * w),
+                "arms": arms,
+                "val": val,
+                "test": test,
+                "train": test,
+                "alive": [[1, 1, 1]] * 2,
+                "small": {},
+            }
+        )
     sel = report.select(recs[0], (0.001, 0.01))
     assert [a["lr"] for a in sel] == [0.01, 0.001]
     comp = report.comparisons(cfg, recs)

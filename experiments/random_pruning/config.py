@@ -90,8 +90,7 @@ class RandomPruningConfig(StudyConfig):
     fit_threshold: float = field(
         default=0.9,
         metadata={
-            "help": "training accuracy both nets need before sparse-wide vs small-dense "
-            "is read",
+            "help": "training accuracy both nets need before sparse-wide vs small-dense is read",
             "min": 0.0,
             "max": 1.0,
         },

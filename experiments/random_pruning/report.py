@@ -143,30 +143,49 @@ def comparisons(cfg, records: list[dict]) -> dict:
                 a, b = _find(arms, ra, s, init), _find(arms, rb, s, init)
                 if a and b:
                     pairs.append(
-                        {"width": w, "hidden": hidden[w], "sparsity": s, "comparison": name,
-                         "init": init, **pair(a, b)}  # fmt: skip
+                        {
+                            "width": w,
+                            "hidden": hidden[w],
+                            "sparsity": s,
+                            "comparison": name,
+                            "init": init,
+                            **pair(a, b),
+                        }
                     )
             for rule in names(cfg.ratios):
                 a, b = _find(arms, rule, s, "scaled"), _find(arms, rule, s, "dense")
                 if a and b:
                     pairs.append(
-                        {"width": w, "hidden": hidden[w], "sparsity": s, "init": "-",
-                         "comparison": f"{LABELS[rule]}: scaled - dense init", **pair(a, b)}
-                    )  # fmt: skip
+                        {
+                            "width": w,
+                            "hidden": hidden[w],
+                            "sparsity": s,
+                            "init": "-",
+                            "comparison": f"{LABELS[rule]}: scaled - dense init",
+                            **pair(a, b),
+                        }
+                    )
             small = _find(arms, "small", s, "-")
             for init in inits:
                 a = _find(arms, "erk", s, init)
                 if a and small:
                     fit = min(np.mean(a["train"]), np.mean(small["train"]))
                     pairs.append(
-                        {"width": w, "hidden": hidden[w], "sparsity": s, "init": init,
-                         "comparison": "ERK wide - small dense",
-                         "small_hidden": [r["small"][str(s)] for r in records
-                                          if r["width"] == w][0],
-                         "train_acc_sparse": float(np.mean(a["train"])),
-                         "train_acc_small": float(np.mean(small["train"])),
-                         "readable": bool(fit >= cfg.fit_threshold), **pair(a, small)}
-                    )  # fmt: skip
+                        {
+                            "width": w,
+                            "hidden": hidden[w],
+                            "sparsity": s,
+                            "init": init,
+                            "comparison": "ERK wide - small dense",
+                            "small_hidden": next(
+                                r["small"][str(s)] for r in records if r["width"] == w
+                            ),
+                            "train_acc_sparse": float(np.mean(a["train"])),
+                            "train_acc_small": float(np.mean(small["train"])),
+                            "readable": bool(fit >= cfg.fit_threshold),
+                            **pair(a, small),
+                        }
+                    )
     return {"selected": by_width, "vs_dense": vs_dense, "trend": trend, "pairs": pairs}
 
 
@@ -189,25 +208,34 @@ def table(cfg, records: list[dict], comp: dict) -> str:
             rows.append([f"{r['arm']} − dense, ×{widest:g}", r["text"], r["verdict"]])
     for r in comp["trend"]:
         rows.append(
-            [f"{r['arm']}: gap at ×{r['to_width']:g} − gap at ×{r['from_width']:g}",
-             r["text"], r["verdict"]]
-        )  # fmt: skip
+            [
+                f"{r['arm']}: gap at ×{r['to_width']:g} − gap at ×{r['from_width']:g}",
+                r["text"],
+                r["verdict"],
+            ]
+        )
     for r in comp["pairs"]:
         if r["width"] == widest and "small" not in r["comparison"]:
             init = "" if r["init"] == "-" else f", {r['init']} init"
             rows.append(
-                [f"{r['comparison']}, {100 * r['sparsity']:g}%{init}, ×{widest:g}",
-                 r["text"], r["verdict"]]
-            )  # fmt: skip
+                [
+                    f"{r['comparison']}, {100 * r['sparsity']:g}%{init}, ×{widest:g}",
+                    r["text"],
+                    r["verdict"],
+                ]
+            )
     for r in comp["pairs"]:
         if "small" in r["comparison"]:
             read = "" if r["readable"] else " (not read: train acc below threshold)"
             rows.append(
-                [f"ERK ({r['init']} init) − small dense ({r['small_hidden']} units), "
-                 f"{100 * r['sparsity']:g}%, ×{r['width']:g}",
-                 r["text"], r["verdict"] + read]
-            )  # fmt: skip
-    out = head + [harness.markdown_table(["comparison", "Δ points [95% CI]", "verdict"], rows)]
+                [
+                    f"ERK ({r['init']} init) − small dense ({r['small_hidden']} units), "
+                    f"{100 * r['sparsity']:g}%, ×{r['width']:g}",
+                    r["text"],
+                    r["verdict"] + read,
+                ]
+            )
+    out = [*head, harness.markdown_table(["comparison", "Δ points [95% CI]", "verdict"], rows)]
 
     out += ["", "**Every arm** (mean over seeds; Δ = arm − dense of the same width)", ""]
     rows = []
@@ -215,34 +243,61 @@ def table(cfg, records: list[dict], comp: dict) -> str:
         sel = comp["selected"][rec["width"]]
         d = sel[0]
         rows.append(
-            [f"×{rec['width']:g} ({rec['hidden']})", "dense", f"{d['lr']:g}",
-             rec["n_kernel"], _pts(sum(d["train"]) / len(d["train"])),
-             harness.pm(d["test"]), "", ""]
-        )  # fmt: skip
+            [
+                f"×{rec['width']:g} ({rec['hidden']})",
+                "dense",
+                f"{d['lr']:g}",
+                rec["n_kernel"],
+                _pts(sum(d["train"]) / len(d["train"])),
+                harness.pm(d["test"]),
+                "",
+                "",
+            ]
+        )
         for r in comp["vs_dense"]:
             if r["width"] == rec["width"]:
                 label = r["arm"]
                 if r["rule"] == "small":
                     label += f" ({rec['small'][str(r['sparsity'])]} units)"
                 rows.append(
-                    ["", label, f"{r['lr']:g}", f"{r['alive']:.0f}", _pts(r["train_acc"]),
-                     harness.pm(_find(sel, r["rule"], r["sparsity"], r["init"])["test"]),
-                     r["text"], r["verdict"]]
-                )  # fmt: skip
+                    [
+                        "",
+                        label,
+                        f"{r['lr']:g}",
+                        f"{r['alive']:.0f}",
+                        _pts(r["train_acc"]),
+                        harness.pm(_find(sel, r["rule"], r["sparsity"], r["init"])["test"]),
+                        r["text"],
+                        r["verdict"],
+                    ]
+                )
     out.append(
         harness.markdown_table(
-            ["width (hidden)", "arm", "lr", "alive weights", "train %", "test %",
-             "Δ test [95% CI]", "vs dense"],
+            [
+                "width (hidden)",
+                "arm",
+                "lr",
+                "alive weights",
+                "train %",
+                "test %",
+                "Δ test [95% CI]",
+                "vs dense",
+            ],
             rows,
-        )  # fmt: skip
+        )
     )
     out += ["", "**Pairs at every width** (Δ points [95% CI], verdict)", ""]
     rows = [
-        [f"×{r['width']:g} ({r['hidden']})", f"{100 * r['sparsity']:g}%", r["comparison"],
-         r["init"], r["text"],
-         r["verdict"] + ("" if r.get("readable", True) else " (not read)")]
+        [
+            f"×{r['width']:g} ({r['hidden']})",
+            f"{100 * r['sparsity']:g}%",
+            r["comparison"],
+            r["init"],
+            r["text"],
+            r["verdict"] + ("" if r.get("readable", True) else " (not read)"),
+        ]
         for r in comp["pairs"]
-    ]  # fmt: skip
+    ]
     out.append(
         harness.markdown_table(
             ["width", "sparsity", "comparison", "init", "Δ [95% CI]", "verdict"], rows
@@ -270,27 +325,46 @@ def plot(cfg, records: list[dict], comp: dict, title: str):
     for key, ls in (("train", "--"), ("test", "-")):
         ys = [100 * sum(comp["selected"][r["width"]][0][key]) / cfg.seeds for r in records]
         ax.plot(hs, ys, ls=ls, marker="o", color="k", label=f"dense, {key}")
-    ax.set(xscale="log", xlabel="hidden units", ylabel="accuracy (%)", title="dense MLP")
+    ax.set(ylabel="accuracy (%)", title="dense MLP")
     ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
     for ax, s in zip(axes[0][1:], sps):
         groups = {}
         for r in comp["vs_dense"]:
             if r["sparsity"] == s:
                 groups.setdefault((r["rule"], r["init"]), []).append(r)
-        for (rule, init), rs in sorted(groups.items()):
-            x = [r["hidden"] for r in rs]
+        for k, ((rule, init), rs) in enumerate(sorted(groups.items())):
+            shift = 2 ** (0.03 * (k - len(groups) / 2))  # side by side, not on top
+            x = [r["hidden"] * shift for r in rs]
             y = [100 * r["mean"] for r in rs]
-            err = [[100 * (r["mean"] - r["lo"]) for r in rs], [100 * (r["hi"] - r["mean"]) for r in rs]]
-            style = {"color": "0.5", "ls": ":"} if rule == "small" else {
-                "color": COLORS[rule], "ls": "-" if init == "scaled" else "--"}  # fmt: skip
-            ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2, lw=1,
-                        label=arm_label(rule, s, init).replace(f" {100 * s:g}%", ""), **style)  # fmt: skip
+            err = [
+                [100 * (r["mean"] - r["lo"]) for r in rs],
+                [100 * (r["hi"] - r["mean"]) for r in rs],
+            ]
+            style = (
+                {"color": "0.5", "ls": ":"}
+                if rule == "small"
+                else {"color": COLORS[rule], "ls": "-" if init == "scaled" else "--"}
+            )
+            ax.errorbar(
+                x,
+                y,
+                yerr=err,
+                marker="o",
+                ms=3,
+                capsize=2,
+                lw=1,
+                label=arm_label(rule, s, init).replace(f" {100 * s:g}%", ""),
+                **style,
+            )
         ax.axhline(0, color="k", lw=0.6)
-        ax.set(xscale="log", xlabel="hidden units", title=f"{100 * s:g}% sparse")
-        ax.set_ylabel("arm − dense, test (points)")
-        ax.grid(alpha=0.3)
+        ax.set(title=f"{100 * s:g}% sparse", ylabel="arm − dense, test (points)")
         ax.legend(fontsize=6)
+    for ax in axes[0]:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(hs, [str(h) for h in hs])
+        ax.minorticks_off()
+        ax.set_xlabel("hidden units")
+        ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
@@ -298,8 +372,10 @@ def plot(cfg, records: list[dict], comp: dict, title: str):
 
 def outputs(cfg, records: list[dict], extra: dict) -> dict:
     """What :meth:`experiments.harness.Run.publish` writes: results, table, CSV, figure."""
+    import numpy as np
+
     comp = comparisons(cfg, records)
-    steps = [s for r in records for s in sum(sum(r["steps"], []), [])]
+    steps = [int(s) for r in records for s in np.ravel(r["steps"])]
     results = {
         "study": "random-pruning",
         "config": cfg.hashed(),

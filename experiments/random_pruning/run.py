@@ -263,10 +263,7 @@ def run_study(cfg: RandomPruningConfig, *, log=print) -> dict:
         p = plan(cfg, width)
         name = cell_name(cfg, width)
         shape = (len(p["arms"]), L, cfg.seeds)
-        like = {
-            k: np.zeros(shape, np.float32)
-            for k in ("train", "val", "test", "final_loss")
-        }
+        like = {k: np.zeros(shape, np.float32) for k in ("train", "val", "test", "final_loss")}
         like["steps"] = np.zeros(shape, np.int32)
         like["alive"] = np.zeros(shape[::2], np.int32)
 
