@@ -5,7 +5,7 @@ on validation), exact mask counts, resuming, and bad flags."""
 import numpy as np
 import pytest
 
-from experiments.random_pruning import nets, report, run
+from experiments.random_pruning import compare, nets, run
 from experiments.random_pruning.config import RandomPruningConfig, floats
 
 
@@ -153,9 +153,9 @@ def test_selection_and_trend_on_known_numbers():
                 "small": {},
             }
         )
-    sel = report.select(recs[0], (0.001, 0.01))
+    sel = compare.select(recs[0], (0.001, 0.01))
     assert [a["lr"] for a in sel] == [0.01, 0.001]
-    comp = report.comparisons(cfg, recs)
+    comp = compare.comparisons(cfg, recs)
     (trend,) = comp["trend"]
     assert trend["mean"] == pytest.approx(0.08) and trend["verdict"] == "closes"
 
