@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from experiments.harness import StudyConfig
 
 RATIOS = ("uniform", "uniform_plus", "er", "erk", "snip")
-FAMILIES = ("mlp", "conv")
+INITS = ("scaled", "dense")
 
 
 def floats(text: str) -> tuple[float, ...]:
@@ -22,69 +22,103 @@ def names(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class RandomPruningConfig(StudyConfig):
-    """One random-pruning study. Every field is a flag (``--mlp-widths``); ``seeds``,
+    """One random-pruning study. Every field is a flag (``--widths``); ``seeds``,
     ``seed``, ``quick``, ``out`` and ``resume`` come from the harness."""
 
     NAME: ClassVar[str] = "random-pruning"
     QUICK: ClassVar[dict[str, Any]] = {
-        "steps": 40,
-        "seeds": 2,
+        "n_train": 2000,
+        "n_val": 500,
+        "n_test": 1000,
+        "widths": "0.5,1",
         "sparsities": "0.9",
-        "mlp_widths": "0.5,1",
-        "mlp_depths": "2",
-        "conv_widths": "0.5",
+        "lrs": "0.006,0.02",
+        "steps": 60,
+        "batch_size": 64,
+        "seeds": 2,
     }
 
+    seeds: int = field(default=5, metadata={"help": "paired seeds", "min": 1})
+    n_train: int = field(
+        default=20_000, metadata={"help": "MNIST-1D training examples (multiple of 10)", "min": 10}
+    )
+    n_val: int = field(
+        default=5_000,
+        metadata={"help": "MNIST-1D validation examples (choose the LR)", "min": 10},
+    )
+    n_test: int = field(
+        default=10_000, metadata={"help": "MNIST-1D test examples (reported)", "min": 10}
+    )
+    depth: int = field(default=2, metadata={"help": "MLP hidden layers", "min": 1})
+    base: int = field(default=64, metadata={"help": "MLP hidden units at width x1", "min": 1})
+    widths: str = field(
+        default="0.5,1,2,4", metadata={"help": "width multipliers, comma-separated, ascending"}
+    )
     sparsities: str = field(
-        default="0.8,0.9,0.95", metadata={"help": "comma-separated sparsities, each in (0, 1)"}
+        default="0.9,0.97", metadata={"help": "comma-separated sparsities, each in (0, 1)"}
     )
     ratios: str = field(
-        default=",".join(RATIOS),
+        default="uniform,erk,snip",
         metadata={"help": f"layer-wise ratio rules, comma-separated, from {', '.join(RATIOS)}"},
     )
-    mlp_widths: str = field(
-        default="0.5,1,2,4", metadata={"help": "MLP width multipliers (empty: no MLP)"}
+    inits: str = field(
+        default="scaled,dense",
+        metadata={
+            "help": "sparse arms' initialisations, from scaled (alive weights x "
+            "1/sqrt(layer density), Evci et al. 2022) and dense (the dense init, zeroed)"
+        },
     )
-    mlp_depths: str = field(default="2,4", metadata={"help": "MLP numbers of hidden layers"})
-    mlp_base: int = field(default=64, metadata={"help": "MLP hidden units at width x1", "min": 1})
-    conv_widths: str = field(
-        default="0.5,1,2,4", metadata={"help": "conv-net width multipliers (empty: no conv net)"}
+    lrs: str = field(
+        default="0.002,0.006,0.02",
+        metadata={
+            "help": "peak Adam learning rates (cosine decay to 0); each arm's is chosen "
+            "on validation"
+        },
     )
-    conv_channels: int = field(
-        default=4, metadata={"help": "conv-net channels at width x1", "min": 1}
-    )
-    conv_hidden: int = field(
-        default=32, metadata={"help": "conv-net dense hidden units at width x1", "min": 1}
-    )
-    steps: int = field(default=600, metadata={"help": "training iterations", "min": 1})
+    steps: int = field(default=3000, metadata={"help": "Adam steps, every arm", "min": 1})
     batch_size: int = field(default=64, metadata={"help": "minibatch size", "min": 1})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate", "gt": 0.0})
+    min_alive: int = field(
+        default=200,
+        metadata={"help": "drop a (width, sparsity) cell with fewer alive weights", "min": 0},
+    )
     snip_batch: int = field(
         default=128, metadata={"help": "examples in SNIP's one batch (SNIP ratios)", "min": 1}
     )
+    margin: float = field(
+        default=0.5, metadata={"help": "'matches' margin in accuracy points", "min": 0.0}
+    )
+    fit_threshold: float = field(
+        default=0.9,
+        metadata={
+            "help": "training accuracy both nets need before sparse-wide vs small-dense is read",
+            "min": 0.0,
+            "max": 1.0,
+        },
+    )
 
     def validate(self, fail) -> None:
-        from experiments.data import TRAIN_SIZES
-
-        for name in ("sparsities", "mlp_widths", "mlp_depths", "conv_widths"):
+        for name in ("n_train", "n_val", "n_test"):
+            if getattr(self, name) % 10:
+                fail(name, f"must be a multiple of 10, got {getattr(self, name)}")
+        for name in ("widths", "sparsities", "lrs"):
             try:
                 values = floats(getattr(self, name))
             except ValueError:
                 fail(name, f"expected comma-separated numbers, got {getattr(self, name)!r}")
-            if name == "sparsities" and (not values or not all(0 < s < 1 for s in values)):
+            if not values:
+                fail(name, "needs at least one value")
+            if name == "sparsities" and not all(0 < s < 1 for s in values):
                 fail(name, f"needs values in (0, 1), got {self.sparsities!r}")
             if name != "sparsities" and not all(v > 0 for v in values):
                 fail(name, f"needs positive values, got {getattr(self, name)!r}")
-            if name == "mlp_depths" and not all(float(v).is_integer() for v in values):
-                fail(name, f"needs whole numbers, got {self.mlp_depths!r}")
-        bad = [r for r in names(self.ratios) if r not in RATIOS]
-        if bad or not names(self.ratios):
-            fail("ratios", f"unknown rule(s) {bad}; choose from {', '.join(RATIOS)}")
-        if not floats(self.mlp_widths) and not floats(self.conv_widths):
-            fail("mlp_widths", "both --mlp-widths and --conv-widths are empty: nothing to run")
-        if floats(self.mlp_widths) and not floats(self.mlp_depths):
-            fail("mlp_depths", "needs at least one depth when --mlp-widths is set")
-        if self.batch_size > TRAIN_SIZES["mnist"]:
-            fail("batch_size", f"must be <= {TRAIN_SIZES['mnist']}, got {self.batch_size}")
-        if self.snip_batch > TRAIN_SIZES["mnist"]:
-            fail("snip_batch", f"must be <= {TRAIN_SIZES['mnist']}, got {self.snip_batch}")
+            if name == "widths" and list(values) != sorted(set(values)):
+                fail(name, f"needs distinct values in ascending order, got {self.widths!r}")
+        for name, allowed in (("ratios", RATIOS), ("inits", INITS)):
+            given = names(getattr(self, name))
+            bad = [r for r in given if r not in allowed]
+            if bad or not given:
+                fail(name, f"unknown value(s) {bad or given}; choose from {', '.join(allowed)}")
+        if self.batch_size > self.n_train:
+            fail("batch_size", f"must be <= --n-train ({self.n_train}), got {self.batch_size}")
+        if self.snip_batch > self.n_train:
+            fail("snip_batch", f"must be <= --n-train ({self.n_train}), got {self.snip_batch}")

@@ -1,128 +1,80 @@
-"""The study's networks and the "smaller dense network with as many parameters".
+"""The study's MLP, its random masks, and every arm's initial weights.
 
-* ``mlp``: :class:`experiments.models.LeNet300` with ``depth`` hidden layers of ``h``
-  units, on the 784 pixels.
-* ``conv``: :class:`SmallConv` on the digits average-pooled to 14x14: two 3x3
-  convolutions of ``c`` channels, each followed by ReLU and a 2x2 max-pool (14 -> 7 -> 3),
-  then a dense layer of ``h`` units and the output. The convolutions are written as nine
-  shifted matrix products (the same function as ``nn.Conv`` with SAME padding), because
-  XLA's CPU convolution is slow when ``vmap`` stacks dozens of networks, while batched
-  matrix products are fast.
-
-A small dense network is trained *inside* the wide one: its weights (drawn with its own
-Glorot-normal init) are copied into the first units of every layer and the mask keeps
-exactly those (:func:`embed`). The units outside get zero weights, zero biases and zero
-gradients, so the wide network computes exactly the small network's function and its
-training (Adam is per weight) is the small network's, while every arm of a width shares
-one compiled program.
+* The network: :class:`experiments.models.LeNet300` with ``depth`` hidden layers of
+  ``h`` units on MNIST-1D's 40 inputs (Glorot-normal kernels, zero biases).
+* A sparse arm starts from its seed's dense init at the alive positions
+  (:func:`initial_params`): as it is (``init="dense"``), or with every alive kernel
+  weight multiplied by ``1/sqrt(d)``, ``d`` the layer's density (``init="scaled"``,
+  Evci et al. 2022), which gives each unit's pre-activation the variance of the dense
+  net's: zeroing a fraction ``1 - d`` of the weights alone shrinks it by ``d``.
+* A small dense network is trained *inside* the wide one: its weights (its own
+  Glorot-normal init, matched to its own width) are copied into the first units of every
+  layer and the mask keeps exactly those (:func:`embed`). The wide network then computes
+  exactly the small network's function and trains as it does (Adam is per weight),
+  while every arm of a width shares one compiled program.
 """
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from experiments import models
 
-_glorot = nn.initializers.glorot_normal()
-FLAT_SPATIAL = 9  # 3x3 positions after two 2x2 pools of 14x14
+IN_FEATURES = 40  # MNIST-1D signal length
+NUM_CLASSES = 10
 
 
-class PatchConv(nn.Module):
-    """A 3x3 SAME convolution (kernel ``(3, 3, c_in, features)``) as 9 shifted matmuls."""
-
-    features: int
-
-    @nn.compact
-    def __call__(self, x):
-        k = self.param("kernel", _glorot, (3, 3, x.shape[-1], self.features))
-        b = self.param("bias", nn.initializers.zeros, (self.features,))
-        h, w = x.shape[1:3]
-        xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        out = b
-        for i in range(3):
-            for j in range(3):
-                out = out + xp[:, i : i + h, j : j + w, :] @ k[i, j]
-        return out
+def build(depth: int, h: int):
+    """The MLP: ``depth`` hidden layers of ``h`` units, 10 outputs."""
+    return models.LeNet300(hidden=(h,) * depth)
 
 
-def _pool(x):
-    n, h, w, c = x.shape
-    x = x[:, : h // 2 * 2, : w // 2 * 2]
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+def glorot_params(rng: np.random.Generator, depth: int, h: int) -> dict:
+    """:func:`build`'s params drawn on the host (NumPy), as flax's Glorot-normal init
+    draws them: kernels from a normal truncated at 2 standard deviations, rescaled to
+    standard deviation ``sqrt(2 / (fan_in + fan_out))``; biases zero. Drawing on the host
+    needs no compilation (each narrow net would otherwise compile its own init)."""
+    sizes = [IN_FEATURES, *([h] * depth), NUM_CLASSES]
+    names = [f"hidden_{i}" for i in range(depth)] + ["output"]
+    out = {}
+    for name, fan_in, fan_out in zip(names, sizes[:-1], sizes[1:]):
+        z = rng.standard_normal((fan_in, fan_out))
+        while (bad := np.abs(z) > 2).any():
+            z[bad] = rng.standard_normal(int(bad.sum()))
+        std = np.sqrt(2.0 / (fan_in + fan_out)) / 0.87962566103423978  # truncation
+        out[name] = {
+            "kernel": (z * std).astype(np.float32),
+            "bias": np.zeros(fan_out, np.float32),
+        }
+    return out
 
 
-class SmallConv(nn.Module):
-    """conv3(c)-pool-conv3(c)-pool-dense(h)-dense(10) on 14x14 digits."""
-
-    channels: int
-    hidden: int
-    num_classes: int = 10
-
-    @nn.compact
-    def __call__(self, x):
-        x = x.reshape(x.shape[0], 14, 14, 1)
-        x = _pool(nn.relu(PatchConv(self.channels, name="conv_0")(x)))
-        x = _pool(nn.relu(PatchConv(self.channels, name="conv_1")(x)))
-        x = x.reshape(x.shape[0], -1)
-        x = nn.relu(nn.Dense(self.hidden, kernel_init=_glorot, name="hidden_0")(x))
-        return nn.Dense(self.num_classes, kernel_init=_glorot, name="output")(x)
-
-
-def build(family: str, depth: int, c: int, h: int) -> nn.Module:
-    """The network: ``mlp`` (``depth`` hidden layers of ``h``) or ``conv`` (``c``, ``h``)."""
-    if family == "mlp":
-        return models.LeNet300(hidden=(h,) * depth)
-    return SmallConv(channels=c, hidden=h)
-
-
-def in_features(family: str) -> int:
-    return 784 if family == "mlp" else 196
-
-
-def kernel_count(family: str, depth: int, c: int, h: int) -> int:
+def kernel_count(depth: int, h: int) -> int:
     """Kernel weights (the prunable parameters) of :func:`build`'s network."""
-    if family == "mlp":
-        return 784 * h + (depth - 1) * h * h + 10 * h
-    return 9 * c + 9 * c * c + FLAT_SPATIAL * c * h + 10 * h
+    return IN_FEATURES * h + (depth - 1) * h * h + NUM_CLASSES * h
 
 
-def small_size(family: str, depth: int, c: int, h: int, alive: float) -> tuple[int, int]:
-    """The (channels, hidden) of the narrower dense net of the same family whose kernel
-    count is closest to ``alive``: one scale ``r`` for every layer (``max(1, round(r c))``
-    channels, ``max(1, round(r h))`` units), searched on a fine grid."""
-    best, best_err = (1, 1), float("inf")
-    for r in np.linspace(0.0, 1.0, 4001)[1:]:
-        cc, hh = max(1, round(r * c)), max(1, round(r * h))
-        err = abs(kernel_count(family, depth, cc, hh) - alive)
-        if err < best_err:
-            best, best_err = (cc, hh), err
-    return best
+def small_width(depth: int, h: int, alive: float) -> int:
+    """The hidden width (at most ``h``) of the dense MLP whose kernel count is closest
+    to ``alive``."""
+    return min(range(1, h + 1), key=lambda k: abs(kernel_count(depth, k) - alive))
 
 
-def embed(small, wide_like, family: str, xp=jnp):
+def embed(small, wide_like):
     """Copies ``small``'s leaves into the leading corner of zero leaves shaped like
-    ``wide_like`` (the conv net's flattened dense layer block by spatial position);
-    ``xp`` is ``jax.numpy`` (traced) or ``numpy`` (masks, on the host)."""
-
-    def one(path, s, w):
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        if family == "conv" and name == "hidden_0/kernel":
-            s = s.reshape(FLAT_SPATIAL, -1, s.shape[-1])
-            n_c = w.shape[0] // FLAT_SPATIAL
-            pad = [(0, 0), (0, n_c - s.shape[1]), (0, w.shape[1] - s.shape[2])]
-            return xp.pad(s, pad).reshape(w.shape)
-        return xp.pad(s, [(0, a - b) for a, b in zip(w.shape, s.shape)])
-
-    return jax.tree_util.tree_map_with_path(one, small, wide_like)
+    ``wide_like`` (NumPy, on the host)."""
+    return jax.tree.map(
+        lambda s, w: np.pad(np.asarray(s), [(0, a - b) for a, b in zip(w.shape, s.shape)]),
+        small,
+        wide_like,
+    )
 
 
-def random_mask(rng, like, targets):
+def random_mask(rng: np.random.Generator, like, targets):
     """A mask with ``n - round(t * n)`` alive weights at uniformly random positions in
     every leaf (``t`` its target sparsity, ``n`` its size): the exact counts of
-    :func:`jaxsparse.prune`. Built on the host with NumPy (no compilation per network)."""
+    :func:`jaxsparse.prune`. Built on the host with NumPy (no compilation)."""
 
     def one(x, t):
         n = int(np.prod(x.shape))
@@ -148,3 +100,41 @@ def global_top_densities(scores, shapes, kernel, sparsity: float) -> list[float]
         out.append(1.0 - keep[i : i + n].sum() / n)
         i += n
     return out
+
+
+def init_scale(mask, init: str):
+    """Per-leaf factor for the alive weights: 1 (``"dense"``: the dense init as it is),
+    or ``1/sqrt(d)`` on kernels (``"scaled"``), ``d`` the leaf's alive fraction in
+    ``mask``; biases (1-D leaves) keep factor 1."""
+    if init not in ("dense", "scaled"):
+        raise ValueError(f"init_scale: init must be 'dense' or 'scaled', got {init!r}")
+
+    def one(m):
+        m = np.asarray(m)
+        if init == "dense" or m.ndim < 2 or not m.any():
+            return 1.0
+        return float(1.0 / np.sqrt(m.mean()))
+
+    return jax.tree.map(one, mask)
+
+
+def initial_params(dense, mask, init: str):
+    """A sparse arm's initial weights: the dense init ``dense`` zeroed where ``mask`` is
+    ``False``, its alive kernel weights times :func:`init_scale` (NumPy, float32).
+
+    Example::
+
+        >>> import numpy as np
+        >>> w = {"k": np.ones((2, 2), np.float32)}
+        >>> m = {"k": np.array([[True, False], [False, False]])}
+        >>> initial_params(w, m, "scaled")["k"]  # density 1/4: alive weight x 2
+        array([[2., 0.],
+               [0., 0.]], dtype=float32)
+    """
+    scale = init_scale(mask, init)
+    return jax.tree.map(
+        lambda w, m, c: np.where(m, np.asarray(w) * np.float32(c), 0).astype(np.float32),
+        dense,
+        mask,
+        scale,
+    )

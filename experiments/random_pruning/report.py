@@ -1,300 +1,229 @@
-"""Reporting for the random-pruning study: summaries over seeds, the three claims
-checked against the numbers, the tables, the CSV and the two plots."""
+"""Reporting for the random-pruning study: the tables, the CSV and the figure, from the
+paired comparisons of :mod:`experiments.random_pruning.compare`."""
 
 from __future__ import annotations
 
 from experiments import harness
+from experiments.random_pruning.compare import arm_label, comparisons, find
+from experiments.random_pruning.config import floats
 
-LABELS = {
-    "dense": "dense",
-    "uniform": "uniform",
-    "uniform_plus": "uniform+",
-    "er": "ER",
-    "erk": "ERK",
-    "snip": "SNIP-ratio",
-    "small": "small dense",
-}
 COLORS = {"uniform": "C0", "uniform_plus": "C1", "er": "C2", "erk": "C3", "snip": "C4"}
 
 
-def net_label(rec: dict) -> str:
-    return f"MLP, {rec['depth']} hidden" if rec["family"] == "mlp" else "conv net"
+def _pts(x: float) -> str:
+    return f"{100 * x:.1f}"
 
 
-def summarise(records: list[dict]) -> list[dict]:
-    """One row per network and arm: accuracy and the paired gap to dense over seeds."""
-    import numpy as np
+def table(cfg, records: list[dict], comp: dict) -> str:
+    """The markdown: the verdicts first, then every arm, the width trend, the pairs."""
+    widest = max(r["width"] for r in records)
+    head = [
+        "**Verdicts** (paired over seeds, test accuracy points at each arm's "
+        f"validation-chosen learning rate; margin {cfg.margin:g} points; widest width "
+        f"×{widest:g})",
+        "",
+    ]
+    rows = []
+    for r in comp["vs_dense"]:
+        if r["width"] == widest and r["rule"] != "small":
+            rows.append([f"{r['arm']} − dense, ×{widest:g}", r["text"], r["verdict"]])
+    for r in comp["trend"]:
+        rows.append(
+            [
+                f"{r['arm']}: gap at ×{r['to_width']:g} − gap at ×{r['from_width']:g}",
+                r["text"],
+                r["verdict"],
+            ]
+        )
+    for r in comp["pairs"]:
+        if r["width"] == widest and "small" not in r["comparison"]:
+            init = "" if r["init"] == "-" else f", {r['init']} init"
+            rows.append(
+                [
+                    f"{r['comparison']}, {100 * r['sparsity']:g}%{init}, ×{widest:g}",
+                    r["text"],
+                    r["verdict"],
+                ]
+            )
+    for r in comp["pairs"]:
+        if "small" in r["comparison"]:
+            read = "" if r["readable"] else " (not read: train acc below threshold)"
+            rows.append(
+                [
+                    f"ERK ({r['init']} init) − small dense ({r['small_hidden']} units), "
+                    f"{100 * r['sparsity']:g}%, ×{r['width']:g}",
+                    r["text"],
+                    r["verdict"] + read,
+                ]
+            )
+    out = [*head, harness.markdown_table(["comparison", "Δ points [95% CI]", "verdict"], rows)]
 
+    out += ["", "**Every arm** (mean over seeds; Δ = arm − dense of the same width)", ""]
     rows = []
     for rec in records:
-        acc = np.asarray(rec["test_acc"], np.float64)  # (arms, seeds)
-        dense = acc[0]
-        for a, (rule, s) in enumerate(rec["arms"]):
-            m, sd = harness.mean_std(acc[a])
-            g, gsd = harness.mean_std(dense - acc[a])
-            row = {
-                "network": net_label(rec),
-                "family": rec["family"],
-                "depth": rec["depth"],
-                "width": rec["width"],
-                "rule": rule,
-                "sparsity": s,
-                "alive": float(np.mean(rec["alive"][a])),
-                "kernel_weights": rec["n_kernel"],
-                "test_acc": m,
-                "test_acc_std": sd,
-                "gap": g,
-                "gap_std": gsd,
-            }
-            if rule == "small":
-                row["small_size"] = rec["small"].get(str(s))
-            rows.append(row)
-    return rows
+        sel = comp["selected"][rec["width"]]
+        d = sel[0]
+        rows.append(
+            [
+                f"×{rec['width']:g} ({rec['hidden']})",
+                "dense",
+                f"{d['lr']:g}",
+                rec["n_kernel"],
+                _pts(sum(d["train"]) / len(d["train"])),
+                harness.pm(d["test"]),
+                "",
+                "",
+            ]
+        )
+        for r in comp["vs_dense"]:
+            if r["width"] == rec["width"]:
+                label = r["arm"]
+                if r["rule"] == "small":
+                    label += f" ({rec['small'][str(r['sparsity'])]} units)"
+                rows.append(
+                    [
+                        "",
+                        label,
+                        f"{r['lr']:g}",
+                        f"{r['alive']:.0f}",
+                        _pts(r["train_acc"]),
+                        harness.pm(find(sel, r["rule"], r["sparsity"], r["init"])["test"]),
+                        r["text"],
+                        r["verdict"],
+                    ]
+                )
+    out.append(
+        harness.markdown_table(
+            [
+                "width (hidden)",
+                "arm",
+                "lr",
+                "alive weights",
+                "train %",
+                "test %",
+                "Δ test [95% CI]",
+                "vs dense",
+            ],
+            rows,
+        )
+    )
+    out += ["", "**Pairs at every width** (Δ points [95% CI], verdict)", ""]
+    rows = [
+        [
+            f"×{r['width']:g} ({r['hidden']})",
+            f"{100 * r['sparsity']:g}%",
+            r["comparison"],
+            r["init"],
+            r["text"],
+            r["verdict"] + ("" if r.get("readable", True) else " (not read)"),
+        ]
+        for r in comp["pairs"]
+    ]
+    out.append(
+        harness.markdown_table(
+            ["width", "sparsity", "comparison", "init", "Δ [95% CI]", "verdict"], rows
+        )
+    )
+    skipped = [
+        f"×{rec['width']:g}: {x['rule']} at {100 * x['sparsity']:g}% ({x['reason']})"
+        for rec in records
+        for x in rec["skipped"]
+    ]
+    if skipped:
+        out += ["", "Cells left out: " + "; ".join(skipped) + "."]
+    return "\n".join(out)
 
 
-def claims(rows: list[dict]) -> dict:
-    """The paper's three claims, each reduced to counts over the grid."""
+def plot(cfg, records: list[dict], comp: dict, title: str):
+    """Left: dense train and test accuracy against width. Then one panel per sparsity:
+    arm − dense (test points) with 95% intervals against width; solid = scaled init,
+    dashed = dense init, grey = the small dense net of equal weights."""
+    plt = harness.pyplot()
+    sps = floats(cfg.sparsities)
+    fig, axes = plt.subplots(1, 1 + len(sps), figsize=(4.2 * (1 + len(sps)), 3.6), squeeze=False)
+    ax = axes[0][0]
+    hs = [rec["hidden"] for rec in records]
+    for key, ls in (("train", "--"), ("test", "-")):
+        ys = [100 * sum(comp["selected"][r["width"]][0][key]) / cfg.seeds for r in records]
+        ax.plot(hs, ys, ls=ls, marker="o", color="k", label=f"dense, {key}")
+    ax.set(ylabel="accuracy (%)", title="dense MLP")
+    ax.legend(fontsize=7)
+    for ax, s in zip(axes[0][1:], sps):
+        groups = {}
+        for r in comp["vs_dense"]:
+            if r["sparsity"] == s:
+                groups.setdefault((r["rule"], r["init"]), []).append(r)
+        for k, ((rule, init), rs) in enumerate(sorted(groups.items())):
+            shift = 2 ** (0.03 * (k - len(groups) / 2))  # side by side, not on top
+            x = [r["hidden"] * shift for r in rs]
+            y = [100 * r["mean"] for r in rs]
+            err = [
+                [100 * (r["mean"] - r["lo"]) for r in rs],
+                [100 * (r["hi"] - r["mean"]) for r in rs],
+            ]
+            style = (
+                {"color": "0.5", "ls": ":"}
+                if rule == "small"
+                else {"color": COLORS[rule], "ls": "-" if init == "scaled" else "--"}
+            )
+            ax.errorbar(
+                x,
+                y,
+                yerr=err,
+                marker="o",
+                ms=3,
+                capsize=2,
+                lw=1,
+                label=arm_label(rule, s, init).replace(f" {100 * s:g}%", ""),
+                **style,
+            )
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set(title=f"{100 * s:g}% sparse", ylabel="arm − dense, test (points)")
+        ax.legend(fontsize=6)
+    for ax in axes[0]:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(hs, [str(h) for h in hs])
+        ax.minorticks_off()
+        ax.set_xlabel("hidden units")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def outputs(cfg, records: list[dict], extra: dict) -> dict:
+    """What :meth:`experiments.harness.Run.publish` writes: results, table, CSV, figure."""
     import numpy as np
 
-    sparse = [r for r in rows if r["rule"] not in ("dense", "small")]
-    nets = sorted({r["network"] for r in rows})
-    out = {"gap_closes": [], "ratio_spread": [], "sparse_vs_small": []}
-    for net in nets:
-        for s in sorted({r["sparsity"] for r in sparse}):
-            here = [r for r in sparse if r["network"] == net and r["sparsity"] == s]
-            widths = sorted({r["width"] for r in here})
-            for rule in sorted({r["rule"] for r in here}):
-                by_w = {r["width"]: r["gap"] for r in here if r["rule"] == rule}
-                if len(by_w) > 1:  # a rule may be infeasible at some widths (uniform+)
-                    lo, hi = min(by_w), max(by_w)
-                    out["gap_closes"].append(
-                        {
-                            "network": net,
-                            "sparsity": s,
-                            "rule": rule,
-                            "widths": [lo, hi],
-                            "gap_narrowest": by_w[lo],
-                            "gap_widest": by_w[hi],
-                        }
-                    )
-            for w in widths:
-                at = [r for r in here if r["width"] == w]
-                accs = [r["test_acc"] for r in at]
-                small = next(
-                    r
-                    for r in rows
-                    if r["network"] == net
-                    and r["rule"] == "small"
-                    and r["sparsity"] == s
-                    and r["width"] == w
-                )
-                best = max(at, key=lambda r: r["test_acc"])
-                erk = next((r for r in at if r["rule"] == "erk"), best)
-                out["ratio_spread"].append(
-                    {
-                        "network": net,
-                        "sparsity": s,
-                        "width": w,
-                        "spread": max(accs) - min(accs),
-                        "seed_std": float(np.mean([r["test_acc_std"] for r in at])),
-                        "best": best["rule"],
-                        "worst": min(at, key=lambda r: r["test_acc"])["rule"],
-                    }
-                )
-                out["sparse_vs_small"].append(
-                    {
-                        "network": net,
-                        "sparsity": s,
-                        "width": w,
-                        "erk_minus_small": erk["test_acc"] - small["test_acc"],
-                        "best_minus_small": best["test_acc"] - small["test_acc"],
-                        "small_std": small["test_acc_std"],
-                        "erk_std": erk["test_acc_std"],
-                    }
-                )
-    gc = out["gap_closes"]
-    sv = out["sparse_vs_small"]
-    rs = out["ratio_spread"]
-    out["summary"] = {
-        "gap_closes": f"{sum(c['gap_widest'] < c['gap_narrowest'] for c in gc)} of {len(gc)} "
-        "(network, sparsity, rule) lines have a smaller gap to dense at the widest width "
-        "than at the narrowest",
-        "ratios_matter": f"spread of mean accuracy across rules at one (network, width, "
-        f"sparsity): median {100 * np.median([r['spread'] for r in rs]):.1f} points, max "
-        f"{100 * max(r['spread'] for r in rs):.1f}; mean seed std "
-        f"{100 * np.mean([r['seed_std'] for r in rs]):.1f} points",
-        "sparse_beats_small": f"ERK sparse-wide beats the small dense net in "
-        f"{sum(c['erk_minus_small'] > 0 for c in sv)} of {len(sv)} (network, width, "
-        f"sparsity) cells (median margin {100 * np.median([c['erk_minus_small'] for c in sv]):+.1f}"
-        " points)",
-    }
-    return out
-
-
-def table(rows: list[dict], rules: list[str]) -> str:
-    """One markdown table per sparsity: networks x widths, every arm's accuracy."""
-    parts = []
-    for s in sorted({r["sparsity"] for r in rows if r["rule"] != "dense"}):
-        head = ["network", "width", "alive: sparse / small", "dense %"]
-        head += [f"{LABELS[r]} %" for r in rules] + ["small dense %", "small (c, h)"]
-        body = []
-        keys = sorted({(r["network"], r["width"]) for r in rows})
-        for net, w in keys:
-            at = {
-                r["rule"]: r
-                for r in rows
-                if r["network"] == net and r["width"] == w and r["sparsity"] in (0.0, s)
-            }
-            small = at["small"]
-            sparse = [r for k, r in at.items() if k not in ("dense", "small")]
-            alive = sparse[0]["alive"] if sparse else float("nan")
-            cells = [
-                net,
-                f"×{w:g}",
-                f"{alive:.0f} / {small['alive']:.0f}",
-                f"{100 * at['dense']['test_acc']:.1f} ± {100 * at['dense']['test_acc_std']:.1f}",
-            ]
-            for rule in rules:
-                r = at.get(rule)
-                cells.append(
-                    f"{100 * r['test_acc']:.1f} ± {100 * r['test_acc_std']:.1f}" if r else "n/a"
-                )
-            cells.append(f"{100 * small['test_acc']:.1f} ± {100 * small['test_acc_std']:.1f}")
-            size = small.get("small_size") or ["", ""]
-            cells.append(f"({size[0]}, {size[1]})" if size[0] else f"(-, {size[1]})")
-            body.append(cells)
-        parts.append(f"**Sparsity {100 * s:g}%**\n\n" + harness.markdown_table(head, body))
-    return "\n\n".join(parts)
-
-
-def plot_gaps(rows: list[dict], title: str):
-    plt = harness.pyplot()
-    nets = sorted({r["network"] for r in rows}, key=lambda n: (n.startswith("conv"), n))
-    sps = sorted({r["sparsity"] for r in rows if r["rule"] != "dense"})
-    fig, axes = plt.subplots(
-        len(nets),
-        len(sps),
-        figsize=(3.6 * len(sps), 2.8 * len(nets)),
-        squeeze=False,
-        sharex=True,
-    )
-    for i, net in enumerate(nets):
-        for j, s in enumerate(sps):
-            ax = axes[i][j]
-            here = [r for r in rows if r["network"] == net and r["sparsity"] == s]
-            for rule in [*COLORS, "small"]:
-                pts = sorted((r["width"], r) for r in here if r["rule"] == rule)
-                if not pts:
-                    continue
-                ax.errorbar(
-                    [w for w, _ in pts],
-                    [100 * r["gap"] for _, r in pts],
-                    yerr=[100 * r["gap_std"] for _, r in pts],
-                    marker="o",
-                    ms=3,
-                    capsize=2,
-                    color=COLORS.get(rule, "k"),
-                    ls="--" if rule == "small" else "-",
-                    label=LABELS[rule],
-                )
-            ax.axhline(0, color="gray", lw=0.8)
-            ax.set_xscale("log", base=2)
-            ws = sorted({r["width"] for r in here})
-            ax.set_xticks(ws, [f"×{w:g}" for w in ws])
-            ax.minorticks_off()
-            ax.set_title(f"{net}, {100 * s:g}% sparse", fontsize=9)
-            if j == 0:
-                ax.set_ylabel("dense − sparse acc. (points)")
-            if i == len(nets) - 1:
-                ax.set_xlabel("width multiplier")
-            ax.grid(alpha=0.3)
-    for row in {0, len(nets) - 1}:  # the conv row also has uniform+
-        axes[row][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_small(rows: list[dict], title: str):
-    plt = harness.pyplot()
-    nets = sorted({r["network"] for r in rows}, key=lambda n: (n.startswith("conv"), n))
-    sps = sorted({r["sparsity"] for r in rows if r["rule"] != "dense"})
-    fig, axes = plt.subplots(1, len(nets), figsize=(4.2 * len(nets), 3.4), squeeze=False)
-    for ax, net in zip(axes[0], nets):
-        dense = sorted(
-            (r["alive"], r["test_acc"])
-            for r in rows
-            if r["network"] == net and r["rule"] == "dense"
-        )
-        ax.plot(
-            *zip(*[(a, 100 * t) for a, t in dense]),
-            color="gray",
-            marker="s",
-            ms=3,
-            label="dense (each width)",
-        )
-        for k, s in enumerate(sps):
-            for rule, ls, mk in (("erk", "-", "o"), ("small", "--", "^")):
-                pts = sorted(
-                    (r["alive"], r["test_acc"])
-                    for r in rows
-                    if r["network"] == net and r["rule"] == rule and r["sparsity"] == s
-                )
-                if pts:
-                    ax.plot(
-                        *zip(*[(a, 100 * t) for a, t in pts]),
-                        ls=ls,
-                        marker=mk,
-                        ms=3,
-                        color=f"C{k}",
-                        label=f"{'ERK sparse-wide' if rule == 'erk' else 'small dense'} "
-                        f"{100 * s:g}%",
-                    )
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())
-        ax.set_xlabel("alive kernel weights")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(net, fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=6)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def outputs(cfg, records: list[dict], rules: list[str], extra: dict) -> dict:
-    """What :meth:`experiments.harness.Run.publish` writes: results, table, CSV, figures."""
-    rows = summarise(records)
-    checks = claims(rows)
+    comp = comparisons(cfg, records)
+    steps = [int(s) for r in records for s in np.ravel(r["steps"])]
     results = {
         "study": "random-pruning",
         "config": cfg.hashed(),
         "config_hash": cfg.digest(),
-        "std": "sample standard deviation over seeds (ddof=1); gap = dense − sparse, "
-        "paired by seed",
+        "selection": "each arm's learning rate: best mean validation accuracy over seeds; "
+        "reported: test accuracy there, paired by seed (95% Student-t intervals)",
+        "steps_per_network": sorted(set(steps)),
         **extra,
-        "rows": rows,
-        "claims": checks,
+        "comparisons": {k: v for k, v in comp.items() if k != "selected"},
+        "selected": {str(w): v for w, v in comp["selected"].items()},
         "networks": records,
     }
     caption = (
-        f"Random pruning on MNIST ({extra['data']}), trained from scratch for {cfg.steps} "
-        f"Adam steps (lr {cfg.lr:g}, batch {cfg.batch_size}), test accuracy % at the end, mean "
-        f"± std over {cfg.seeds} seeds (config {cfg.digest()}). Widths multiply MLP hidden "
-        f"units ({cfg.mlp_base} at ×1) and conv channels / hidden units ({cfg.conv_channels} / "
-        f"{cfg.conv_hidden} at ×1). 'alive weights': kernel weights alive at this sparsity; "
-        "'small dense': a narrower dense net of the same family with about that many "
-        "weights. n/a: the rule cannot reach the sparsity on this network."
+        f"Random pruning on {extra['data']}: an MLP with {cfg.depth} hidden layers of "
+        f"{cfg.base} × width units, trained from scratch for {cfg.steps} Adam steps (batch "
+        f"{cfg.batch_size}) at each learning rate of {cfg.lrs}, the rate chosen per arm on "
+        f"validation; {cfg.seeds} paired seeds (config {cfg.digest()}). 'scaled init': alive "
+        "weights × 1/√(layer density); 'dense init': the dense init with weights zeroed."
     )
-    md = caption + "\n\n" + table(rows, rules)
-    md += "\n\n" + "\n".join(f"- {k}: {v}" for k, v in checks["summary"].items())
-    title = f"random pruning, MNIST, {cfg.seeds} seeds (config {cfg.digest()})"
+    title = f"random pruning, MNIST-1D, {cfg.seeds} seeds (config {cfg.digest()})"
+    csv = [
+        {k: v for k, v in r.items() if k not in ("confidence",)}
+        for r in comp["vs_dense"] + comp["pairs"] + comp["trend"]
+    ]
     return {
         "results": results,
-        "table": md,
-        "csv": [{k: v for k, v in r.items() if k != "small_size"} for r in rows],
-        "figures": {
-            "gap_vs_width.png": plot_gaps(rows, title),
-            "sparse_vs_small.png": plot_small(rows, title),
-        },
+        "table": caption + "\n\n" + table(cfg, records, comp),
+        "csv": csv,
+        "figures": {"gap_vs_width.png": plot(cfg, records, comp, title)},
     }
