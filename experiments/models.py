@@ -255,12 +255,14 @@ def classifier_train_fn(
     steps: int,
     eval_every: int,
     batch_sharding=None,
+    train_acc: bool = False,
 ):
     """``jaxsparse.make_train_fn`` for a Linen classifier on a study's arrays
     (``x_train``/``y_train``, ``x_val``/``y_val``, ``x_test``/``y_test``): softmax
     cross-entropy, evaluated every ``eval_every`` steps as validation loss and accuracy
-    and test accuracy (the early-stopping metrics every study reports);
-    ``batch_sharding`` as in ``make_train_fn``."""
+    and test accuracy (the early-stopping metrics every study reports), and with
+    ``train_acc`` the accuracy on the whole training set too (to tell an underfit net
+    from an overfit one); ``batch_sharding`` as in ``make_train_fn``."""
     import optax
 
     import jaxsparse as js
@@ -272,11 +274,15 @@ def classifier_train_fn(
     def eval_fn(params):
         val_loss, val_logits = xent(params, arrays["x_val"], arrays["y_val"])
         test_logits = model.apply({"params": params}, arrays["x_test"])
-        return {
+        out = {
             "val_loss": val_loss,
             "val_acc": jnp.mean(jnp.argmax(val_logits, -1) == arrays["y_val"]),
             "test_acc": jnp.mean(jnp.argmax(test_logits, -1) == arrays["y_test"]),
         }
+        if train_acc:
+            train_logits = model.apply({"params": params}, arrays["x_train"])
+            out["train_acc"] = jnp.mean(jnp.argmax(train_logits, -1) == arrays["y_train"])
+        return out
 
     return js.make_train_fn(
         lambda p, b: xent(p, b["x"], b["y"])[0],

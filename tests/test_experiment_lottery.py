@@ -81,10 +81,52 @@ def test_quick_run_outputs(quick_run):
     dense = rows[0]["arms"]["ticket"]
     assert dense["early_stop_acc"] > 0.5 and dense["final_acc"] > 0.5  # chance is 0.1
 
+    for r in rows:  # training accuracy at early stopping; the same steps for every arm
+        for arm in r["arms"].values():
+            assert all(0.0 <= a <= 1.0 for a in arm["per_seed"]["early_stop_train_acc"])
+            assert arm["steps"] == cfg.steps
+    assert dense["early_stop_train_acc"] > 0.5
+
     csv_lines = (d / "results.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 1 + 3 * cfg.rounds
     table = (d / "table.md").read_text()
     assert "| round | % weights |" in table and "±" in table
+
+
+def test_paired_differences_by_value(quick_run):
+    """Each round's paired differences are the per-seed differences' mean and Student-t
+    95% interval (computed here by hand), "dense" being round 0's ticket of each seed;
+    the claims are read from their verdicts."""
+    from scipy import stats as sps
+
+    rows = quick_run.results["rounds"]
+    dense = np.array(rows[0]["arms"]["ticket"]["per_seed"]["early_stop_acc"])
+    for r in rows:
+        seeds = {arm: r["arms"][arm]["per_seed"] for arm in ("ticket", "reinit", "reprune")}
+        want = {
+            "ticket - dense": np.array(seeds["ticket"]["early_stop_acc"]) - dense,
+            "ticket - reinit": np.subtract(
+                seeds["ticket"]["early_stop_acc"], seeds["reinit"]["early_stop_acc"]
+            ),
+            "ES iter, ticket - reinit": np.subtract(
+                seeds["ticket"]["early_stop_iter"], seeds["reinit"]["early_stop_iter"]
+            ),
+        }
+        for name, d in want.items():
+            got = r["paired"][name]
+            n = len(d)
+            half = sps.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)
+            assert got["n"] == n == quick_run.config.seeds
+            assert got["mean"] == pytest.approx(d.mean(), abs=1e-9)
+            if half > 0:
+                assert got["lo"] == pytest.approx(d.mean() - half, rel=1e-9)
+                assert got["hi"] == pytest.approx(d.mean() + half, rel=1e-9)
+    assert rows[0]["paired"]["ticket - dense"]["mean"] == 0.0
+    claims = quick_run.results["claims"]
+    assert claims["margin_points"] == quick_run.config.best_tolerance
+    beats = [r for r in rows[1:] if r["paired"]["ticket - reinit"]["lo"] > 0]
+    assert len(claims["beats_reinit_at_pct"]) == len(beats)
+    assert "ticket - reinit (points)" in (quick_run.dir / "table.md").read_text()
 
 
 def test_ticket_loads_with_its_sparsity(quick_run):

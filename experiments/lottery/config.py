@@ -37,13 +37,16 @@ class LotteryConfig(StudyConfig):
             "choices": ("lenet300", "conv"),
         },
     )
+    # paired differences between arms want more than 3 seeds (see experiments.stats)
+    seeds: int = field(default=5, metadata={"help": "independent seeds", "min": 1})
     rounds: int = field(
         default=16,
         metadata={"help": "trainings (round 0 is dense; 16 ends at ~3.6% of weights)", "min": 1},
     )
-    steps: int = field(default=1000, metadata={"help": "training iterations per round", "min": 1})
+    # 2,000 iterations: at 1,000 the controls' early stop sat at the cap (933-983)
+    steps: int = field(default=2000, metadata={"help": "training iterations per round", "min": 1})
     eval_every: int = field(
-        default=50,
+        default=100,
         metadata={"help": "iterations between evaluations (must divide --steps)", "min": 1},
     )
     batch_size: int = field(default=60, metadata={"help": "minibatch size", "min": 1})

@@ -1,9 +1,10 @@
-"""Reporting for the lottery-ticket study: summaries over seeds, the table, the CSV and
-the plot (accuracy and early-stop iteration against % of weights remaining)."""
+"""Reporting for the lottery-ticket study: summaries over seeds, paired differences
+between the arms, the claims' verdicts, the table, the CSV and the plot (accuracy and
+early-stop iteration against % of weights remaining)."""
 
 from __future__ import annotations
 
-from experiments import harness
+from experiments import harness, stats
 from experiments.lottery.config import LotteryConfig
 
 ARMS = ("ticket", "reinit", "reprune")
@@ -32,6 +33,9 @@ def summarise(history: list[dict], cfg: LotteryConfig) -> list[dict]:
         es = np.argmin(val[..., 1:], axis=-1) + 1
         es_acc = np.take_along_axis(acc, es[..., None], axis=-1)[..., 0]
         es_val_acc = np.take_along_axis(val_acc, es[..., None], axis=-1)[..., 0]
+        # runs from before training accuracy was recorded have none
+        train = np.asarray(rec.get("train_acc", np.full(acc.shape, np.nan)))
+        es_train_acc = np.take_along_axis(train, es[..., None], axis=-1)[..., 0]
         ddof = 1 if val.shape[0] > 1 else 0
         row = {"round": rec["round"], "layer_alive": rec["layer_alive"], "arms": {}}
         for a, arm in enumerate(ARMS):
@@ -42,6 +46,9 @@ def summarise(history: list[dict], cfg: LotteryConfig) -> list[dict]:
                 "early_stop_acc": float(es_acc[:, a].mean()),
                 "early_stop_acc_std": float(es_acc[:, a].std(ddof=ddof)),
                 "early_stop_val_acc": float(es_val_acc[:, a].mean()),
+                "early_stop_train_acc": float(es_train_acc[:, a].mean()),
+                # every arm of a round trains in one vmapped program: the same steps
+                "steps": int((acc.shape[-1] - 1) * cfg.eval_every),
                 "early_stop_iter": float(iters.mean()),
                 "early_stop_iter_std": float(iters.std(ddof=ddof)),
                 "final_acc": float(acc[:, a, -1].mean()),
@@ -49,11 +56,92 @@ def summarise(history: list[dict], cfg: LotteryConfig) -> list[dict]:
                 "per_seed": {
                     "early_stop_acc": es_acc[:, a].tolist(),
                     "early_stop_iter": iters.tolist(),
+                    "early_stop_train_acc": es_train_acc[:, a].tolist(),
                     "final_acc": acc[:, a, -1].tolist(),
                 },
             }
         rows.append(row)
     return rows
+
+
+# (name, arm A, arm B, key): paired by seed, A − B; "dense" is round 0's ticket
+COMPARISONS = (
+    ("ticket - dense", "ticket", "dense", "early_stop_acc"),
+    ("ticket - reinit", "ticket", "reinit", "early_stop_acc"),
+    ("ticket - reprune", "ticket", "reprune", "early_stop_acc"),
+    ("ES iter, ticket - reinit", "ticket", "reinit", "early_stop_iter"),
+)
+
+
+def add_paired(rows: list[dict], margin_points: float) -> list[dict]:
+    """Adds ``row["paired"]``: each of :data:`COMPARISONS` as a paired difference over
+    seeds (:func:`experiments.stats.paired`, 95% interval) with its verdict against a
+    margin of ``margin_points`` accuracy points (``earlier``/``later``/``unresolved``
+    for the early-stop iteration)."""
+    dense = rows[0]["arms"]["ticket"]["per_seed"]
+    for row in rows:
+        per_seed = {arm: v["per_seed"] for arm, v in row["arms"].items()}
+        per_seed["dense"] = dense
+        row["paired"] = {}
+        for name, a, b, key in COMPARISONS:
+            d = stats.paired(per_seed[a][key], per_seed[b][key])
+            if key == "early_stop_iter":
+                verdict = "earlier" if d.hi < 0 else "later" if d.lo > 0 else "unresolved"
+            else:
+                verdict = d.verdict(margin_points / 100)
+            row["paired"][name] = {**d.as_dict(), "verdict": verdict}
+    return rows
+
+
+def claims(rows: list[dict], margin_points: float) -> dict:
+    """The paper's three claims read from the paired differences (:func:`add_paired`):
+    the sparsest ticket that still matches dense (every denser round matching too), the
+    rounds where the ticket beats random reinitialisation, and those where it stops
+    earlier."""
+
+    def pct(r):
+        return round(r["arms"]["ticket"]["pct_remaining"], 1)
+
+    matching = []
+    for r in rows:
+        if r["paired"]["ticket - dense"]["verdict"] not in ("better", "matches"):
+            break
+        matching.append(pct(r))
+    return {
+        "margin_points": margin_points,
+        "matches_dense_down_to_pct": matching[-1] if matching else None,
+        "beats_reinit_at_pct": [
+            pct(r) for r in rows[1:] if r["paired"]["ticket - reinit"]["verdict"] == "better"
+        ],
+        "beats_reprune_at_pct": [
+            pct(r) for r in rows[1:] if r["paired"]["ticket - reprune"]["verdict"] == "better"
+        ],
+        "stops_earlier_than_reinit_at_pct": [
+            pct(r)
+            for r in rows[1:]
+            if r["paired"]["ES iter, ticket - reinit"]["verdict"] == "earlier"
+        ],
+    }
+
+
+def paired_table(rows: list[dict]) -> str:
+    """A markdown table: per round the ticket's accuracy (test and train, at early
+    stopping) and its paired differences against dense and the controls, with 95%
+    intervals."""
+    head = ["round", "% weights", "ticket ES acc %", "ticket train %"]
+    head += [name + (" (iters)" if "iter" in name else " (points)") for name, *_ in COMPARISONS]
+    body = []
+    for r in rows:
+        t = r["arms"]["ticket"]
+        cells = [str(r["round"]), f"{t['pct_remaining']:.1f}"]
+        cells += [harness.pm(t["per_seed"]["early_stop_acc"])]
+        cells += [harness.pm(t["per_seed"]["early_stop_train_acc"])]
+        for name, _, _, key in COMPARISONS:
+            d = stats.Paired(**{k: v for k, v in r["paired"][name].items() if k != "verdict"})
+            scale, digits = (1, 0) if key == "early_stop_iter" else (100, 1)
+            cells.append(f"{d.format(scale, digits)} {r['paired'][name]['verdict']}")
+        body.append(cells)
+    return harness.markdown_table(head, body)
 
 
 def best_round(rows: list[dict], tol_points: float) -> int:
@@ -68,7 +156,7 @@ def best_round(rows: list[dict], tol_points: float) -> int:
 
 
 def table(rows: list[dict], cfg: LotteryConfig) -> str:
-    """A markdown table: one row per round, the three arms side by side."""
+    """A markdown table: one row per round, the three arms side by side (mean ± std)."""
 
     def pm(m, s, scale=100, fmt="{:.1f}"):
         return f"{fmt.format(m * scale)} ± {fmt.format(s * scale)}"
@@ -98,6 +186,7 @@ def csv_rows(rows: list[dict]) -> list[dict]:
         "early_stop_acc_std",
         "early_stop_iter",
         "early_stop_iter_std",
+        "early_stop_train_acc",
         "final_acc",
         "final_acc_std",
     ]

@@ -11,8 +11,11 @@ from experiments.lottery.config import LotteryConfig
 from experiments.lottery.report import (
     ARMS,
     BEST_RULE,
+    add_paired,
     best_round,
+    claims,
     csv_rows,
+    paired_table,
     plot,
     summarise,
     table,
@@ -89,6 +92,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
             steps=cfg.steps,
             eval_every=cfg.eval_every,
             batch_sharding=batch_sharding,
+            train_acc=True,
         )
         layer_alive = jax.tree.map(lambda m: jnp.sum(m, dtype=jnp.int32), state.mask)
         state, hist = js.lottery.run(
@@ -175,6 +179,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
             "val_loss": np.asarray(hist["metrics"]["val_loss"]).tolist(),  # (seeds, arms, evals)
             "val_acc": np.asarray(hist["metrics"]["val_acc"]).tolist(),
             "test_acc": np.asarray(hist["metrics"]["test_acc"]).tolist(),
+            "train_acc": np.asarray(hist["metrics"]["train_acc"]).tolist(),
         }
         history.append(rec)
         checkpoint.save_round(ckpt_root, r, state, extra={"history": history})
@@ -185,7 +190,7 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         )
     bar.close()
 
-    rows = summarise(history, cfg)
+    rows = add_paired(summarise(history, cfg), cfg.best_tolerance)
     best = best_round(rows, cfg.best_tolerance)
     sizes = {p: int(np.prod(x.shape[1:])) for p, x in zip(paths, jax.tree.leaves(state0.params))}
     prunable = {p: s for p, s in sizes.items() if p.endswith("kernel")}
@@ -232,23 +237,30 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
         "std": "sample standard deviation over seeds (ddof=1)",
         "early_stopping": "iteration of minimum validation loss among evaluations after "
         f"every {cfg.eval_every} iterations",
+        "paired": "per-seed differences A - B (same seed: same data order, the same "
+        "initial weights for ticket and reprune), mean and 95% Student-t interval; "
+        f"'matches' = interval above -{cfg.best_tolerance} points",
+        "claims": claims(rows, cfg.best_tolerance),
         "rounds": rows,
         "best_ticket": ticket_meta,
         "history": history,
     }
     caption = (
         f"Lottery tickets, {cfg.model} on {cfg.data} ({ds.sizes()} train/val/test), "
-        f"{cfg.seeds} seeds, {cfg.steps} iterations a round, rewind to k={cfg.rewind_step}; "
-        f"mean ± std over seeds. ES = early stopping (min. validation loss, checked every "
-        f"{cfg.eval_every} iterations). Best ticket: {ticket_meta['rule']} -> round {best}, "
-        f"{ticket_meta['pct_remaining']:.1f}% of weights."
+        f"{cfg.seeds} seeds, {cfg.steps} iterations a round, rewind to k={cfg.rewind_step}. "
+        f"ES = early stopping (min. validation loss, checked every {cfg.eval_every} "
+        "iterations). First table: the ticket (mean ± std; train = training accuracy at "
+        "its early stop) and paired differences over seeds, mean [95% interval] and verdict "
+        f"('matches' = interval above -{cfg.best_tolerance} points; 'dense' = round 0). "
+        "Second: each arm, mean ± std. Best ticket: "
+        f"{ticket_meta['rule']} -> round {best}, {ticket_meta['pct_remaining']:.1f}% of weights."
     )
     mean_round_s = float(np.mean(round_s)) if round_s else None
     log(f"compile {compile_s:.1f} s, {len(round_s)} rounds at {mean_round_s or 0:.1f} s each")
     title = f"{cfg.model} on {cfg.data}: IMP, {cfg.seeds} seeds (hash {cfg.digest()})"
     return run.publish(
         results,
-        table=caption + "\n\n" + table(rows, cfg),
+        table=caption + "\n\n" + paired_table(rows) + "\n\n" + table(rows, cfg),
         csv=csv_rows(rows),
         figures={"lottery.png": plot(rows, title)},
         compile_s=compile_s,
