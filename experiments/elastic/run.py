@@ -5,6 +5,8 @@ once."""
 
 from __future__ import annotations
 
+import functools
+
 from experiments import harness
 from experiments.elastic.arms import distinct, plan, target_arms
 from experiments.elastic.config import CONTROLS, ElasticConfig, strategies_for
@@ -90,10 +92,9 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
     import optax
 
     import jaxsparse as js
-    from experiments import data as data_lib
 
     run = harness.start(cfg, log=log)
-    ds = data_lib.load_variant("mnist14")
+    ds = _mnist14()
     arrays = jax.device_put(ds.arrays())
     # one object: every arm takes the same schedule, and programs reuse it
     tx = js.masked(optax.adam(optax.cosine_decay_schedule(cfg.lr, cfg.steps)))
@@ -101,7 +102,7 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
     data_keys = harness.seed_keys(cfg, 1)  # a seed's data order, the same for every arm
 
     def setup(blocks):
-        model = ResNet(blocks=blocks, width=cfg.width)
+        model = ResNet(blocks=blocks, width=cfg.width, im2col=cfg.conv == "im2col")
 
         def make_state(params, mask):
             return js.SparseTrainState.create(
@@ -237,6 +238,15 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
         figures={"elastic.png": plot(cfg, summary)},
         call_s=timed.seconds,
     )
+
+
+@functools.cache
+def _mnist14():
+    """The data, loaded once a process (3.5 s of CPU; a resumed run in the same process
+    reuses it)."""
+    from experiments import data
+
+    return data.load_variant("mnist14")
 
 
 def _host(tree):
