@@ -204,6 +204,11 @@ def test_paired_differences_are_per_seed(quick_run):
                 assert st[name]["mean"] == pytest.approx(d.mean)
                 assert st[name]["lo"] == pytest.approx(d.lo) or d.n == 1
                 assert st[name]["verdict"] == d.verdict(cfg.margin / 100)
+        for arm in ("shuffle", "random"):  # the controls against the elastic ticket
+            st, ref = row["arms"][arm], row["arms"]["interleave"]
+            d = paired(st["test_acc"], ref["test_acc"])
+            assert st["vs_elastic"]["mean"] == pytest.approx(d.mean)
+        assert row["arms"]["shuffle"]["vs_elastic"]["mean"] == 0.0  # nothing to shuffle
         for st in row["arms"].values():
             assert len(st["train_acc"]) == cfg.seeds
             assert all(0.0 <= a <= 1.0 for a in st["train_acc"] + st["test_acc"])

@@ -5,7 +5,7 @@ the paired differences against IMP at that depth and against the dense network t
 from __future__ import annotations
 
 from experiments import harness
-from experiments.elastic.config import ElasticConfig, arms_for
+from experiments.elastic.config import CONTROLS, ElasticConfig, arms_for
 from experiments.stats import paired
 
 LABELS = {
@@ -33,16 +33,19 @@ STYLES = {
 METRICS = ("test_acc", "train_acc", "val_acc", "density", "start_step", "updates", "start_gap")
 
 
-def _arm(rec: dict, margin: float, imp: dict | None, dense: dict | None) -> dict:
+def _arm(
+    rec: dict, margin: float, imp: dict | None, dense: dict | None, elastic: dict | None = None
+) -> dict:
     """One arm's record over seeds: means, the per-seed values, and its paired test-accuracy
-    differences to ``imp`` and ``dense`` (records of the same seeds) with verdicts."""
+    differences to ``imp``, ``dense`` and (for the controls) the ``elastic`` ticket
+    (records of the same seeds) with verdicts."""
     import numpy as np
 
     out = {k: rec[k] for k in METRICS}
     out["pct_remaining"] = float(100 * np.mean(rec["density"]))
     out["acc"], out["acc_std"] = harness.mean_std(rec["test_acc"])
     out["train"] = harness.mean_std(rec["train_acc"])[0]
-    for name, ref in (("vs_imp", imp), ("vs_dense", dense)):
+    for name, ref in (("vs_imp", imp), ("vs_dense", dense), ("vs_elastic", elastic)):
         if ref is not None and ref is not rec:
             d = paired(rec["test_acc"], ref["test_acc"])
             out[name] = d.as_dict() | {"verdict": d.verdict(margin)}
@@ -57,7 +60,7 @@ def summarise(cfg: ElasticConfig, src_extra: dict, records: dict) -> dict:
     def add_csv(depth, role, r, arm, st):
         row = {"depth": depth, "role": role, "round": r, "arm": arm}
         row |= {k: st[k] for k in ("pct_remaining", "acc", "acc_std", "train")}
-        for name in ("vs_imp", "vs_dense"):
+        for name in ("vs_imp", "vs_dense", "vs_elastic"):
             if name in st:
                 row |= {f"{name}_{k}": st[name][k] for k in ("mean", "lo", "hi", "verdict")}
         csv.append(row)
@@ -89,7 +92,12 @@ def summarise(cfg: ElasticConfig, src_extra: dict, records: dict) -> dict:
         ]
         for r in range(1, cfg.rounds + 1):
             imp = get("imp", r)
-            stats = {a: _arm(get(a, r), margin, imp, dense) for a in arms if a != "dense"}
+            elastic = get("interleave", r)
+            stats = {
+                a: _arm(get(a, r), margin, imp, dense, elastic if a in CONTROLS else None)
+                for a in arms
+                if a != "dense"
+            }
             rows.append({"round": r, "arms": stats})
         for row in rows:
             for a, st in row["arms"].items():
@@ -124,6 +132,7 @@ def table(cfg: ElasticConfig, summary: dict) -> str:
         "test acc",
         "− IMP here (pts)",
         "− dense here (pts)",
+        "− elastic (pts)",
     ]
     for t in summary["targets"].values():
         n = t["blocks"]
@@ -144,6 +153,7 @@ def table(cfg: ElasticConfig, summary: dict) -> str:
                         harness.pm(st["test_acc"]),
                         _diff(st, "vs_imp"),
                         _diff(st, "vs_dense"),
+                        _diff(st, "vs_elastic"),
                     ]
                 )
         parts.append(
