@@ -180,8 +180,9 @@ def table(cfg: ElasticConfig, summary: dict) -> str:
 
 
 def plot(cfg: ElasticConfig, summary: dict):
-    """Per target depth: test accuracy against % of block weights remaining (top), and
-    each arm's paired difference to IMP there with its 95% interval (bottom)."""
+    """Per target depth: test accuracy of every arm at each IMP round (top), and each
+    arm's paired difference to IMP there with its 95% interval (bottom); the dense
+    network there as a dashed line."""
     plt = harness.pyplot()
     targets = list(summary["targets"].values())
     fig, axes = plt.subplots(
@@ -195,29 +196,30 @@ def plot(cfg: ElasticConfig, summary: dict):
         arms = [a for a in t["arms"] if a != "dense"]
         for k, arm in enumerate(arms):
             c, m = STYLES[arm]
-            x = [row["arms"][arm]["pct_remaining"] for row in pruned]
+            x = [row["round"] + 0.1 * (k - (len(arms) - 1) / 2) for row in pruned]
             y = [100 * row["arms"][arm]["acc"] for row in pruned]
             e = [100 * row["arms"][arm]["acc_std"] for row in pruned]
-            top.errorbar(x, y, yerr=e, color=c, marker=m, ms=4, capsize=3, label=LABELS[arm])
+            top.errorbar(x, y, yerr=e, color=c, marker=m, ms=4, capsize=3, ls="none",
+                         label=LABELS[arm])  # fmt: skip
             if arm == "imp":
                 continue
             d = [row["arms"][arm]["vs_imp"] for row in pruned]
-            shift = [xi * (1 + 0.025 * (k - len(arms) / 2)) for xi in x]  # keep bars apart
             mean = [100 * v["mean"] for v in d]
             err = [
                 [100 * (v["mean"] - v["lo"]) for v in d],
                 [100 * (v["hi"] - v["mean"]) for v in d],
             ]
-            bottom.errorbar(shift, mean, yerr=err, color=c, marker=m, ms=4, capsize=3, ls="none")
+            bottom.errorbar(x, mean, yerr=err, color=c, marker=m, ms=4, capsize=3, ls="none")
+        ticks = [row["round"] for row in pruned]
+        names = [f"{100 - row['arms']['imp']['pct_remaining']:.0f}% sparse (IMP)" for row in pruned]
+        bottom.set_xticks(ticks, names)
+        bottom.set_xlim(min(ticks) - 0.6, max(ticks) + 0.6)
         bottom.axhline(0, color="k", lw=0.8)
         bottom.axhline(-cfg.margin, color="k", ls=":", lw=0.8, label=f"−{cfg.margin:g} (margin)")
-        bottom.set_xscale("log")
-        bottom.invert_xaxis()
-        bottom.set_xlabel("% of block weights remaining")
         bottom.set_ylabel("test acc. − IMP here (points, 95% CI)")
         bottom.grid(alpha=0.3)
         bottom.legend(fontsize=7, loc="lower left")
-        top.set_ylabel("test accuracy (%)")
+        top.set_ylabel("test accuracy (%), mean ± std")
         n = t["blocks"]
         kind = "stretch" if n > cfg.source_blocks else "squeeze"
         top.set_title(f"ResNet-{6 * n + 2} (N = {n}), {kind} from N = {cfg.source_blocks}")
