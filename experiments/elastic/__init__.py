@@ -1,25 +1,29 @@
 """The elastic-ticket study (Chen et al., "The Elastic Lottery Ticket Hypothesis",
 NeurIPS 2021) on real MNIST digits, average-pooled to 14x14.
 
-A ResNet-(6N+2) family (three stages of N basic blocks, 8/16/32 channels; see
+A ResNet-(6N+2) family (three stages of N basic blocks; see
 :mod:`experiments.elastic.model`). IMP with late rewinding finds tickets at the source
-depth (N = 3): train, prune 40% of the remaining block weights (one global threshold;
-stem and head dense), rewind the survivors to their values at step k, repeat. Each
-round's ticket (mask and rewind weights) is stretched (N = 5, 7) and squeezed (N = 2)
-with :func:`jaxsparse.transfer.elastic` under every strategy, and trained at the target
-depth beside
+depth: train, prune a share of the remaining block weights (one global threshold; stem
+and head dense), rewind the survivors to their values at step k, repeat. Each round's
+ticket (mask and step-k weights) is stretched or squeezed to the target depths with
+:func:`jaxsparse.transfer.elastic` under every strategy, and trained there beside
 
-* IMP run directly at the target depth (its tickets cost r + 1 trainings there);
+* IMP run directly at the target depth (its round-r ticket costs r + 1 trainings there);
+* the dense network at the target depth;
 * the paper's control: the interleaved ticket with every copied block's mask shuffled;
-* random pruning: a fresh initialisation under a random mask at the interleaved
-  ticket's layer densities.
+* random masks at the interleaved ticket's layer densities, on the same weights.
 
-All arms of a round at one depth and all seeds are one compiled program (masks and
-weights are data), so each depth compiles once.
+Fair by construction: every arm trains the same number of updates with the same
+schedule and data order (paired by seed), and every pruned arm, controls included,
+starts from step-k weights with a fresh optimizer at step 0. Results are paired
+differences against IMP and dense at each depth, with 95% intervals.
+
+All arms and seeds at one depth share one compiled program (masks and weights are data),
+so each depth compiles once.
 
 Run::
 
-    jaxsparse elastic            # default study (~5 min CPU on 2 cores)
+    jaxsparse elastic            # default study (about 15 min on 2 shared cores)
     jaxsparse elastic --quick    # smoke test
     jaxsparse elastic --resume   # continue from the saved stages
 """

@@ -9,13 +9,19 @@ from experiments.harness import StudyConfig
 
 STRETCH = ("interleave", "cycle", "replicate_last")
 SQUEEZE = ("interleave", "keep_first", "keep_last")
-SOURCE_ARMS = ("imp", "random")
+CONTROLS = ("shuffle", "random")
+TRAIN_SIZE = 3500  # the mnist14 training split
+
+
+def strategies_for(n_source: int, n_target: int) -> tuple[str, ...]:
+    """The elastic strategies of a target depth: stretching or squeezing ones."""
+    return STRETCH if n_target > n_source else SQUEEZE
 
 
 def arms_for(n_source: int, n_target: int) -> tuple[str, ...]:
-    """The arms trained at a target depth, in program slot order (IMP first)."""
-    strategies = STRETCH if n_target > n_source else SQUEEZE
-    return ("imp", *strategies, "shuffle", "random")
+    """Every arm reported at a target depth: IMP there, the dense network there, the
+    elastic strategies and the two controls."""
+    return ("imp", "dense", *strategies_for(n_source, n_target), *CONTROLS)
 
 
 def _ints(text: str) -> list[int]:
@@ -28,39 +34,58 @@ class ElasticConfig(StudyConfig):
     ``quick``, ``out`` and ``resume`` come from the harness."""
 
     NAME: ClassVar[str] = "elastic"
+    # one squeeze target of ResNet-8 from ResNet-14 at width 2: two small programs, with
+    # XLA's convolution, which compiles in about half the time of im2col
     QUICK: ClassVar[dict[str, Any]] = {
         "source_blocks": 2,
-        "targets": "1,3",
-        "width": 4,
+        "targets": "1",
+        "width": 2,
         "rounds": 1,
-        "steps": 30,
-        "eval_every": 15,
-        "rewind_step": 5,
+        "steps": 6,
+        "batch_size": 16,
+        "rewind_step": 2,
         "seeds": 2,
+        "conv": "xla",
     }
 
+    seeds: int = field(default=5, metadata={"help": "paired seeds", "min": 1})
     source_blocks: int = field(
-        default=3, metadata={"help": "N of the source network (ResNet-(6N+2))", "min": 1}
+        default=2, metadata={"help": "N of the source network (ResNet-(6N+2))", "min": 1}
     )
     targets: str = field(
-        default="2,5,7", metadata={"help": "comma-separated target N (blocks per stage)"}
+        default="1,3", metadata={"help": "comma-separated target N (blocks per stage)"}
+    )
+    conv: str = field(
+        default="im2col",
+        metadata={
+            "help": "convolutions as im2col matmuls (fast to run on a CPU) or XLA's "
+            "convolution (about 2x faster to compile)",
+            "choices": ("im2col", "xla"),
+        },
     )
     width: int = field(default=8, metadata={"help": "channels of stage 0 (x2, x4 after)", "min": 1})
     rounds: int = field(
-        default=3, metadata={"help": "IMP prunings (sparsity 1 - (1 - fraction)^r)", "min": 1}
+        default=1, metadata={"help": "IMP prunings (sparsity 1 - (1 - fraction)^r)", "min": 1}
     )
     fraction: float = field(
-        default=0.4,
+        default=0.75,
         metadata={"help": "share of the remaining block weights pruned a round", "unit": True},
     )
-    steps: int = field(default=150, metadata={"help": "updates per training", "min": 1})
-    eval_every: int = field(
-        default=50, metadata={"help": "updates between evaluations (divides --steps)", "min": 1}
+    steps: int = field(
+        default=600, metadata={"help": "updates per training, every arm alike", "min": 1}
     )
-    batch_size: int = field(default=32, metadata={"help": "minibatch size", "min": 1})
-    lr: float = field(default=2e-3, metadata={"help": "Adam learning rate", "gt": 0.0})
+    batch_size: int = field(default=128, metadata={"help": "minibatch size", "min": 1})
+    lr: float = field(
+        default=1e-2,
+        metadata={"help": "peak Adam learning rate (cosine decay to 0 over --steps)", "gt": 0.0},
+    )
     rewind_step: int = field(
-        default=10, metadata={"help": "late rewinding: rewind to the weights at step k", "min": 0}
+        default=20,
+        metadata={"help": "late rewinding: every pruned arm starts from step k", "min": 1},
+    )
+    margin: float = field(
+        default=0.5,
+        metadata={"help": "'matches' margin, accuracy points (interval above -margin)", "gt": 0},
     )
 
     def target_list(self) -> list[int]:
@@ -77,11 +102,12 @@ class ElasticConfig(StudyConfig):
             fail("targets", f"must not repeat the source depth {self.source_blocks}")
         if self.source_blocks == 1 and max(targets) > 1:
             fail("source_blocks", "a stage with only block 0 cannot be stretched; use >= 2")
-        if self.steps % self.eval_every:
-            fail("eval_every", f"must divide --steps ({self.steps}), got {self.eval_every}")
         if self.rewind_step >= self.steps:
             fail("rewind_step", f"must be < --steps ({self.steps}), got {self.rewind_step}")
-        if self.batch_size > 3500:
-            fail("batch_size", f"must be <= the 3500 training examples, got {self.batch_size}")
+        if self.batch_size > TRAIN_SIZE:
+            fail(
+                "batch_size",
+                f"must be <= the {TRAIN_SIZE} training examples, got {self.batch_size}",
+            )
         if not self.fraction > 0.0:
             fail("fraction", f"must be > 0, got {self.fraction}")
