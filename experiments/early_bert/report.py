@@ -57,9 +57,10 @@ def summarise(cfg: EarlyBertConfig, per_seed: list[dict], dense_info: dict) -> d
     for arm in OTHERS:
         runs = [s["arms"][arm] for s in paired_seeds]
         arms[arm] = {k: [r[k] for r in runs] for k in ("acc", "train_acc", "steps", "train_s")}
-    arms["full"].update(
-        {k: [s["arms"]["full"][k] for s in paired_seeds] for k in ("heads", "ffn", "params")}
-    )
+    for arm in ("full", "small"):
+        arms[arm].update(
+            {k: [s["arms"][arm].get(k) for s in paired_seeds] for k in ("heads", "ffn", "params")}
+        )
     dense_acc = [s["acc"]["dense"] for s in paired_seeds]
     eb_acc = [s["acc"]["earlybert"] for s in paired_seeds]
     return {
@@ -84,7 +85,6 @@ def table(cfg: EarlyBertConfig, summary: dict) -> str:
             for a, v in summary["verdicts_vs_earlybert"].items()
         ],
     )
-    f = summary["full"]
     rows = [
         [
             "dense",
@@ -109,18 +109,18 @@ def table(cfg: EarlyBertConfig, summary: dict) -> str:
             harness.pm(e["time_ratio"], 1, 2),
             harness.pm(e["time_ratio_compile"], 1, 2),
         ],
-        [
-            ARM_LABELS["full"],
-            early_ticket.mean_widths(f["heads"]),
-            early_ticket.mean_widths(f["ffn"]),
-            f"{np.mean(f['params']):,.0f}" if f["params"] else "–",
-            "–",
-            "–",
-            "–",
-            "–",
-            "–",
-        ],
     ]
+    for arm in ("full", "small"):
+        f = summary[arm]
+        rows.append(
+            [
+                ARM_LABELS[arm],
+                early_ticket.mean_widths(f["heads"]),
+                early_ticket.mean_widths(f["ffn"]),
+                f"{np.mean(f['params']):,.0f}" if f["params"] else "–",
+                *["–"] * 5,
+            ]
+        )
     size = harness.markdown_table(
         [
             "network",

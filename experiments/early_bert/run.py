@@ -250,8 +250,17 @@ def other_arms(cfg, ctx, key, idx, drawn, run, pipeline_s, dense_chunk_s) -> dic
     # the ticket's widths from fresh weights: the pipeline's shapes, so its program
     model = build_model(cfg, drawn["heads"], drawn["ffn"])
     fresh = model.init(jax.random.fold_in(key, 2), x[:1])["params"]
+    widths = js.structured.check_spec(ctx["spec"], fresh)  # read off the arrays
     carry, t = train(pipe_exe, (fresh, make_tx(cfg, 1, 0.0).init(fresh)), x, y, rows, h)
-    out["small"] = {"carry": carry, "evaluate": pipe_eval, "steps": steps, "train_s": t}
+    out["small"] = {
+        "heads": [int(widths[f"block_{i}/attn"]) for i in range(cfg.layers)],
+        "ffn": [int(widths[f"block_{i}/ffn_in"]) for i in range(cfg.layers)],
+        "params": int(sum(v.size for v in jax.tree.leaves(fresh))),
+        "carry": carry,
+        "evaluate": pipe_eval,
+        "steps": steps,
+        "train_s": t,
+    }
 
     # dense for the pipeline's measured time (compile left out of both)
     k = chunks_in(pipeline_s, dense_chunk_s, cfg)

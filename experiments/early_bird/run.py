@@ -165,7 +165,8 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
             )
             sh["evaluate"] = make_eval(sh["model"])
         return {
-            "widths": list(w),
+            # read off the arrays themselves, so a test can hold every arm to its widths
+            "widths": widths_of(js.structured.check_spec(spec, variables), spec),
             "carry": carry,
             "hyper": h,
             "exe": sh["exe"],
