@@ -58,8 +58,13 @@ def summarise(cfg: EarlyBertConfig, per_seed: list[dict], dense_info: dict) -> d
         runs = [s["arms"][arm] for s in paired_seeds]
         arms[arm] = {k: [r[k] for r in runs] for k in ("acc", "train_acc", "steps", "train_s")}
     for arm in ("full", "small"):
+        # stages saved before the small arm read its widths off its own arrays lack
+        # them; it was built at the ticket's widths
         arms[arm].update(
-            {k: [s["arms"][arm].get(k) for s in paired_seeds] for k in ("heads", "ffn", "params")}
+            {
+                k: [s["arms"][arm].get(k, s["drawn"][k]) for s in paired_seeds]
+                for k in ("heads", "ffn", "params")
+            }
         )
     dense_acc = [s["acc"]["dense"] for s in paired_seeds]
     eb_acc = [s["acc"]["earlybert"] for s in paired_seeds]
