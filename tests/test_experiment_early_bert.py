@@ -48,8 +48,53 @@ def test_quick_outputs_by_value(quick_run):
         assert 0.0 <= a <= 1.0
     assert np.mean(dense["acc"]) > 0.2  # chance is 0.1
     csv_lines = (d / "results.csv").read_text().strip().splitlines()
-    assert len(csv_lines) == 1 + 2 * cfg.seeds
+    assert len(csv_lines) == 1 + (2 + 3) * cfg.seeds
     assert "EarlyBERT ticket" in (d / "table.md").read_text()
+
+
+def test_arms_have_equal_step_budgets(quick_run):
+    """The ticket after full training and the small dense encoder train for exactly the
+    pipeline's steps after the draw; dense for the pipeline's time trains the whole
+    chunks that fit in the pipeline's measured time at the measured dense chunk time."""
+    res, cfg = quick_run.results, quick_run.config
+    spc = 3500 // cfg.batch_size // cfg.checks_per_epoch
+    n_checks = cfg.epochs * cfg.checks_per_epoch
+    for s in res["seeds"]:
+        budget = (n_checks - s["drawn"]["check"] - 1) * spc
+        assert s["steps"] == {"dense": n_checks * spc, "earlybert": budget}
+        assert s["arms"]["full"]["steps"] == s["arms"]["small"]["steps"] == budget
+        k = int(np.clip(round(s["pipeline_s"] / np.mean(s["chunk_s"]["dense"])), 1, n_checks))
+        assert s["arms"]["dense_time"]["steps"] == k * spc
+        for arm in s["arms"].values():
+            assert 0.0 <= arm["acc"] <= 1.0 and 0.0 <= arm["train_acc"] <= 1.0
+
+
+def test_small_dense_has_the_tickets_widths(quick_run):
+    for s in quick_run.results["seeds"]:
+        small, drawn = s["arms"]["small"], s["drawn"]
+        assert (small["heads"], small["ffn"]) == (drawn["heads"], drawn["ffn"])
+        assert small["params"] == drawn["params"]
+
+
+def test_times_with_compile_add_every_program(quick_run):
+    res = quick_run.results
+    full = res["compile_s"]
+    for s in res["seeds"]:
+        assert s["dense_compile_s"] == pytest.approx(s["dense_s"] + full["train"])
+        want = s["pipeline_s"] + full["train"] + full["check"] + s["drawn"]["compile_s"]
+        assert s["pipeline_compile_s"] == pytest.approx(want)
+        assert s["time_ratio_compile"] == pytest.approx(want / s["dense_compile_s"])
+
+
+def test_verdicts_are_the_paired_differences(quick_run):
+    from experiments.stats import paired
+
+    summary = quick_run.results["summary"]
+    for arm in ("earlybert", "full", "small", "dense_time"):
+        d = paired(summary[arm]["acc"], summary["dense"]["acc"])
+        v = summary["verdicts"][arm]
+        assert v["mean"] == pytest.approx(d.mean)
+        assert v["verdict"] == d.verdict(summary["margin"])
 
 
 def test_resume_loads_the_seed_stages(quick_run):

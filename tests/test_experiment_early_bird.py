@@ -58,7 +58,7 @@ def test_quick_outputs_by_value(quick_run):
     assert dense["flops"] == _vgg_flops(widths0, side)
     row = res["summary"]["ratios"]["0.5"]
     floor = [math.ceil(0.1 * w) for w in widths0]
-    for arm in ("eb", "full", "random"):
+    for arm in ("eb", "full", "random", "small"):
         for w, p, f, acc in zip(
             row[arm]["widths"], row[arm]["params"], row[arm]["flops"], row[arm]["acc"]
         ):
@@ -68,6 +68,9 @@ def test_quick_outputs_by_value(quick_run):
             assert p == _vgg_params(w) and f == _vgg_flops(w, side)
             assert 0.0 <= acc <= 1.0
     assert row["random"]["widths"] == row["eb"]["widths"]  # same widths, random channels
+    # the small dense net from scratch has exactly the ticket's widths (read off its arrays)
+    assert row["small"]["widths"] == row["eb"]["widths"]
+    assert row["small"]["params"] == row["eb"]["params"]
     for key in ("acc", "time_s"):
         assert len(dense[key]) == cfg.seeds
     assert all(0.0 <= a <= 1.0 for a in dense["acc"] + res["summary"]["search"]["acc"])
@@ -76,9 +79,55 @@ def test_quick_outputs_by_value(quick_run):
         row["time_ratio"], np.divide(row["pipeline_s"], row["dense_s"]), rtol=1e-9
     )
     csv_lines = (d / "results.csv").read_text().strip().splitlines()
-    assert len(csv_lines) == 1 + cfg.seeds * (2 + 3)
+    assert len(csv_lines) == 1 + cfg.seeds * (2 + 5)
     table = (d / "table.md").read_text()
     assert "early-bird ticket" in table and "±" in table and "random channels" in table
+
+
+def test_arms_have_equal_step_budgets(quick_run):
+    """Every shrunk arm retrains for exactly the early-bird ticket's steps (the rest of
+    the budget after the draw); dense for the pipeline's time trains the whole chunks
+    that fit in the pipeline's measured time at the measured dense chunk time."""
+    res, cfg = quick_run.results, quick_run.config
+    spc = 3500 // cfg.batch_size // cfg.checks_per_epoch
+    n_checks = cfg.epochs * cfg.checks_per_epoch
+    for s in res["seeds"]:
+        assert s["steps"] == {"dense": n_checks * spc, "search": n_checks * spc}
+        for ratio, row in s["ratios"].items():
+            check = s["eb_check"][RATIOS.index(float(ratio))]
+            budget = (n_checks - check - 1) * spc
+            for arm in ("eb", "full", "random", "small"):
+                assert row[arm]["steps"] == budget, arm
+                assert len(row[arm]["chunk_s"]) == n_checks - check - 1, arm
+            per_chunk = np.mean(s["chunk_s"]["dense"])
+            k = int(np.clip(round(row["pipeline_s"] / per_chunk), 1, n_checks))
+            assert row["dense_time"]["steps"] == k * spc
+            for arm in row.values():
+                if isinstance(arm, dict):
+                    assert 0.0 <= arm["acc"] <= 1.0 and 0.0 <= arm["train_acc"] <= 1.0
+
+
+def test_times_with_compile_add_every_program(quick_run):
+    """'With compile' = the measured time + the compile of each program the arm needs."""
+    res = quick_run.results
+    full = res["compile_s"]
+    for s in res["seeds"]:
+        assert s["dense_compile_s"] == pytest.approx(s["dense_s"] + full["train"])
+        for row in s["ratios"].values():
+            want = row["pipeline_s"] + full["train"] + full["check"] + row["eb"]["compile_s"]
+            assert row["pipeline_compile_s"] == pytest.approx(want)
+            assert row["eb"]["compile_s"] > 0
+
+
+def test_verdicts_are_the_paired_differences(quick_run):
+    from experiments.stats import paired
+
+    row = quick_run.results["summary"]["ratios"]["0.5"]
+    margin = quick_run.results["summary"]["margin"]
+    for arm in ("eb", "full", "random", "small", "dense_time"):
+        d = paired(row[arm]["acc"], row["dense_acc"])
+        v = row["verdicts"][arm]
+        assert v["mean"] == pytest.approx(d.mean) and v["verdict"] == d.verdict(margin)
 
 
 def test_distance_matrix_by_hand():

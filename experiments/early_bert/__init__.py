@@ -10,7 +10,12 @@ stops changing the ticket is drawn: params and Adam's moments are physically shr
 schedule, to the end of the epoch budget. A dense encoder trains the same budget,
 alternating chunk by chunk with the pipeline, so the measured wall times compare.
 
-Reports accuracy and measured training time (mean ± std over seeds) against dense, for
+Controls, paired by seed: the ticket drawn from the search run after full training and a
+small dense encoder at the ticket's widths from fresh weights, each trained for exactly
+the pipeline's steps after the draw on the same batches, and dense trained for as many
+steps as fit in the pipeline's measured time (compile left out). Reports every arm's
+test and training accuracy with its paired difference from dense (95% interval, verdict
+at a 0.5-point margin) and the measured training time with and without compile, for
 EarlyBERT's claim (comparable accuracy, 35–45% less training time), in
 ``runs/early-bert-<hash8>/``. Seeds run one after another: the shrunk widths differ per
 seed; the full-width programs compile once for all.

@@ -23,6 +23,7 @@ class EarlyBertConfig(EarlyTicketConfig):
         "ffn": 64,
     }
 
+    seeds: int = field(default=5, metadata={"help": "independent seeds (paired)", "min": 1})
     epochs: int = field(default=20, metadata={"help": "training epochs (the budget)", "min": 1})
     batch_size: int = field(default=64, metadata={"help": "minibatch size", "min": 1})
     lr: float = field(default=1e-3, metadata={"help": "Adam peak rate, cosine decay", "gt": 0.0})

@@ -12,11 +12,15 @@ from experiments import harness
 from experiments.early_bert.config import EarlyBertConfig
 from experiments.early_bert.report import outputs
 from experiments.early_ticket import (
+    accuracy,
     batch_indices,
+    chunks_in,
     cosine,
     full_width_programs,
     hyper,
     run_seeds,
+    train,
+    with_compile,
 )
 from experiments.models import slim_encoder_spec
 
@@ -98,6 +102,9 @@ def shrink_like_params(tree, params, gmask, spec):
 
 
 def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dict]:
+    """Everything for one seed: dense and the pipeline side by side (and, after the draw,
+    the search run on at full width), then the arms that retrain for the ticket's budget
+    and dense for the pipeline's time; ``(arrays, extra)`` for the stage checkpoint."""
     import jax
     import jax.numpy as jnp
 
@@ -105,16 +112,45 @@ def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
 
     x, y, xt, yt, spec = ctx["x"], ctx["y"], ctx["xt"], ctx["yt"], ctx["spec"]
     idx = batch_indices(cfg, len(x), seed)
-    n_checks = idx.shape[0]
-    params = ctx["init"](jax.random.fold_in(jax.random.key(cfg.seed), seed))
+    n_checks, spc = idx.shape[0], idx.shape[1]
+    key = jax.random.fold_in(jax.random.key(cfg.seed), seed)
+    params = ctx["init"](key)
     opt = make_tx(cfg, 1, 0.0).init(params)
-    dense, pipe = (params, opt), (params, opt)
+    dense, pipe, search = (params, opt), (params, opt), None
     h_dense, h_pipe = hyper(cfg.total_steps(), 0.0), hyper(cfg.total_steps(), cfg.slimming)
     ebs = js.early_bird.init(ctx["gmask_like"], cfg.window)
     (train_exe, check_exe), evaluate = ctx["exe"](), ctx["evaluate"]
     pipe_exe, pipe_eval = train_exe, evaluate
 
-    times = {"dense": [], "pipeline": [], "check": []}
+    def shrunk(params, opt, gmask):
+        """``(carry, exe, evaluate, info)``: the shrunk params and ``opt`` shrunk alike
+        (a fresh Adam state for None; ``info["shrink_s"]``: the seconds this took), the
+        ahead-of-time compiled chunk and the evaluation of the smaller model."""
+        t0 = time.perf_counter()
+        small = js.structured.shrink(params, gmask, spec)[0]
+        small_opt = (
+            shrink_like_params(opt, params, gmask, spec)
+            if opt is not None
+            else make_tx(cfg, 1, 0.0).init(small)
+        )
+        carry = jax.block_until_ready((small, small_opt))
+        shrink_s = time.perf_counter() - t0
+        widths = js.structured.check_spec(spec, small)
+        heads = [int(widths[f"block_{i}/attn"]) for i in range(cfg.layers)]
+        ffn = [int(widths[f"block_{i}/ffn_in"]) for i in range(cfg.layers)]
+        model = build_model(cfg, heads, ffn)
+        exe, compile_s = harness.compiled(make_chunk(model, cfg), carry, x, y, batch, h_pipe)
+        info = {
+            "heads": heads,
+            "ffn": ffn,
+            "params": int(sum(v.size for v in jax.tree.leaves(small))),
+            "flops": model.flops(),
+            "compile_s": compile_s,
+            "shrink_s": shrink_s,
+        }
+        return carry, exe, make_eval(model), info
+
+    times = {"dense": [], "pipeline": [], "check": [], "search": []}
     acc = np.zeros((2, n_checks), np.float32)
     dists = np.full((n_checks, cfg.window - 1), np.inf, np.float32)
     drawn = None
@@ -124,38 +160,23 @@ def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
         times["dense"].append(t)
         (pipe, _), t = harness.timed(pipe_exe, pipe, x, y, batch, h_pipe)
         times["pipeline"].append(t)
+        if search is not None:  # the search run on at full width, outside the pipeline
+            (search, _), t = harness.timed(train_exe, search, x, y, batch, h_pipe)
+            times["search"].append(t)
         if drawn is None:
             (gmask, ebs, found, dist), t = harness.timed(check_exe, pipe[0], ebs)
             times["check"].append(t)
             dists[c] = np.asarray(dist)
             if bool(found) and c < n_checks - 1:
                 gmask = jax.tree.map(np.asarray, gmask)
-                t0 = time.perf_counter()
-                small = js.structured.shrink(pipe[0], gmask, spec)[0]
-                small_opt = shrink_like_params(pipe[1], pipe[0], gmask, spec)
-                pipe = jax.block_until_ready((small, small_opt))
-                shrink_s = time.perf_counter() - t0
-                widths = js.structured.check_spec(spec, small)
-                heads = [widths[f"block_{i}/attn"] for i in range(cfg.layers)]
-                ffn = [widths[f"block_{i}/ffn_in"] for i in range(cfg.layers)]
-                model = build_model(cfg, heads, ffn)
-                pipe_exe, compile_s = harness.compiled(
-                    make_chunk(model, cfg), pipe, x, y, batch, h_pipe
-                )
-                pipe_eval = make_eval(model)
-                drawn = {
-                    "check": c,
-                    "heads": heads,
-                    "ffn": ffn,
-                    "params": int(sum(v.size for v in jax.tree.leaves(small))),
-                    "flops": model.flops(),
-                    "shrink_s": shrink_s,
-                    "compile_s": compile_s,
-                }
-        acc[0, c] = float(evaluate(dense[0], xt, yt))
-        acc[1, c] = float(pipe_eval(pipe[0], xt, yt))
+                search = pipe
+                pipe, pipe_exe, pipe_eval, info = shrunk(*search, gmask)
+                drawn = {"check": c, **info}
+        acc[0, c] = accuracy(evaluate, xt, yt, dense[0])
+        acc[1, c] = accuracy(pipe_eval, xt, yt, pipe[0])
         bar.update(1)
 
+    compile_s = ctx["compile_s"]
     dense_s = float(np.sum(times["dense"]))
     pipeline_s = float(np.sum(times["pipeline"]) + np.sum(times["check"]))
     pipeline_s += drawn["shrink_s"] if drawn else 0.0
@@ -164,8 +185,17 @@ def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
         "seed": seed,
         "drawn": drawn,
         "acc": {"dense": float(acc[0, -1]), "earlybert": float(acc[1, -1])},
+        "train_acc": {
+            "dense": accuracy(evaluate, x, y, dense[0]),
+            "earlybert": accuracy(pipe_eval, x, y, pipe[0]),
+        },
+        "steps": {"dense": n_checks * spc, "earlybert": (n_checks - draw) * spc},
         "dense_s": dense_s,
+        "dense_compile_s": with_compile(dense_s, compile_s["train"]),
         "pipeline_s": pipeline_s,
+        "pipeline_compile_s": with_compile(
+            pipeline_s, compile_s["train"], compile_s["check"], drawn["compile_s"] if drawn else 0
+        ),
         "time_ratio": pipeline_s / dense_s,
         # shrunk chunks over the dense chunks they alternated with
         "step_ratio": float(
@@ -174,8 +204,78 @@ def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
         if draw < n_checks
         else None,
         "chunk_s": times,
+        "arms": None,
     }
+    extra["time_ratio_compile"] = extra["pipeline_compile_s"] / extra["dense_compile_s"]
+    if drawn:
+        extra["arms"] = other_arms(
+            cfg,
+            ctx,
+            key,
+            idx,
+            drawn,
+            (search, pipe_exe, pipe_eval, shrunk),
+            pipeline_s,
+            times["dense"],
+        )
     return {"curves": acc, "dists": dists}, extra
+
+
+def other_arms(cfg, ctx, key, idx, drawn, run, pipeline_s, dense_chunk_s) -> dict:
+    """The arms read against the pipeline, each ``{"acc", "train_acc", "steps", ...}``:
+    the ticket after full training and a small dense encoder at the ticket's widths from
+    fresh weights, both for the ticket's retraining budget on its batches (a fresh cosine,
+    the pipeline's L1), and dense for as many chunks as fit in the pipeline's time.
+    ``run = (search, pipe_exe, pipe_eval, shrunk)``: the search run at the end, the
+    shrunk pipeline's programs and the shrinking function of :func:`run_seed`."""
+    import jax
+
+    import jaxsparse as js
+
+    x, y, xt, yt = ctx["x"], ctx["y"], ctx["xt"], ctx["yt"]
+    c, spc = drawn["check"], idx.shape[1]
+    rows = idx[c + 1 :]
+    steps = len(rows) * spc
+    h = hyper(steps, cfg.slimming)
+    train_exe, check_exe = ctx["exe"]()
+    search, pipe_exe, pipe_eval, shrunk = run
+    out = {}
+
+    # the ticket drawn from the fully trained search run (its mask at the end)
+    gmask = check_exe(search[0], js.early_bird.init(ctx["gmask_like"], cfg.window))[0]
+    carry, exe, evaluate, info = shrunk(search[0], None, jax.tree.map(np.asarray, gmask))
+    carry, t = train(exe, carry, x, y, rows, h)
+    out["full"] = {**info, "carry": carry, "evaluate": evaluate, "steps": steps, "train_s": t}
+
+    # the ticket's widths from fresh weights: the pipeline's shapes, so its program
+    model = build_model(cfg, drawn["heads"], drawn["ffn"])
+    fresh = model.init(jax.random.fold_in(key, 2), x[:1])["params"]
+    widths = js.structured.check_spec(ctx["spec"], fresh)  # read off the arrays
+    carry, t = train(pipe_exe, (fresh, make_tx(cfg, 1, 0.0).init(fresh)), x, y, rows, h)
+    out["small"] = {
+        "heads": [int(widths[f"block_{i}/attn"]) for i in range(cfg.layers)],
+        "ffn": [int(widths[f"block_{i}/ffn_in"]) for i in range(cfg.layers)],
+        "params": int(sum(v.size for v in jax.tree.leaves(fresh))),
+        "carry": carry,
+        "evaluate": pipe_eval,
+        "steps": steps,
+        "train_s": t,
+    }
+
+    # dense for the pipeline's measured time (compile left out of both)
+    k = chunks_in(pipeline_s, dense_chunk_s, cfg)
+    p0 = ctx["init"](key)
+    carry = (p0, make_tx(cfg, 1, 0.0).init(p0))
+    carry, t = train(train_exe, carry, x, y, idx[:k], hyper(k * spc, 0.0))
+    out["dense_time"] = {"carry": carry, "evaluate": ctx["evaluate"], "steps": k * spc}
+    out["dense_time"]["train_s"] = t
+
+    for arm in out.values():
+        carry, evaluate = arm.pop("carry"), arm.pop("evaluate")
+        arm["acc"] = accuracy(evaluate, xt, yt, carry[0])
+        arm["train_acc"] = accuracy(evaluate, x, y, carry[0])
+        arm["train_s"] = float(np.sum(arm["train_s"]))
+    return out
 
 
 def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
@@ -227,6 +327,7 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
         "init": jax.jit(init),
         "gmask_like": gmask_like,
         "exe": programs,
+        "compile_s": compile_s,
         "evaluate": make_eval(model),
     }
     n_checks = cfg.n_checks()

@@ -7,12 +7,15 @@ early-bird detector (:mod:`jaxsparse.early_bird`, window 5, eps 0.1). The ticket
 when a ratio's masks stop changing is physically shrunk (:func:`jaxsparse.structured.shrink`,
 a model whose widths are constructor arguments) and retrained to the end of the epoch
 budget, interleaved with a dense run of the same budget, so the measured wall times
-compare. Controls: the ticket drawn after full training and random channels at the
-early-bird widths, retrained alike.
+compare. Controls, each for exactly the early-bird ticket's retraining steps on the same
+batches: the ticket drawn after full training, random channels at the early-bird
+widths, and a small dense net at those widths from fresh weights; and dense trained for
+as many steps as fit in the pipeline's measured time (compile left out).
 
 Outputs: the epoch x epoch mask-distance heat maps (You et al., Fig. 2), the epoch each
-ratio's early bird is found, and accuracy (mean ± std over seeds), parameters, FLOPs per
-example and measured wall time of each ticket against dense, in
+ratio's early bird is found, every arm's test and training accuracy with its paired
+difference from dense (95% interval, verdict at a 0.5-point margin), parameters, FLOPs
+per example and measured wall time with and without compile, in
 ``runs/early-bird-<hash8>/``.
 
 Seeds run one after another (the shrunk widths differ per seed, so they cannot share

@@ -12,15 +12,18 @@ from experiments import harness
 from experiments.early_bird.config import RATIOS, EarlyBirdConfig
 from experiments.early_bird.report import outputs
 from experiments.early_ticket import (
+    accuracy,
     batch_indices,
+    chunks_in,
     cosine,
     full_width_programs,
     hyper,
     run_seeds,
+    train,
+    with_compile,
 )
 
 BN_SCALES = r"bn_\d+/scale"
-ARMS = ("eb", "full", "random")
 
 
 def load_data(cfg: EarlyBirdConfig):
@@ -140,56 +143,58 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
     h_dense, h_search = hyper(cfg.total_steps(), 0.0), hyper(cfg.total_steps(), cfg.slimming)
     ebs = tuple(js.early_bird.init(g, cfg.window) for g in ctx["gmask_like"])
 
-    times = {"dense": [], "search": [], "check": [], "shrink": {}, "retrain": {}}
-    compile_s = {}
+    times = {"dense": [], "search": [], "check": []}
     masks = np.zeros((n_checks, len(RATIOS), ctx["groups"]), bool)
     dists = np.full((n_checks, len(RATIOS), cfg.window - 1), np.inf, np.float32)
     eb_check: list[int | None] = [None] * len(RATIOS)
     drawn: dict[float, dict] = {}  # ratio -> the early-bird ticket and its retraining
-    shapes: dict[tuple, dict] = {}  # (widths, steps) -> model, programs; shared by arms
+    shapes: dict[tuple, dict] = {}  # widths -> model, program; shared by arms and ratios
 
-    def start_arm(name, ratio, variables, gmask, check):
-        """Shrinks a ticket drawn after ``check`` and prepares its retraining."""
-        (smaller, widths), shrink_s = harness.timed(js.structured.shrink, variables, gmask, spec)
-        w = widths_of(widths, spec)
+    def arm_of(w, variables, check, shrink_s=0.0):
+        """An arm at widths ``w`` that trains ``variables`` on the batches after ``check``
+        to the end of the epoch budget, on a fresh cosine schedule of that length."""
         if min(w) < 1:
-            raise RuntimeError(f"seed {seed}: ratio {ratio} pruned every channel of a layer")
+            raise RuntimeError(f"seed {seed}: a ticket pruned every channel of a layer")
         steps = (n_checks - check - 1) * spc
-        key = tuple(w)
-        if key not in shapes:
-            shapes[key] = {"model": build_model(cfg, w)}
-        sh = shapes[key]
-        carry = (smaller["params"], smaller["batch_stats"], init_opt(cfg, smaller["params"]))
+        sh = shapes.setdefault(tuple(w), {"model": build_model(cfg, w)})
+        carry = (variables["params"], variables["batch_stats"], init_opt(cfg, variables["params"]))
         h = hyper(steps, 0.0)
-        if "exe" not in sh:  # compiled once a shape, ahead of time: not in the timings
-            sh["exe"], compile_s[f"{name}@{ratio}"] = harness.compiled(
+        if "exe" not in sh:  # compiled once a shape, ahead of time: apart from the timings
+            sh["exe"], sh["compile_s"] = harness.compiled(
                 make_chunk(sh["model"], cfg), carry, x, y, jnp.asarray(idx[0]), h
             )
             sh["evaluate"] = make_eval(sh["model"])
         return {
-            "widths": w,
+            # read off the arrays themselves, so a test can hold every arm to its widths
+            "widths": widths_of(js.structured.check_spec(spec, variables), spec),
             "carry": carry,
             "hyper": h,
             "exe": sh["exe"],
             "evaluate": sh["evaluate"],
+            "compile_s": sh["compile_s"],
             "shrink_s": shrink_s,
             "chunk_s": [],
             "next": check + 1,
-            "params": int(sum(v.size for v in jax.tree.leaves(smaller["params"]))),
+            "steps": steps,
+            "params": int(sum(v.size for v in jax.tree.leaves(variables["params"]))),
             "flops": sh["model"].flops(),
         }
 
+    def ticket(variables, gmask, check):
+        """Shrinks a ticket drawn after ``check`` and prepares its retraining."""
+        (smaller, widths), shrink_s = harness.timed(js.structured.shrink, variables, gmask, spec)
+        return arm_of(widths_of(widths, spec), smaller, check, shrink_s)
+
     def step_arm(arm):
-        arm["carry"], t = harness.timed(
+        (arm["carry"], _), t = harness.timed(
             arm["exe"], arm["carry"], x, y, jnp.asarray(idx[arm["next"]]), arm["hyper"]
         )
-        arm["carry"] = arm["carry"][0]
         arm["chunk_s"].append(t)
         arm["next"] += 1
 
-    def finish_arm(arm):
-        p, s, _ = arm["carry"]
-        return float(arm["evaluate"](p, s, xt, yt))
+    def accuracies(evaluate, carry):
+        """Test and training accuracy."""
+        return accuracy(evaluate, xt, yt, *carry[:2]), accuracy(evaluate, x, y, *carry[:2])
 
     train_exe, check_exe = ctx["exe"]()
     for c in range(n_checks):
@@ -209,7 +214,7 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
                 if ratio in retrain and c < n_checks - 1:
                     snap = {"params": search[0], "batch_stats": search[1]}
                     gmask = jax.tree.map(np.asarray, gmasks[r])
-                    arm = start_arm("eb", ratio, snap, gmask, c)
+                    arm = ticket(snap, gmask, c)
                     drawn[ratio] = {"eb": arm, "snapshot": snap, "gmask": gmask, "check": c}
         for ratio in sorted(drawn):  # the pipelines' retraining, interleaved with dense
             if drawn[ratio]["eb"]["next"] <= c:
@@ -217,54 +222,80 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
         bar.update(1)
 
     acc = {
-        "dense": float(ctx["evaluate"](dense[0], dense[1], xt, yt)),
-        "search": float(ctx["evaluate"](search[0], search[1], xt, yt)),
+        "dense": accuracies(ctx["evaluate"], dense),
+        "search": accuracies(ctx["evaluate"], search),
     }
     final = {"params": search[0], "batch_stats": search[1]}
     rng = np.random.default_rng([cfg.seed, seed, 1])
+    full_compile = ctx["compile_s"]
+    dense_s = float(np.sum(times["dense"]))
     arms_out = {}
     for ratio in sorted(drawn):
         d = drawn[ratio]
         r = RATIOS.index(ratio)
+        eb = d["eb"]
         gfinal = {n: masks[-1, r, sl] for n, sl in ctx["slices"].items()}
+        # the ticket's widths from scratch: fresh weights (a key of their own), its budget
+        fresh = build_model(cfg, eb["widths"]).init(jax.random.fold_in(key, 2), x[:1])
         others = {
-            "full": start_arm("full", ratio, final, gfinal, d["check"]),
-            "random": start_arm(
-                "random", ratio, d["snapshot"], random_group_mask(d["gmask"], rng), d["check"]
-            ),
+            "full": ticket(final, gfinal, d["check"]),
+            "random": ticket(d["snapshot"], random_group_mask(d["gmask"], rng), d["check"]),
+            "small": arm_of(eb["widths"], fresh, d["check"]),
         }
         for arm in others.values():
             while arm["next"] < n_checks:
                 step_arm(arm)
+        search_s = float(np.sum(times["search"][: d["check"] + 1]))
+        check_s = float(np.sum(times["check"][: d["check"] + 1]))
+        pipeline_s = search_s + check_s + eb["shrink_s"] + float(np.sum(eb["chunk_s"]))
+        # dense trained for as long as the pipeline took (compile left out of both)
+        k = chunks_in(pipeline_s, times["dense"], cfg)
+        carry, same_time_s = train(
+            train_exe, (params, stats, init_opt(cfg, params)), x, y, idx[:k], hyper(k * spc, 0.0)
+        )
         out = {}
-        for name, arm in {"eb": d["eb"], **others}.items():
+        for name, arm in {"eb": eb, **others}.items():
+            test, train_acc = accuracies(arm["evaluate"], arm["carry"])
             out[name] = {
-                "acc": finish_arm(arm),
+                "acc": test,
+                "train_acc": train_acc,
                 "widths": arm["widths"],
                 "params": arm["params"],
                 "flops": arm["flops"],
+                "steps": arm["steps"],
                 "shrink_s": arm["shrink_s"],
+                "compile_s": arm["compile_s"],
                 "train_s": float(np.sum(arm["chunk_s"])),
                 "chunk_s": arm["chunk_s"],
             }
-        search_s = float(np.sum(times["search"][: d["check"] + 1]))
-        check_s = float(np.sum(times["check"][: d["check"] + 1]))
-        out["pipeline_s"] = search_s + check_s + out["eb"]["shrink_s"] + out["eb"]["train_s"]
+        test, train_acc = accuracies(ctx["evaluate"], carry)
+        out["dense_time"] = {
+            "acc": test,
+            "train_acc": train_acc,
+            "steps": k * spc,
+            "train_s": float(np.sum(same_time_s)),
+        }
+        out["pipeline_s"] = pipeline_s
+        out["pipeline_compile_s"] = with_compile(
+            pipeline_s, full_compile["train"], full_compile["check"], eb["compile_s"]
+        )
         out["search_s"] = search_s + check_s
         # the shrunk net's chunk time over the dense chunk it was interleaved with
         out["step_ratio"] = float(
-            np.median(np.asarray(d["eb"]["chunk_s"]) / np.asarray(times["dense"][d["check"] + 1 :]))
+            np.median(np.asarray(eb["chunk_s"]) / np.asarray(times["dense"][d["check"] + 1 :]))
         )
         arms_out[str(ratio)] = out
 
     extra = {
         "seed": seed,
         "eb_check": eb_check,
-        "acc": acc,
-        "dense_s": float(np.sum(times["dense"])),
+        "acc": {k: v[0] for k, v in acc.items()},
+        "train_acc": {k: v[1] for k, v in acc.items()},
+        "steps": {"dense": n_checks * spc, "search": n_checks * spc},
+        "dense_s": dense_s,
+        "dense_compile_s": with_compile(dense_s, full_compile["train"]),
         "search_full_s": float(np.sum(times["search"]) + np.sum(times["check"])),
-        "chunk_s": {k: times[k] for k in ("dense", "search", "check")},
-        "compile_s": compile_s,
+        "chunk_s": times,
         "ratios": arms_out,
     }
     return {"masks": masks, "dists": dists}, extra
@@ -327,6 +358,7 @@ def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
         "groups": int(offsets[-1]),
         "slices": slices,
         "exe": programs,
+        "compile_s": compile_s,
         "evaluate": make_eval(model),
     }
     n_checks = cfg.n_checks()
