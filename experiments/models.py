@@ -247,6 +247,34 @@ def slim_encoder_spec(params, layers: int) -> dict:
 # --- a classifier's training round on a study's arrays (lottery, transfer, elastic) ----
 
 
+def classifier_eval(model, arrays: dict, *, train_acc: bool = False):
+    """``eval_fn(params)`` of a Linen classifier on a study's arrays: validation loss
+    (softmax cross-entropy) and accuracy, test accuracy, and with ``train_acc`` the
+    accuracy on the whole training set (to tell an underfit net from an overfit one)."""
+    import optax
+
+    def eval_fn(params):
+        def logits(split):
+            return model.apply({"params": params}, arrays[f"x_{split}"])
+
+        def acc(split, z):
+            return jnp.mean(jnp.argmax(z, -1) == arrays[f"y_{split}"])
+
+        val = logits("val")
+        out = {
+            "val_loss": optax.softmax_cross_entropy_with_integer_labels(
+                val, arrays["y_val"]
+            ).mean(),
+            "val_acc": acc("val", val),
+            "test_acc": acc("test", logits("test")),
+        }
+        if train_acc:
+            out["train_acc"] = acc("train", logits("train"))
+        return out
+
+    return eval_fn
+
+
 def classifier_train_fn(
     model,
     arrays: dict,
@@ -259,37 +287,23 @@ def classifier_train_fn(
 ):
     """``jaxsparse.make_train_fn`` for a Linen classifier on a study's arrays
     (``x_train``/``y_train``, ``x_val``/``y_val``, ``x_test``/``y_test``): softmax
-    cross-entropy, evaluated every ``eval_every`` steps as validation loss and accuracy
-    and test accuracy (the early-stopping metrics every study reports), and with
-    ``train_acc`` the accuracy on the whole training set too (to tell an underfit net
-    from an overfit one); ``batch_sharding`` as in ``make_train_fn``."""
+    cross-entropy, evaluated every ``eval_every`` steps by :func:`classifier_eval` (the
+    early-stopping metrics every study reports; ``train_acc`` adds the training set's
+    accuracy); ``batch_sharding`` as in ``make_train_fn``."""
     import optax
 
     import jaxsparse as js
 
     def xent(params, x, y):
         logits = model.apply({"params": params}, x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
-
-    def eval_fn(params):
-        val_loss, val_logits = xent(params, arrays["x_val"], arrays["y_val"])
-        test_logits = model.apply({"params": params}, arrays["x_test"])
-        out = {
-            "val_loss": val_loss,
-            "val_acc": jnp.mean(jnp.argmax(val_logits, -1) == arrays["y_val"]),
-            "test_acc": jnp.mean(jnp.argmax(test_logits, -1) == arrays["y_test"]),
-        }
-        if train_acc:
-            train_logits = model.apply({"params": params}, arrays["x_train"])
-            out["train_acc"] = jnp.mean(jnp.argmax(train_logits, -1) == arrays["y_train"])
-        return out
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
     return js.make_train_fn(
-        lambda p, b: xent(p, b["x"], b["y"])[0],
+        lambda p, b: xent(p, b["x"], b["y"]),
         {"x": arrays["x_train"], "y": arrays["y_train"]},
         batch_size=batch_size,
         steps=steps,
-        eval_fn=eval_fn,
+        eval_fn=classifier_eval(model, arrays, train_acc=train_acc),
         eval_every=eval_every,
         batch_sharding=batch_sharding,
     )

@@ -40,18 +40,17 @@ def _eval_program(model, *, batch_size: int, steps: int):
     leading axis) trains ``steps`` updates on ``arrays``' training split, then is
     evaluated on the training, validation and test splits (accuracy; validation loss)."""
     import jax
-    import jax.numpy as jnp
     import optax
 
     import jaxsparse as js
 
     def xent(params, x, y):
         logits = model.apply({"params": params}, x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
     def program(states, keys, arrays):
         train_fn = js.make_train_fn(
-            lambda p, b: xent(p, b["x"], b["y"])[0],
+            lambda p, b: xent(p, b["x"], b["y"]),
             {"x": arrays["x_train"], "y": arrays["y_train"]},
             batch_size=batch_size,
             steps=steps,
@@ -61,14 +60,7 @@ def _eval_program(model, *, batch_size: int, steps: int):
             state, _ = train_fn(state, key)
             return state.params, state.step
 
-        def evaluate(params):
-            out = {}
-            for split in ("train", "val", "test"):
-                loss, logits = xent(params, arrays[f"x_{split}"], arrays[f"y_{split}"])
-                out[f"{split}_acc"] = jnp.mean(jnp.argmax(logits, -1) == arrays[f"y_{split}"])
-                if split == "val":
-                    out["val_loss"] = loss
-            return out
+        evaluate = models.classifier_eval(model, arrays, train_acc=True)
 
         params, updates = jax.vmap(train)(states, keys)
         return updates, jax.lax.map(evaluate, params, batch_size=EVAL_CHUNK)
