@@ -15,7 +15,8 @@ The fair-comparison arms both studies add (issue 16), built from the pieces here
   early-ticket pipeline's measured time (compile left out, the dense chunk time measured
   in the same run, :func:`chunks_in`), on a cosine schedule stretched to that budget;
 - *small dense from scratch*: the ticket's widths, fresh initial weights, the ticket's
-  retraining budget and batches;
+  retraining budget and batches, its learning rate chosen on the validation split from
+  ``--lr-grid`` (it differs in width from dense; :func:`best_on_val`);
 - *ticket after full training*: drawn from the search run at the end of the budget and
   retrained for exactly the early-bird ticket's retraining budget.
 
@@ -27,6 +28,7 @@ initial weights where the architecture is the same).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +62,17 @@ class EarlyTicketConfig(StudyConfig):
         metadata={"help": "early bird when all mask distances in the FIFO are <= eps"},
     )
     window: int = field(default=5, metadata={"help": "masks in the detector's FIFO", "min": 2})
+    lr_grid: str = field(
+        default="0.5,1,2",
+        metadata={
+            "help": "factors of --lr tried for the small dense arm (the ticket's widths "
+            "from scratch), the one with the best validation accuracy reported; '1': --lr only"
+        },
+    )
+
+    @property
+    def lr_factors(self) -> tuple[float, ...]:
+        return tuple(float(t) for t in self.lr_grid.split(",") if t.strip())
 
     def n_checks(self) -> int:
         return self.epochs * self.checks_per_epoch
@@ -84,6 +97,12 @@ class EarlyTicketConfig(StudyConfig):
             )
         if self.n_checks() <= self.window:
             fail("window", f"must be < the {self.n_checks()} checks of the run, got {self.window}")
+        try:
+            factors = self.lr_factors
+        except ValueError:
+            factors = ()
+        if not factors or min(factors) <= 0:
+            fail("lr_grid", f"expected comma-separated positive factors, got {self.lr_grid!r}")
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -98,13 +117,14 @@ def batch_indices(cfg: EarlyTicketConfig, n: int, seed: int) -> np.ndarray:
     return np.concatenate(rows).reshape(-1, cfg.steps_per_check(), cfg.batch_size)
 
 
-def hyper(steps: int, slimming: float) -> dict:
-    """The traced hyperparameters of a training chunk: the schedule's length and the L1
-    strength, data rather than constants, so dense training (``slimming = 0``), the
-    search run and every retraining length share one compiled program a shape."""
+def hyper(steps: int, slimming: float, lr: float) -> dict:
+    """The traced hyperparameters of a training chunk: the schedule's length, the L1
+    strength and the peak learning rate, data rather than constants, so dense training
+    (``slimming = 0``), the search run, every retraining length and every rate of the
+    small dense arm's grid share one compiled program a shape."""
     import jax.numpy as jnp
 
-    return {"steps": jnp.float32(steps), "slimming": jnp.float32(slimming)}
+    return {"steps": jnp.float32(steps), "slimming": jnp.float32(slimming), "lr": jnp.float32(lr)}
 
 
 def cosine(lr: float, steps):
@@ -136,7 +156,7 @@ def full_width_programs(cfg: EarlyTicketConfig, chunk, check, first, x, y, log):
         carry, check_args = first()
         idx0 = jnp.zeros((cfg.steps_per_check(), cfg.batch_size), jnp.int32)
         train, compile_s["train"] = harness.compiled(
-            chunk, carry, x, y, idx0, hyper(cfg.total_steps(), cfg.slimming)
+            chunk, carry, x, y, idx0, hyper(cfg.total_steps(), cfg.slimming, cfg.lr)
         )
         detect, compile_s["check"] = harness.compiled(jax.jit(check), *check_args)
         log(f"compiled the training and check programs in {sum(compile_s.values()):.1f} s")
@@ -184,6 +204,23 @@ def accuracy(evaluate, x, y, *weights) -> float:
         for i in range(0, n, size)
     ]
     return sum(hits) / n
+
+
+def best_on_val(cfg: EarlyTicketConfig, train_at, val_accuracy) -> tuple[Any, dict]:
+    """Trains an arm at every rate of ``cfg.lr`` times ``cfg.lr_factors``
+    (``train_at(lr) -> carry``) and keeps the one whose ``val_accuracy(carry)`` is
+    highest (the first of equals, in the grid's order); ``(carry, record)``, the record
+    holding the chosen rate and every rate's validation accuracy."""
+    best, record = None, {"lr": None, "val_acc": {}}
+    for factor in cfg.lr_factors:
+        lr = cfg.lr * factor
+        carry = train_at(lr)
+        acc = float(val_accuracy(carry))
+        record["val_acc"][f"{lr:g}"] = acc
+        if best is None or acc > best[0]:
+            best, record["lr"] = (acc, carry), lr
+    assert best is not None  # validate() keeps the grid non-empty
+    return best[1], record
 
 
 def chunks_in(seconds: float, dense_chunk_s: list[float], cfg: EarlyTicketConfig) -> int:
@@ -262,6 +299,26 @@ def verdict_table(labels: dict[str, str], summary_arms: dict, v: dict, margin: f
             f"verdict (margin {100 * margin:g} pt)",
         ],
         rows,
+    )
+
+
+def lr_note(cfg: EarlyTicketConfig, records: list) -> str:
+    """A sentence on the small dense arm's learning rates (:func:`best_on_val`'s records,
+    one a seed; ``None`` for a stage saved before the grid): which rate each seed chose
+    and every rate's mean validation accuracy."""
+    records = [r for r in records if r]
+    if not records:
+        return ""
+    chosen = [r["lr"] for r in records]
+    counts = ", ".join(f"{lr:g} ({chosen.count(lr)} seeds)" for lr in sorted(set(chosen)))
+    rates = list(records[0]["val_acc"])
+    val = ", ".join(
+        f"{lr}: {100 * np.mean([r['val_acc'][lr] for r in records]):.1f}%" for lr in rates
+    )
+    return (
+        f"The small dense arm's peak rate is chosen per seed on the validation split from "
+        f"{', '.join(rates)} (--lr-grid {cfg.lr_grid} times --lr {cfg.lr:g}): chosen "
+        f"{counts}; mean validation accuracy per rate {val}."
     )
 
 

@@ -76,6 +76,17 @@ def test_small_dense_has_the_tickets_widths(quick_run):
         assert small["params"] == drawn["params"]
 
 
+def test_small_dense_rate_is_the_best_on_validation(quick_run):
+    cfg = quick_run.results["config"]
+    factors = [float(f) for f in cfg["lr_grid"].split(",")]
+    for s in quick_run.results["seeds"]:
+        rec = s["arms"]["small"]["lr"]
+        assert list(rec["val_acc"]) == [f"{cfg['lr'] * f:g}" for f in factors]
+        accs = list(rec["val_acc"].values())
+        assert f"{rec['lr']:g}" == list(rec["val_acc"])[int(np.argmax(accs))]
+    assert "chosen per seed on the validation split" in (quick_run.dir / "table.md").read_text()
+
+
 def test_times_with_compile_add_every_program(quick_run):
     res = quick_run.results
     full = res["compile_s"]
@@ -110,6 +121,7 @@ def test_resume_loads_the_seed_stages(quick_run):
         (["--ffn-ratio", "2"], "--ffn-ratio"),
         (["--quick", "--window", "6"], "--window"),
         (["--layers", "0"], "--layers"),
+        (["--lr-grid", "-1"], "--lr-grid"),
     ],
 )
 def test_bad_flags_name_the_flag(argv, flag, flag_error):

@@ -130,6 +130,36 @@ def test_verdicts_are_the_paired_differences(quick_run):
         assert v["mean"] == pytest.approx(d.mean) and v["verdict"] == d.verdict(margin)
 
 
+def test_best_on_val_keeps_the_first_of_the_best_rates():
+    from experiments.early_bird.config import EarlyBirdConfig
+    from experiments.early_ticket import best_on_val
+
+    cfg = EarlyBirdConfig(lr=0.1, lr_grid="0.5,1,2,4")
+    val = {0.05: 0.7, 0.1: 0.9, 0.2: 0.9, 0.4: 0.2}
+    tried = []
+
+    def train_at(lr):
+        tried.append(lr)
+        return {"lr": lr}
+
+    carry, record = best_on_val(cfg, train_at, lambda c: val[round(c["lr"], 6)])
+    assert [round(lr, 6) for lr in tried] == [0.05, 0.1, 0.2, 0.4]
+    assert carry == {"lr": 0.1} and record["lr"] == 0.1
+    assert record["val_acc"] == {"0.05": 0.7, "0.1": 0.9, "0.2": 0.9, "0.4": 0.2}
+
+
+def test_small_dense_rate_is_the_best_on_validation(quick_run):
+    cfg = quick_run.results["config"]
+    factors = [float(f) for f in cfg["lr_grid"].split(",")]
+    for s in quick_run.results["seeds"]:
+        for row in s["ratios"].values():
+            rec = row["small"]["lr"]
+            assert list(rec["val_acc"]) == [f"{cfg['lr'] * f:g}" for f in factors]
+            accs = list(rec["val_acc"].values())
+            assert f"{rec['lr']:g}" == list(rec["val_acc"])[int(np.argmax(accs))]
+    assert "chosen per seed on the validation split" in (quick_run.dir / "table.md").read_text()
+
+
 def test_distance_matrix_by_hand():
     masks = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 1]], bool)
     np.testing.assert_allclose(
@@ -152,6 +182,8 @@ def test_resume_loads_the_seed_stages(quick_run):
         (["--quick", "--window", "6"], "--window"),
         (["--min-keep", "1.5"], "--min-keep"),
         (["--checks-per-epoch", "100"], "--checks-per-epoch"),
+        (["--lr-grid", "0,1"], "--lr-grid"),
+        (["--lr-grid", "a"], "--lr-grid"),
     ],
 )
 def test_bad_flags_name_the_flag(argv, flag, flag_error):

@@ -66,6 +66,7 @@ def summarise(cfg: EarlyBertConfig, per_seed: list[dict], dense_info: dict) -> d
                 for k in ("heads", "ffn", "params")
             }
         )
+    arms["small"]["lr"] = [s["arms"]["small"].get("lr") for s in paired_seeds]
     dense_acc = [s["acc"]["dense"] for s in paired_seeds]
     eb_acc = [s["acc"]["earlybert"] for s in paired_seeds]
     return {
@@ -151,7 +152,8 @@ def table(cfg: EarlyBertConfig, summary: dict) -> str:
         f"**{harness.pm(e['saving_compile'], 100, 1)}%** with it counted (EarlyBERT's "
         f"claim: 35–45% on BERT); the shrunk encoder's chunk takes "
         f"{harness.pm(e['step_ratio'], 1, 2)} of the dense chunk's time at "
-        f"{np.mean(e['flops']) / d['flops'] if e['flops'] else float('nan'):.2f} of its FLOPs."
+        f"{np.mean(e['flops']) / d['flops'] if e['flops'] else float('nan'):.2f} of its FLOPs. "
+        f"{early_ticket.lr_note(cfg, summary['small']['lr'])}"
     )
 
 

@@ -14,6 +14,7 @@ from experiments.early_bert.report import outputs
 from experiments.early_ticket import (
     accuracy,
     batch_indices,
+    best_on_val,
     chunks_in,
     cosine,
     full_width_programs,
@@ -38,14 +39,17 @@ def build_model(cfg: EarlyBertConfig, heads=None, ffn=None):
     )
 
 
-def make_tx(cfg: EarlyBertConfig, steps, slimming):
-    """Adam with cosine decay over ``steps``, after the L1 subgradient on the slimming
-    coefficients; ``steps`` and ``slimming`` may be traced (one program for both arms)."""
+def make_tx(cfg: EarlyBertConfig, steps, slimming, lr=None):
+    """Adam from peak rate ``lr`` (default ``cfg.lr``) with cosine decay over ``steps``,
+    after the L1 subgradient on the slimming coefficients; all three may be traced (one
+    program for every arm and rate of a shape)."""
     import optax
 
     import jaxsparse as js
 
-    return optax.chain(js.slimming(slimming, where=COEFS), optax.adam(cosine(cfg.lr, steps)))
+    return optax.chain(
+        js.slimming(slimming, where=COEFS), optax.adam(cosine(cfg.lr if lr is None else lr, steps))
+    )
 
 
 def make_chunk(model, cfg: EarlyBertConfig):
@@ -54,7 +58,7 @@ def make_chunk(model, cfg: EarlyBertConfig):
     import optax
 
     def chunk(carry, x, y, idx, hyper):
-        tx = make_tx(cfg, hyper["steps"], hyper["slimming"])
+        tx = make_tx(cfg, hyper["steps"], hyper["slimming"], hyper["lr"])
 
         def step(c, i):
             params, opt = c
@@ -117,7 +121,8 @@ def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
     params = ctx["init"](key)
     opt = make_tx(cfg, 1, 0.0).init(params)
     dense, pipe, search = (params, opt), (params, opt), None
-    h_dense, h_pipe = hyper(cfg.total_steps(), 0.0), hyper(cfg.total_steps(), cfg.slimming)
+    h_dense = hyper(cfg.total_steps(), 0.0, cfg.lr)
+    h_pipe = hyper(cfg.total_steps(), cfg.slimming, cfg.lr)
     ebs = js.early_bird.init(ctx["gmask_like"], cfg.window)
     (train_exe, check_exe), evaluate = ctx["exe"](), ctx["evaluate"]
     pipe_exe, pipe_eval = train_exe, evaluate
@@ -224,8 +229,9 @@ def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
 def other_arms(cfg, ctx, key, idx, drawn, run, pipeline_s, dense_chunk_s) -> dict:
     """The arms read against the pipeline, each ``{"acc", "train_acc", "steps", ...}``:
     the ticket after full training and a small dense encoder at the ticket's widths from
-    fresh weights, both for the ticket's retraining budget on its batches (a fresh cosine,
-    the pipeline's L1), and dense for as many chunks as fit in the pipeline's time.
+    fresh weights (its peak rate chosen on validation from ``--lr-grid``), both for the
+    ticket's retraining budget on its batches (a fresh cosine, the pipeline's L1), and
+    dense for as many chunks as fit in the pipeline's time.
     ``run = (search, pipe_exe, pipe_eval, shrunk)``: the search run at the end, the
     shrunk pipeline's programs and the shrinking function of :func:`run_seed`."""
     import jax
@@ -236,7 +242,7 @@ def other_arms(cfg, ctx, key, idx, drawn, run, pipeline_s, dense_chunk_s) -> dic
     c, spc = drawn["check"], idx.shape[1]
     rows = idx[c + 1 :]
     steps = len(rows) * spc
-    h = hyper(steps, cfg.slimming)
+    h = hyper(steps, cfg.slimming, cfg.lr)
     train_exe, check_exe = ctx["exe"]()
     search, pipe_exe, pipe_eval, shrunk = run
     out = {}
@@ -251,7 +257,14 @@ def other_arms(cfg, ctx, key, idx, drawn, run, pipeline_s, dense_chunk_s) -> dic
     model = build_model(cfg, drawn["heads"], drawn["ffn"])
     fresh = model.init(jax.random.fold_in(key, 2), x[:1])["params"]
     widths = js.structured.check_spec(ctx["spec"], fresh)  # read off the arrays
-    carry, t = train(pipe_exe, (fresh, make_tx(cfg, 1, 0.0).init(fresh)), x, y, rows, h)
+
+    def small_at(lr):
+        h_lr = hyper(steps, cfg.slimming, lr)
+        return train(pipe_exe, (fresh, make_tx(cfg, 1, 0.0).init(fresh)), x, y, rows, h_lr)
+
+    (carry, t), lr_record = best_on_val(
+        cfg, small_at, lambda run: accuracy(pipe_eval, ctx["xv"], ctx["yv"], run[0][0])
+    )
     out["small"] = {
         "heads": [int(widths[f"block_{i}/attn"]) for i in range(cfg.layers)],
         "ffn": [int(widths[f"block_{i}/ffn_in"]) for i in range(cfg.layers)],
@@ -260,13 +273,14 @@ def other_arms(cfg, ctx, key, idx, drawn, run, pipeline_s, dense_chunk_s) -> dic
         "evaluate": pipe_eval,
         "steps": steps,
         "train_s": t,
+        "lr": lr_record,
     }
 
     # dense for the pipeline's measured time (compile left out of both)
     k = chunks_in(pipeline_s, dense_chunk_s, cfg)
     p0 = ctx["init"](key)
     carry = (p0, make_tx(cfg, 1, 0.0).init(p0))
-    carry, t = train(train_exe, carry, x, y, idx[:k], hyper(k * spc, 0.0))
+    carry, t = train(train_exe, carry, x, y, idx[:k], hyper(k * spc, 0.0, cfg.lr))
     out["dense_time"] = {"carry": carry, "evaluate": ctx["evaluate"], "steps": k * spc}
     out["dense_time"]["train_s"] = t
 
@@ -288,7 +302,9 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
 
     run = harness.start(cfg, log=log)
     ds = data_lib.load("mnist")
-    x, y, xt, yt = map(jnp.asarray, (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+    x, y, xv, yv, xt, yt = map(
+        jnp.asarray, (ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test, ds.y_test)
+    )
     model = build_model(cfg)
 
     def init(key):
@@ -321,6 +337,8 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
     ctx = {
         "x": x,
         "y": y,
+        "xv": xv,
+        "yv": yv,
         "xt": xt,
         "yt": yt,
         "spec": spec,

