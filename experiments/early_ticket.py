@@ -310,7 +310,10 @@ def lr_note(cfg: EarlyTicketConfig, records: list) -> str:
     if not records:
         return ""
     chosen = [r["lr"] for r in records]
-    counts = ", ".join(f"{lr:g} ({chosen.count(lr)} seeds)" for lr in sorted(set(chosen)))
+    counts = ", ".join(
+        f"{lr:g} ({chosen.count(lr)} seed{'s' * (chosen.count(lr) != 1)})"
+        for lr in sorted(set(chosen))
+    )
     rates = list(records[0]["val_acc"])
     val = ", ".join(
         f"{lr}: {100 * np.mean([r['val_acc'][lr] for r in records]):.1f}%" for lr in rates

@@ -25,7 +25,7 @@ def test_quick_outputs_by_value(quick_run):
     # eps = 1: drawn on the push that fills the FIFO
     assert e["share"] == [cfg.window / n_checks] * cfg.seeds
     assert e["epoch"] == [cfg.window / cfg.checks_per_epoch] * cfg.seeds
-    # 1 of 4 heads in every layer; 40% of all FFN units: round(0.4 * 2 * 64) = 51 pruned
+    # 1 of 4 heads in every layer; 40% of all FFN units: round(0.4 * layers * 64) pruned
     assert e["heads"] == [[3] * cfg.layers] * cfg.seeds
     for ffn, params, flops in zip(e["ffn"], e["params"], e["flops"]):
         assert sum(ffn) == cfg.layers * cfg.ffn - round(0.4 * cfg.layers * cfg.ffn)
