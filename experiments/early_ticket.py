@@ -38,6 +38,10 @@ from experiments.harness import StudyConfig
 
 # the detector of both --quick presets: eps = 1 draws the ticket as soon as the FIFO is
 # full, a fixed point the tests check
+LR_GRID_HELP = (
+    "factors of --lr tried for the small dense arm (the ticket's widths from scratch), the "
+    "one with the best validation accuracy reported; '1': --lr only"
+)
 QUICK_DETECTOR = {"seeds": 2, "window": 3, "eps": 1.0, "batch_size": 128}
 
 
@@ -62,13 +66,7 @@ class EarlyTicketConfig(StudyConfig):
         metadata={"help": "early bird when all mask distances in the FIFO are <= eps"},
     )
     window: int = field(default=5, metadata={"help": "masks in the detector's FIFO", "min": 2})
-    lr_grid: str = field(
-        default="0.5,1,2",
-        metadata={
-            "help": "factors of --lr tried for the small dense arm (the ticket's widths "
-            "from scratch), the one with the best validation accuracy reported; '1': --lr only"
-        },
-    )
+    lr_grid: str = field(default="0.5,1,2", metadata={"help": LR_GRID_HELP})
 
     @property
     def lr_factors(self) -> tuple[float, ...]:

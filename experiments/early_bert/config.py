@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from experiments.early_ticket import QUICK_DETECTOR, EarlyTicketConfig
+from experiments.early_ticket import LR_GRID_HELP, QUICK_DETECTOR, EarlyTicketConfig
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,7 @@ class EarlyBertConfig(EarlyTicketConfig):
     lr: float = field(default=1e-3, metadata={"help": "Adam peak rate, cosine decay", "gt": 0.0})
     # 0.5 lost on every seed of the 0.5,1,2 run (validation 85.0% against 87.0 / 88.8%);
     # its third training per seed took the default run past 15 minutes
-    lr_grid: str = field(
-        default="1,2",
-        metadata={
-            "help": "factors of --lr tried for the small dense arm (the ticket's widths "
-            "from scratch), the one with the best validation accuracy reported; '1': --lr only"
-        },
-    )
+    lr_grid: str = field(default="1,2", metadata={"help": LR_GRID_HELP})
     layers: int = field(default=4, metadata={"help": "transformer blocks", "min": 1})
     heads: int = field(default=4, metadata={"help": "attention heads a block", "min": 1})
     width: int = field(default=64, metadata={"help": "model width (heads * head size)", "min": 1})
