@@ -27,8 +27,13 @@ The rule, per prunable leaf with ``n_alive`` alive weights at step ``t``:
 dropped may be grown back in the same update; it then simply stays alive, with its value
 and optimizer moments untouched. So the mask changes in at most ``2k`` places, and the
 weights that turn on (dead before, alive after) equal in number those that turn off.
-Weights that turn on start at exactly 0 with every per-weight optimizer moment zeroed;
-weights that turn off become 0. Per-leaf alive counts never change.
+Weights that turn on start at exactly 0; weights that turn off become 0. Per-leaf alive
+counts never change. Moments are not touched here: :func:`jaxsparse.masked` zeroes the
+per-weight state of pruned weights as each update reads it, so a weight that turns off
+has zero moments from its next update on, and one that turns on starts from the moments
+it had while pruned: exactly 0 for every optimizer whose state stays 0 under zero
+gradients (SGD with momentum, Adam, AdamW, RMSProp, Adagrad, Lion...); AdaBelief's
+``eps_root`` (1e-16) is the one drift seen.
 """
 
 from __future__ import annotations
@@ -46,7 +51,6 @@ from jaxsparse._rounding import round_mul
 from jaxsparse.filters import Filter, check_structure
 from jaxsparse.masks import apply_mask, explicit_spec, mask_prunable
 from jaxsparse.optim import get_mask, set_mask
-from jaxsparse.state import mask_moments
 
 State = Any  # duck-typed: .params, .opt_state, .step, .replace
 
@@ -123,10 +127,12 @@ def _update(
     active = (step % every == 0) & (step >= start) & (step < end)
     # Only the mask is chosen under the cond (passing params and optimizer state through
     # one copied them every step); the masking below is elementwise and fuses with the
-    # update before it. Alive before and after keeps value and moments; all else is 0.
+    # update before it. Alive before and after keeps its value; all else is 0. Moments
+    # are left to masked(): it zeroes pruned entries as the next update reads them, and
+    # a grown weight's moments are already 0 (it was pruned through the last update).
     new_mask = jax.lax.cond(active, drop_and_grow, lambda: mask)
     kept = jax.tree.map(jnp.logical_and, mask, new_mask)
-    opt_state = set_mask(mask_moments(state.opt_state, kept, state.params), new_mask)
+    opt_state = set_mask(state.opt_state, new_mask)
     params = apply_mask(state.params, kept)
     return state.replace(params=params, opt_state=opt_state)
 

@@ -12,60 +12,14 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxsparse.filters import Filter, is_floating
-from jaxsparse.masks import apply_mask, check_mask, zero_pruned
-from jaxsparse.optim import MaskedState, get_mask, masked, set_mask
+from jaxsparse.filters import Filter
+from jaxsparse.masks import apply_mask, check_mask
+from jaxsparse.optim import MaskedState, get_mask, mask_moments, masked, set_mask
 
 
 def _has_masked(opt_state: optax.OptState) -> bool:
     leaves = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, MaskedState))
     return any(isinstance(x, MaskedState) for x in leaves)
-
-
-def mask_moments(
-    opt_state: optax.OptState, mask: chex.ArrayTree, params: chex.ArrayTree
-) -> optax.OptState:
-    """Zeroes the pruned entries of every params-shaped subtree of ``opt_state``.
-
-    Optax keeps per-weight statistics (moments, traces) in subtrees that mirror the
-    params; those are masked. Anything else (step counts, factored statistics, the
-    mask held by :func:`jaxsparse.masked`, which callers then replace) is left as it is.
-
-    Args:
-      opt_state: any optax state.
-      mask: a ``bool`` pytree mirroring ``params``.
-      params: the params (only structure and shapes are read).
-
-    Returns:
-      ``opt_state`` with pruned entries of its params-shaped subtrees set to zero.
-
-    Examples:
-        >>> params = {"w": jnp.ones(2)}
-        >>> s = optax.sgd(0.1, momentum=0.9).init(params)
-        >>> s = jax.tree.map(jnp.ones_like, s)
-        >>> mask_moments(s, {"w": jnp.array([True, False])}, params)[0].trace["w"]
-        Array([1., 0.], dtype=float32)
-
-    References:
-      Frankle et al., "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML
-      2020 (rewinding weights and optimizer state).
-    """
-    treedef = jax.tree.structure(params)
-    shapes = [jnp.shape(x) for x in jax.tree.leaves(params)]
-
-    def params_like(x: Any) -> bool:
-        leaves, td = jax.tree.flatten(x)
-        # jax's stubs leave PyTreeDef unresolved (no __eq__); it compares structures
-        same_tree: bool = td == treedef  # type: ignore[operator]
-        return same_tree and [jnp.shape(v) for v in leaves] == shapes
-
-    def fix(x):
-        if not params_like(x):
-            return x
-        # floating leaves only: a step count is never a per-weight statistic
-        return jax.tree.map(lambda v, m: zero_pruned(v, m) if is_floating(v) else v, x, mask)
-
-    return jax.tree.map(fix, opt_state, is_leaf=params_like)
 
 
 def snapshot_step(state: Any) -> jax.Array:

@@ -318,3 +318,45 @@ def test_flax_train_state_apply_gradients():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     for a, b in zip(jax.tree.leaves(js.get_mask(ts.opt_state)), jax.tree.leaves(mask)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _params_shaped(opt_state, params):
+    """The float subtrees of ``opt_state`` that mirror ``params`` (moments, traces)."""
+    treedef, shapes = jax.tree.structure(params), [x.shape for x in jax.tree.leaves(params)]
+
+    def like(x):
+        leaves, td = jax.tree.flatten(x)
+        return td == treedef and [jnp.shape(v) for v in leaves] == shapes
+
+    found = [x for x in jax.tree.leaves(opt_state, is_leaf=like) if like(x)]
+    return [
+        x for x in found if all(jnp.issubdtype(v.dtype, jnp.floating) for v in jax.tree.leaves(x))
+    ]
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_moments_of_newly_pruned_weights_are_zero_after_the_next_update(name):
+    """set_mask prunes more mid-training; masked() zeroes the new pruned weights' moments
+    as the next update reads them, so they come out of that update at 0 (adafactor's
+    full second moment of small leaves at its eps1 = 1e-30: it adds eps to g^2)."""
+    tx, params = js.masked(OPTIMIZERS[name]()), _params()
+    state, batch = tx.init(params), _data()
+    for _ in range(3):  # dense steps: every moment nonzero
+        u, state = tx.update(jax.grad(loss_fn)(params, batch), state, params)
+        params = optax.apply_updates(params, u)
+    mask = _mask()
+    stats = _params_shaped(state, params)
+    assert name in ("sgd", "noisy_sgd") or any(
+        np.any(np.asarray(v)[~np.asarray(m)] != 0)
+        for s in stats
+        for v, m in zip(jax.tree.leaves(s), jax.tree.leaves(mask))
+    ), "the test needs nonzero moments at the weights it prunes"
+    state = js.set_mask(state, mask)
+    params = js.apply_mask(params, mask)
+    u, state = jax.jit(tx.update)(jax.grad(loss_fn)(params, batch), state, params)
+    limit = 1e-29 if name == "adafactor" else 0.0
+    for s in _params_shaped(state, params):
+        for v, m in zip(jax.tree.leaves(s), jax.tree.leaves(mask)):
+            assert np.all(np.abs(np.asarray(v)[~np.asarray(m)]) <= limit), name
+    for x, m in zip(jax.tree.leaves(optax.apply_updates(params, u)), jax.tree.leaves(mask)):
+        assert np.all(np.asarray(x)[~np.asarray(m)] == 0.0), name

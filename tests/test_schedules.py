@@ -10,6 +10,7 @@ import pytest
 
 import jaxsparse as js
 from jaxsparse import schedules
+from jaxsparse.optim import mask_moments
 
 SIZES = {"Dense_0": (8, 16), "Dense_1": (16, 4)}  # 128 and 64 weights
 TX = js.masked(optax.sgd(0.05))  # one object: it is static metadata of the state
@@ -128,3 +129,37 @@ def test_gradual_prune_takes_any_score_and_skips_off_steps():
     w = np.abs(np.asarray(state.params["Dense_1"]["kernel"])).ravel()
     m = np.asarray(new.mask["Dense_1"]["kernel"]).ravel()
     assert m.sum() == 32 and w[m].max() < w[~m].min()
+
+
+def test_gradual_prune_equals_eager_moment_zeroing():
+    """gradual_prune leaves the moments of newly pruned weights to masked(), which zeroes
+    them as the next update reads them. Against a reference that zeroes them at once (the
+    earlier behaviour): params equal at every step, moments equal after every update."""
+    sched, every = schedules.polynomial(0.8, begin=0, end=60), 10
+    tx = js.masked(optax.adam(0.05))
+
+    def lazy(state, grads):
+        return schedules.gradual_prune(state.apply_gradients(grads=grads), sched, every)
+
+    def eager(state, grads):
+        state = lazy(state, grads)
+        m = js.get_mask(state.opt_state)
+        return state.replace(
+            opt_state=js.set_mask(mask_moments(state.opt_state, m, state.params), m)
+        )
+
+    params = make_state().params
+    a = b = js.SparseTrainState.create(apply_fn=None, params=params, tx=tx)
+    lazy, eager = jax.jit(lazy), jax.jit(eager)
+    rng = np.random.default_rng(3)
+    stale = 0
+    for _ in range(70):
+        grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), a.params)
+        a, b = lazy(a, grads), eager(b, grads)
+        chex.assert_trees_all_equal(a.params, b.params)
+        chex.assert_trees_all_equal(a.mask, b.mask)
+        if int(a.step) % every == 0:  # pruned just now: a's moments of those are stale
+            stale += int(a.step) <= 60
+            continue
+        chex.assert_trees_all_equal(a.opt_state, b.opt_state)
+    assert stale == 6 and float(js.sparsity(a.mask)) > 0.5

@@ -11,10 +11,12 @@ Per tree, rows for: ``js.prune`` global and layerwise (20% of the alive kernels'
 weights, after a first 50% prune so a mask is in place), the same by a full
 ``jnp.argsort`` (the sort baseline; optional, it takes tens of seconds on 10^8
 weights), ``imp_round``, ``gradual_prune`` and ``dst.rigl`` inside one jitted step
-(their pruning step and their non-pruning step against the bare ``masked(adam)`` step)
-and ``masked(adam)`` against ``adam``: the whole optimizer step as a user runs it
-(``state.apply_gradients`` in one jitted call, a plain Flax ``TrainState`` for adam) and
-the bare ``update`` beside it. Compile: seconds of wall time for
+(their pruning step, and their non-pruning step against the ``SparseTrainState`` step
+they add to; and ``gradual_prune`` alone as its own jitted call, the split form whose
+other steps are the bare step) and ``masked(adam)`` against ``adam``: the whole optimizer step as a user
+runs it (``state.apply_gradients`` in one jitted call with the state donated, both in a
+plain Flax ``TrainState``), the ``SparseTrainState`` step (the same plus its rewind
+snapshot) and the bare ``update`` beside it. Compile: seconds of wall time for
 ``jit(f).lower(...).compile()``; peak: XLA's memory analysis of the compiled program
 (arguments + outputs + temporaries). Run: the process's CPU time on the CPU backend
 (:func:`timing.interleaved`), medians of interleaved repeats.
@@ -36,11 +38,11 @@ from experiments.bench import timing
 FULL = ("resnet50", "vit_b16", "bert_base", "gpt2_small")
 
 
-def _compiled(fn, *args):
+def _compiled(fn, *args, donate=False):
     import jax
 
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jax.jit(fn, donate_argnums=(0,) if donate else ()).lower(*args).compile()
     seconds = time.perf_counter() - t0
     mem = compiled.memory_analysis()
     peak = None
@@ -95,7 +97,7 @@ def _sort_prune(scope):
     return prune
 
 
-def measure_tree(name: str, repeats: int, sort: bool) -> list[dict]:
+def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> list[dict]:
     import jax
     import jax.numpy as jnp
     import optax
@@ -122,31 +124,53 @@ def measure_tree(name: str, repeats: int, sort: bool) -> list[dict]:
     from flax.training import train_state
 
     dense = train_state.TrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3))
+    flax_masked = train_state.TrainState.create(apply_fn=None, params=params, tx=madam)
 
-    def step(st, g):
-        return st.apply_gradients(grads=g)
-
+    # A step is timed as users run it: one jitted call with the state donated, threaded
+    # from call to call. The SparseTrainState rows share one threaded copy (a copy each
+    # would not fit BERT's in 24 GB); each sets ``step`` to the value it needs (10 prunes,
+    # 11 does not) and puts it back, so a pruning step stays one (the mask is at the
+    # schedule's target after the first, and the search still runs).
     sched = js.schedules.polynomial(0.8, begin=0, end=1000)
 
+    def at(k, fn=None):
+        def program(st, g):
+            s = st.replace(step=jnp.full_like(st.step, k))
+            s = s.apply_gradients(grads=g)
+            return (s if fn is None else fn(s, g)).replace(step=st.step)
+
+        return program
+
+    def own(fn):  # the prune alone, as its own jitted call on the steps that prune
+        def program(st, g):
+            return fn(st.replace(step=jnp.full_like(st.step, 10)), g).replace(step=st.step)
+
+        return program
+
     def gradual(st, g):
-        return js.schedules.gradual_prune(step(st, g), sched, every=10)
+        return js.schedules.gradual_prune(st, sched, every=10)
 
     def rigl(st, g):
-        return js.dst.rigl(step(st, g), g, every=10, end=1000)
+        return js.dst.rigl(st, g, every=10, end=1000)
 
-    pruning_state = state.replace(step=jnp.asarray(state.step) + 9)  # next step % 10 == 0
+    steps = {
+        "adam step": (at(11), "adam"),
+        "masked(adam) step": (at(11), "masked"),
+        "SparseTrainState step": (at(11), "sparse"),
+        "gradual_prune, pruning step": (at(9, gradual), "sparse"),
+        "gradual_prune, other step": (at(10, gradual), "sparse"),
+        "gradual_prune, own call": (own(gradual), "sparse"),
+        "rigl, pruning step": (at(9, rigl), "sparse"),
+        "rigl, other step": (at(10, rigl), "sparse"),
+    }
+    kinds = {"adam": dense, "masked": flax_masked, "sparse": state}
     progs = {
         "pass": (lambda ks: sum(jnp.sum(x) for x in ks), (kernels,)),
         "count pass": (one_pass, (kernels, t_mid)),
         "prune global": (lambda s, m: js.prune(s, m, 0.2, scope="global"), (scores, mask)),
         "prune layerwise": (lambda s, m: js.prune(s, m, 0.2, scope="layerwise"), (scores, mask)),
         "imp_round": (lambda st: js.imp_round(st, fraction=0.2), (state,)),
-        "adam step": (step, (dense, grads)),
-        "masked(adam) step": (step, (state, grads)),
-        "gradual_prune, pruning step": (gradual, (pruning_state, grads)),
-        "gradual_prune, other step": (gradual, (state, grads)),
-        "rigl, pruning step": (rigl, (pruning_state, grads)),
-        "rigl, other step": (rigl, (state, grads)),
+        **{w: (fn, (kinds[kind], grads)) for w, (fn, kind) in steps.items()},
         "adam update": (lambda g, s, p: adam.update(g, s, p), (grads, a_state, params)),
         "masked(adam) update": (lambda g, s, p: madam.update(g, s, p), (grads, m_state, params)),
     }
@@ -155,15 +179,29 @@ def measure_tree(name: str, repeats: int, sort: bool) -> list[dict]:
     if sort:
         progs["argsort global"] = (_sort_prune("global"), (scores, mask))
         progs["argsort layerwise"] = (_sort_prune("layerwise"), (scores, mask))
-    compiled, comp = {}, {}
+    compiled, comp, calls, held = {}, {}, {}, {}
     for what, (fn, args) in progs.items():
-        c, secs, temp, peak = _compiled(fn, *args)
+        donate = what in steps
+        c, secs, temp, peak = _compiled(fn, *args, donate=donate)
         print(f"  {name}: {what} compiled in {secs:.2f} s", file=sys.stderr, flush=True)
         compiled[what] = (c, args)
         comp[what] = (secs, temp, peak)
-    fast = {w: v for w, v in compiled.items() if not w.startswith("argsort")}
-    calls = {w: (lambda c=c, a=a: c(*a)) for w, (c, a) in fast.items()}
-    t = {w: timing.median(v) for w, v in timing.interleaved(calls, repeats).wall.items()}
+        if what.startswith("argsort"):
+            continue
+        if donate:  # thread a private copy of the state through the calls
+            kind = steps[what][1]
+            if kind not in held:
+                held[kind] = jax.tree.map(jnp.copy, kinds[kind])
+
+            def call(c=c, kind=kind, rest=args[1:]):
+                held[kind] = c(held[kind], *rest)
+                return held[kind]
+
+            calls[what] = call
+        else:
+            calls[what] = lambda c=c, a=args: c(*a)
+    samples = timing.interleaved(calls, repeats, min_seconds=0.0 if quick else 0.25).wall
+    t = {w: timing.median(v) for w, v in samples.items()}
     for w in compiled:
         if w.startswith("argsort"):
             c, a = compiled[w]
@@ -172,8 +210,9 @@ def measure_tree(name: str, repeats: int, sort: bool) -> list[dict]:
             )
     unit = t["pass"]
     base = {
-        "gradual_prune, other step": "masked(adam) step",
-        "rigl, other step": "masked(adam) step",
+        "gradual_prune, other step": "SparseTrainState step",
+        "rigl, other step": "SparseTrainState step",
+        "SparseTrainState step": "masked(adam) step",
         "masked(adam) step": "adam step",
         "masked(adam) update": "adam update",
     }
@@ -216,7 +255,7 @@ def measure(quick: bool) -> dict:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     rows = []
     for name in trees:
-        rows += measure_tree(name, 3 if quick else 5, sort)
+        rows += measure_tree(name, 3 if quick else 5, sort, quick)
     sizes = {
         r["tree"]: f"{r['params'] / 1e6:.1f}M params, {r['leaves']} leaves, {r['kernels']} kernels"
         for r in rows
@@ -226,8 +265,12 @@ def measure(quick: bool) -> dict:
         + "; ".join(f"{k}: {v}" for k, v in sizes.items())
         + f". One pass = one jitted `sum(s)` over all kernels' scores; a count pass = "
         "`sum(s < t)`, the search's step. Load average at "
-        f"start {load}. Compile in wall seconds; run in {timing.clock_words()}. Ratios: "
-        "a non-pruning step against the bare masked(adam) step; masked(adam) against adam, "
-        "as a step (`apply_gradients`, one jitted call) and as the bare `update`."
+        f"start {load}. Compile in wall seconds; run in {timing.clock_words()}, the median "
+        "of interleaved samples, each of back-to-back calls lasting at least 0.25 s (one "
+        "call with --quick). Ratios: "
+        "masked(adam) against adam, both in a Flax `TrainState`, as a step (`apply_gradients` "
+        "in one jitted call, the state donated) and as the bare `update`; a "
+        "`SparseTrainState` step (the same plus its rewind snapshot) against the masked(adam) "
+        "step; a non-pruning `gradual_prune` or `rigl` step against the SparseTrainState step."
     )
     return timing.section("Model-shaped trees", rows, note, COLUMNS)
