@@ -257,3 +257,42 @@ def test_fold_and_pm_of_nothing():
     want = jax.random.fold_in(keys[1], 3)
     assert np.array_equal(jax.random.key_data(folded[1]), jax.random.key_data(want))
     assert harness.pm([]) == "–"
+
+
+_FAULTS = """
+import ctypes, resource, sys
+from experiments.harness.processes import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "keep" else False
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 64 << 20  # above glibc's largest mmap threshold (32 MB); as XLA's runtime does
+faults = []
+for _ in range(11):  # the first block faults in either way: counted from the second
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    libc.free(block)
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults[1])
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_stops_faulting_in_each_large_block():
+    def faults(mode, **env):
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+            env={**os.environ, **env},
+        ).stdout.split()
+        return out[0] == "True", int(out[1])
+
+    applied, kept = faults("keep")
+    assert applied
+    _, fresh = faults("default")
+    # 10 fresh 64 MB mappings fault in ~16k pages each; kept, the heap's pages are reused
+    assert fresh > 100_000 and kept < fresh / 10, (kept, fresh)
+    assert faults("keep", JAXSPARSE_MALLOC="default")[0] is False

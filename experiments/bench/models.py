@@ -13,10 +13,10 @@ weights, after a first 50% prune so a mask is in place), the same by a full
 weights), ``imp_round``, ``gradual_prune`` and ``dst.rigl`` inside one jitted step
 (their pruning step, and their non-pruning step against the ``SparseTrainState`` step
 they add to; and ``gradual_prune`` alone as its own jitted call, the split form whose
-other steps are the bare step) and ``masked(adam)`` against ``adam``: the whole optimizer step as a user
-runs it (``state.apply_gradients`` in one jitted call with the state donated, both in a
-plain Flax ``TrainState``), the ``SparseTrainState`` step (the same plus its rewind
-snapshot) and the bare ``update`` beside it. Compile: seconds of wall time for
+other steps are the bare step) and ``masked(adam)`` against ``adam``: the whole
+optimizer step as a user runs it (``state.apply_gradients`` in one jitted call with the
+state donated, both in a plain Flax ``TrainState``), the ``SparseTrainState`` step (the
+same plus its rewind snapshot) and the bare ``update`` beside it. Compile: seconds of wall time for
 ``jit(f).lower(...).compile()``; peak: XLA's memory analysis of the compiled program
 (arguments + outputs + temporaries). Run: the process's CPU time on the CPU backend
 (:func:`timing.interleaved`), medians of interleaved repeats.

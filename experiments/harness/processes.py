@@ -59,3 +59,33 @@ def process_index() -> int:
     import jax
 
     return jax.process_index()
+
+
+def keep_freed_memory() -> bool:
+    """Lets glibc's ``malloc`` serve blocks up to 1 GiB from its heap and keep what is
+    freed, instead of mapping each large block fresh from the OS and unmapping it on
+    ``free``. Returns whether it applied (Linux with glibc only; elsewhere it does nothing).
+
+    Why: XLA's CPU runtime allocates some temporaries on every step of a compiled
+    loop. glibc maps blocks above its threshold (at most 32 MB) fresh each time, and
+    every page of a fresh mapping is a page fault when first touched. The random-pruning
+    study's widest cell (240 MLPs trained in one vmapped program) took 87 million minor
+    faults and 206 s of system CPU in a 15-minute run; with this, 300 steps of that cell
+    took 275 thousand faults instead of 8.9 million and 47 s instead of 64 s, with the
+    same results (where memory comes from changes no arithmetic). The cost: the process
+    keeps its peak heap until it exits.
+
+    ``jaxsparse`` study commands call it at start; ``JAXSPARSE_MALLOC=default`` turns it
+    off. The bench does not, so that its figures are what a user's process gets.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("JAXSPARSE_MALLOC") == "default":
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
