@@ -11,6 +11,15 @@ its sampled bracket and the ranking of ties then run once for all groups. The ke
 the search and the tie rule are those of :mod:`jaxsparse._select`, so the masks are the
 same bit for bit.
 
+How the threshold is found depends on the backend, never the result. On the CPU (and
+TPU) the counting search does it in a few passes over memory. On a GPU each step of the
+search is a loop iteration whose predicate the host reads back (a wait on the device), so
+up to :data:`_SORT_MAX` packed entries the GPU sorts instead: one stable sort of the
+keys (by group, then key, then place), the first ``k[g]`` of each group marked, the
+marks scattered back. The same keys and the same tie rule give the same masks bit for
+bit (``tests/test_packed.py``); ``jax.lax.platform_dependent`` lowers only the branch of
+the platform compiled for.
+
 Packing concatenates the leaves, which would move shards between devices; on a mesh
 (Explicit axes, or any mesh set with ``jax.set_mesh``) and past ``2**31`` entries the
 leaves stay apart and :func:`jaxsparse._select._select_groups` counts them where they
@@ -40,6 +49,13 @@ from jaxsparse.masks import explicit_spec
 _ROW = 1024  # entries a packed row; each group starts on a new row
 _CHUNK = 256  # rows counted at a time (a 1 MiB block of keys)
 _SAMPLE_TOTAL = 2**17  # keys sampled over all groups at most (at most 2048 a group)
+# Where a sort replaces the counting search, up to how many packed entries. Measured on
+# an H200 (docs/bench/h200.md, models): a stable argsort of 25-124M keys took 3.3-12 ms
+# where the search took 13-89 ms; over the 1.3B tree's 1.31e9 keys it took 1.26 s
+# against 0.76 s, and 17.5 GB. A sort's temporaries are about 34 B an entry (3.8 GB for
+# BERT-base) against the search's 5, so past 2**27 entries (4.5 GB) the search stays.
+_SORT_PLATFORMS: tuple[str, ...] = ("cuda", "rocm")
+_SORT_MAX = 2**27
 
 
 def _unsharded(leaves: list[jax.Array]) -> bool:
@@ -105,7 +121,8 @@ def select(scores, candidates, modes, amounts, *, largest=False):
         "given" if isinstance(modes, str) else tuple(entries)
     )
     if _unsharded(flat + [c for g in candidates for c in g]) and n < 2**31:
-        return _select_packed(scores, candidates, dyn, spec, dtypes, largest)
+        sort_on = _SORT_PLATFORMS if n <= _SORT_MAX else ()
+        return _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on)
     return _select_apart(scores, candidates, dyn, spec, dtypes, largest)
 
 
@@ -122,8 +139,8 @@ def _select_apart(scores, candidates, dyn, spec, dtypes, largest):
     return _select_groups(keys, [ks[g] for g in range(len(keys))])
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _select_packed(scores, candidates, dyn, spec, dtypes, largest):
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=()):
     fdtype, udtype = dtypes
     top = _top(udtype)
     n_groups = len(scores)
@@ -166,15 +183,14 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest):
     if n_groups == 1:
         row_gid = None
     else:
-        row_gid = jnp.searchsorted(
-            jnp.asarray(row_start[1:-1], jnp.int32), jnp.arange(n_rows, dtype=jnp.int32), "right"
-        ).astype(jnp.int32)
+        # static: a constant (a searchsorted would be a loop, the host waiting on a GPU)
+        gids = np.repeat(np.arange(n_groups, dtype=np.int32), rows)
+        row_gid = jnp.asarray(np.pad(gids, (0, n_rows - gids.size), mode="edge"))
 
     def per_row(v):
         """A per-group vector as a column over the rows."""
         return v.reshape(1, 1) if row_gid is None else v[row_gid][:, None]
 
-    blocks = keys.reshape(n_chunks, chunk, _ROW)
     block_gid = None if row_gid is None else row_gid.reshape(n_chunks, chunk)
 
     def column(v, i):
@@ -200,49 +216,81 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest):
         )
         return jax.ops.segment_sum(rows.reshape(-1), row_gid, n_groups, indices_are_sorted=True)
 
-    alive = per_group(lambda i: blocks[i] < top)
-    k = _ks(spec, dyn, alive, n)
-    bits = np.iinfo(udtype).bits
-    t, below, upto = _search(
-        lambda t: per_group(lambda i: blocks[i] < column(t, i)),
-        k,
-        jnp.full(n_groups, top, udtype),
-        alive,
-        udtype,
-        bits,
-        guesses=_packed_brackets(keys, n, base, k, alive),
-        by_value=True,
-    )
-    remaining = k - below
-
-    def without_ties():
-        return keys < per_row(t)
-
-    def with_ties():
-        # the first `remaining` ties of a group in order are those placed before the P
-        # with #(ties placed before P) == remaining: the same search, over places
-        pos = jax.lax.broadcasted_iota(jnp.uint32, keys.shape, 0) * jnp.uint32(_ROW)
-        pos = pos + jax.lax.broadcasted_iota(jnp.uint32, keys.shape, 1)
-        first = jnp.asarray(base, jnp.uint32)
-        eq = keys == per_row(t)
-        rows_c = jax.lax.broadcasted_iota(jnp.uint32, (chunk, _ROW), 0)
-        cols_c = jax.lax.broadcasted_iota(jnp.uint32, (chunk, _ROW), 1)
-
-        def ties_before(p):
-            def hits(i):
-                at = (rows_c + (i * chunk).astype(jnp.uint32)) * jnp.uint32(_ROW) + cols_c
-                return (blocks[i] == column(t, i)) & (at < column(first + p, i))
-
-            return per_group(hits)
-
-        bits_p = np.array([max(int(m).bit_length(), 1) for m in n], np.int32)
-        cut, _, _ = _search(
-            ties_before, remaining, jnp.asarray(n, jnp.uint32), upto - below, jnp.uint32, bits_p
+    def by_count(keys):
+        """The counting search (module docstring): the CPU's and TPU's way."""
+        blocks = keys.reshape(n_chunks, chunk, _ROW)
+        alive = per_group(lambda i: blocks[i] < top)
+        k = _ks(spec, dyn, alive, n)
+        bits = np.iinfo(udtype).bits
+        t, below, upto = _search(
+            lambda t: per_group(lambda i: blocks[i] < column(t, i)),
+            k,
+            jnp.full(n_groups, top, udtype),
+            alive,
+            udtype,
+            bits,
+            guesses=_packed_brackets(keys, n, base, k, alive),
+            by_value=True,
         )
-        return (keys < per_row(t)) | (eq & (pos < per_row(first + cut)))
+        remaining = k - below
 
-    # Without ties at the threshold (the usual case) no ranking pass is needed.
-    gone = jax.lax.cond(jnp.all(remaining == 0), without_ties, with_ties).reshape(-1)
+        def without_ties():
+            return keys < per_row(t)
+
+        def with_ties():
+            # the first `remaining` ties of a group in order are those placed before the P
+            # with #(ties placed before P) == remaining: the same search, over places
+            pos = jax.lax.broadcasted_iota(jnp.uint32, keys.shape, 0) * jnp.uint32(_ROW)
+            pos = pos + jax.lax.broadcasted_iota(jnp.uint32, keys.shape, 1)
+            first = jnp.asarray(base, jnp.uint32)
+            eq = keys == per_row(t)
+            rows_c = jax.lax.broadcasted_iota(jnp.uint32, (chunk, _ROW), 0)
+            cols_c = jax.lax.broadcasted_iota(jnp.uint32, (chunk, _ROW), 1)
+
+            def ties_before(p):
+                def hits(i):
+                    at = (rows_c + (i * chunk).astype(jnp.uint32)) * jnp.uint32(_ROW) + cols_c
+                    return (blocks[i] == column(t, i)) & (at < column(first + p, i))
+
+                return per_group(hits)
+
+            bits_p = np.array([max(int(m).bit_length(), 1) for m in n], np.int32)
+            cut, _, _ = _search(
+                ties_before, remaining, jnp.asarray(n, jnp.uint32), upto - below, jnp.uint32, bits_p
+            )
+            # a group that needs no tie takes none: its search may stop anywhere before
+            # its first tie, or past all of them when the tie is the dead entries' key
+            cut = jnp.where(remaining == 0, jnp.uint32(0), cut)
+            return (keys < per_row(t)) | (eq & (pos < per_row(first + cut)))
+
+        # Without ties at the threshold (the usual case) no ranking pass is needed.
+        return jax.lax.cond(jnp.all(remaining == 0), without_ties, with_ties).reshape(-1)
+
+    def by_sort(keys):
+        """One stable sort of (group, key, place): a GPU's way (module docstring)."""
+        flat = keys.reshape(-1)
+        place = jnp.arange(flat.shape[0], dtype=jnp.int32)
+        alive_rows = jnp.sum(keys < top, axis=1, dtype=jnp.int32)
+        if row_gid is None:
+            alive = jnp.sum(alive_rows)[None]
+            k = _ks(spec, dyn, alive, n)
+            ordered, order = jax.lax.sort((flat, place), num_keys=1, is_stable=True)
+            first = place < k[0]
+        else:
+            alive = jax.ops.segment_sum(alive_rows, row_gid, n_groups, indices_are_sorted=True)
+            k = _ks(spec, dyn, alive, n)
+            gid = jnp.repeat(row_gid, _ROW, total_repeat_length=flat.shape[0])
+            _, ordered, order = jax.lax.sort((gid, flat, place), num_keys=2, is_stable=True)
+            # groups keep their packed ranges: group g's sorted entries start at base[g]
+            first = place - jnp.asarray(base, jnp.int32)[gid] < k[gid]
+        # never a dead entry or padding (the top key), as the search never marks one
+        marks = first & (ordered < top)
+        return jnp.zeros(flat.shape, bool).at[order].set(marks, unique_indices=True)
+
+    if sort_on:
+        gone = jax.lax.platform_dependent(keys, **dict.fromkeys(sort_on, by_sort), default=by_count)
+    else:
+        gone = by_count(keys)
     # Each leaf's marks are a slice of the packed marks. XLA compiles one kernel per
     # distinct slice (the prunable leaves' share of the compile time); everything
     # before this is one program whatever the number of leaves.

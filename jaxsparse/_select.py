@@ -374,6 +374,8 @@ def _select_groups(groups: list[list[jax.Array]], ks: list) -> list[list[jax.Arr
         bits_p = np.array([max(m.bit_length(), 1) for m in n], np.int32)
         hi = jnp.asarray(np.array(n, np.uint64), pdtype)
         cut, _, _ = _search(ties_before, remaining, hi, upto - below, pdtype, bits_p)
+        # a group that needs no tie takes none (see jaxsparse._packed)
+        cut = jnp.where(remaining == 0, jnp.zeros_like(cut), cut)
         return unstack(
             [
                 (blk.array < blk.per_entry(t)) | (e & (q < blk.per_entry(cut)))

@@ -89,6 +89,13 @@ class SparseTrainState(struct.PyTreeNode):
       round: how many IMP rounds have pruned this state.
       apply_fn, tx, where: static: the model's apply function, the (masked) optimizer,
         and the filter of prunable leaves.
+      takes_snapshot: static: whether :meth:`apply_gradients` checks each step for
+        step k (a ``lax.cond``). :meth:`create` sets it ``False`` when k is a concrete
+        0, whose snapshot is the initial state, so those steps carry no check: on a
+        GPU each check makes the host wait for the step's work (XLA reads a
+        conditional's predicate on the host). To rewind to a later step, create the
+        state with that ``rewind_step``; do not ``replace`` it on a state created
+        with 0.
 
     Examples:
         >>> import flax.linen as nn
@@ -115,6 +122,7 @@ class SparseTrainState(struct.PyTreeNode):
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
     where: Filter = struct.field(pytree_node=False, default=None)
+    takes_snapshot: bool = struct.field(pytree_node=False, default=True)
 
     @property
     def mask(self) -> chex.ArrayTree:
@@ -126,11 +134,26 @@ class SparseTrainState(struct.PyTreeNode):
 
         The snapshot is taken once, in the first training run: rewinding sets ``step``
         back to k, so later rounds never step *onto* k again and all rounds rewind to
-        the same weights, as in Frankle et al. (2020).
+        the same weights, as in Frankle et al. (2020). With k = 0 the snapshot is
+        taken at :meth:`create` and the step carries no check (``takes_snapshot``).
+
+        Raises:
+          ValueError: with a concrete ``rewind_step`` other than 0 on a state created
+            with 0 (it would never take that snapshot).
         """
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
         params = optax.apply_updates(self.params, updates)
         step = self.step + 1
+        if not self.takes_snapshot:
+            if not isinstance(self.rewind_step, jax.core.Tracer) and bool(
+                jnp.any(self.rewind_step != 0)
+            ):
+                raise ValueError(
+                    "SparseTrainState.apply_gradients: rewind_step is "
+                    f"{self.rewind_step} but the state was created with rewind_step=0, "
+                    "so it takes no snapshot; create it with the rewind_step you want"
+                )
+            return self.replace(step=step, params=params, opt_state=opt_state, **kwargs)
         rewind_params, rewind_opt_state = jax.lax.cond(
             step == self.rewind_step,
             lambda: (params, opt_state),
@@ -197,5 +220,6 @@ class SparseTrainState(struct.PyTreeNode):
             apply_fn=apply_fn,
             tx=tx,
             where=where,
+            takes_snapshot=isinstance(rewind_step, jax.core.Tracer) or int(rewind_step) != 0,
             **kwargs,
         )

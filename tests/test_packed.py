@@ -11,6 +11,7 @@ import pytest
 
 import jaxsparse as js
 from experiments.bench import model_trees
+from jaxsparse import _packed
 from tests.test_pruning import ref_global, ref_layerwise
 
 SHAPES = [(3, 3, 16, 32), (64, 48), (32, 3, 2, 5), (100, 7)]
@@ -44,10 +45,36 @@ def _narrow_resnet(seed: int, ties: bool):
     return jax.tree.map(value, shapes)
 
 
+@pytest.fixture(params=["count", "sort"])
+def path(request, monkeypatch):
+    """Each selection path on this CPU: the counting search (the CPU's own) and the
+    sort a GPU takes, through the branch ``platform_dependent`` gives "cpu"."""
+    if request.param == "sort":
+        monkeypatch.setattr(_packed, "_SORT_PLATFORMS", ("cpu", "cuda", "rocm"))
+    return request.param
+
+
+def test_the_cpu_lowers_only_its_own_branch():
+    """On the CPU the sort branch is traced but never lowered, so it costs no compile;
+    asked for on "cpu" the program has the sort and not the search's loop."""
+    p = {"a": jnp.ones((64, 48)), "b": jnp.ones((100, 7))}
+
+    def text():
+        fn = jax.jit(lambda s, m: js.prune(s, m, 0.2, scope="layerwise"))
+        return fn.lower(p, js.mask_like(p)).as_text()
+
+    count = text()
+    assert "stablehlo.while" in count and "stablehlo.sort" in count  # the sampled bracket
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_packed, "_SORT_PLATFORMS", ("cpu",))
+        sort = text()
+    assert "stablehlo.while" not in sort and "stablehlo.sort" in sort
+
+
 @pytest.mark.parametrize(
     ("scope", "ties"), [("global", False), ("layerwise", True), ("global", True)]
 )
-def test_resnet50_tree_matches_numpy(scope, ties):
+def test_resnet50_tree_matches_numpy(scope, ties, path):
     params = _narrow_resnet(0, ties)
     leaves = jax.tree.leaves(params)
     assert len(leaves) == 161
@@ -62,3 +89,56 @@ def test_resnet50_tree_matches_numpy(scope, ties):
         want = ref([np.abs(x) for x in leaves], want, 0.3, sel=sel)
         for got, w in zip(jax.tree.leaves(mask), want, strict=True):
             np.testing.assert_array_equal(np.asarray(got), w)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sort_path_equals_counting_search_on_hard_cases(seed, monkeypatch):
+    """NaN, -0.0 and +0.0, heavy ties, dead entries, bf16 scores, groups of very
+    different sizes, largest-first, and every way of giving k (fractions of the alive
+    or of the whole group, exact counts, traced or static): the GPU's sort marks what
+    the counting search marks."""
+    rng = np.random.default_rng(seed)
+    shapes = [[(17, 5), (3,)], [(40, 30)], [(2, 2), (9, 1, 4), (1,)], [(300,)]]
+    scores, cands = [], []
+    for group in shapes:
+        gs, gc = [], []
+        for shape in group:
+            v = np.round(rng.standard_normal(shape) * (2 if seed % 2 else 50)) / 4
+            v[rng.random(shape) < 0.05] = np.nan
+            v[rng.random(shape) < 0.05] = -0.0
+            dtype = jnp.bfloat16 if seed == 3 else jnp.float32
+            gs.append(jnp.asarray(v, dtype))
+            gc.append(jnp.asarray(rng.random(shape) < 0.8))
+        scores.append(gs)
+        cands.append(gc)
+    modes = ["alive", "target", "given", "alive"]
+    amounts = [0.3, 0.9, 7, jnp.float32(0.55)]
+
+    def run(largest):
+        return _packed.select(scores, cands, modes, amounts, largest=largest)
+
+    for largest in (False, True):
+        want = run(largest)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_packed, "_SORT_PLATFORMS", ("cpu",))
+            got = run(largest)
+        for gw, gg, gc in zip(want, got, cands, strict=True):
+            for w, g, c in zip(gw, gg, gc, strict=True):
+                np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+                assert not np.any(np.asarray(g) & ~np.asarray(c))
+    # all of a group's candidates: the count search once also marked its dead entries
+    # (their key tied at the threshold), here and on a mesh
+    every = sum(int(np.sum(c)) for c in cands[3])
+    counts = jnp.asarray([3, 0, 5, every], jnp.int32)
+    want = _packed.select(scores, cands, "given", counts)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_packed, "_SORT_PLATFORMS", ("cpu",))
+        got = _packed.select(scores, cands, "given", counts)
+    with jax.set_mesh(jax.make_mesh((2,), ("x",))):  # the leaves kept apart
+        apart = _packed.select(scores, cands, "given", counts)
+    for gw, gg, ga, gc, n in zip(want, got, apart, cands, [3, 0, 5, every], strict=True):
+        assert sum(int(np.sum(w)) for w in gw) == n
+        for w, g, a, c in zip(gw, gg, ga, gc, strict=True):
+            assert not np.any(np.asarray(w) & ~np.asarray(c))
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(w))

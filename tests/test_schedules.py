@@ -134,7 +134,9 @@ def test_gradual_prune_takes_any_score_and_skips_off_steps():
 def test_gradual_prune_equals_eager_moment_zeroing():
     """gradual_prune leaves the moments of newly pruned weights to masked(), which zeroes
     them as the next update reads them. Against a reference that zeroes them at once (the
-    earlier behaviour): params equal at every step, moments equal after every update."""
+    earlier behaviour): masks equal at every step; params at every step and moments after
+    every update equal to float32 rounding (XLA fuses the two programs differently, which
+    can move a last bit)."""
     sched, every = schedules.polynomial(0.8, begin=0, end=60), 10
     tx = js.masked(optax.adam(0.05))
 
@@ -156,10 +158,10 @@ def test_gradual_prune_equals_eager_moment_zeroing():
     for _ in range(70):
         grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), a.params)
         a, b = lazy(a, grads), eager(b, grads)
-        chex.assert_trees_all_equal(a.params, b.params)
+        chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-7)
         chex.assert_trees_all_equal(a.mask, b.mask)
         if int(a.step) % every == 0:  # pruned just now: a's moments of those are stale
             stale += int(a.step) <= 60
             continue
-        chex.assert_trees_all_equal(a.opt_state, b.opt_state)
+        chex.assert_trees_all_close(a.opt_state, b.opt_state, rtol=1e-5, atol=1e-7)
     assert stale == 6 and float(js.sparsity(a.mask)) > 0.5

@@ -33,6 +33,57 @@ def test_snapshot_captured_exactly_at_step_k_and_only_once():
     np.testing.assert_array_equal(state.rewind_params["w"], params["w"] - 2.0)
 
 
+def _has_cond(fn, *args) -> bool:
+    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    return any(e.primitive.name == "cond" for e in jaxpr.eqns)
+
+
+def test_step_checks_for_k_only_when_k_is_not_zero():
+    """With k = 0 the snapshot is the initial state and a step carries no lax.cond (on a
+    GPU each one makes the host wait); with k > 0 it does. k = 0 rewinds to the exact
+    initial values after any number of steps."""
+    params = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
+    grads = jax.tree.map(jnp.ones_like, params)
+
+    def step(s):
+        return s.apply_gradients(grads=grads)
+
+    zero = js.SparseTrainState.create(apply_fn=None, params=params, tx=optax.adam(0.1))
+    late = js.SparseTrainState.create(
+        apply_fn=None, params=params, tx=optax.adam(0.1), rewind_step=2
+    )
+    assert not zero.takes_snapshot and late.takes_snapshot
+    assert not _has_cond(step, zero) and _has_cond(step, late)
+    flags = []  # a traced k may be anything: the check stays
+
+    def build(k):
+        s = js.SparseTrainState.create(
+            apply_fn=None, params=params, tx=optax.sgd(0.1), rewind_step=k
+        )
+        flags.append(s.takes_snapshot)
+        return s.step
+
+    jax.jit(build)(jnp.int32(0))
+    assert flags == [True]
+    jitted = jax.jit(step)
+    state = zero
+    for _ in range(5):
+        state = jitted(state)
+    back = js.imp_round(state, fraction=0.5)
+    mask = back.mask
+    np.testing.assert_array_equal(back.params["w"], np.where(mask["w"], params["w"], 0.0))
+    np.testing.assert_array_equal(back.params["b"], params["b"])
+    assert int(back.step) == 0
+
+
+def test_rewind_step_replaced_on_a_state_created_with_zero_is_refused():
+    params = {"w": jnp.ones((2, 3))}
+    state = js.SparseTrainState.create(apply_fn=None, params=params, tx=optax.sgd(0.1))
+    state = state.replace(rewind_step=jnp.int32(4))
+    with pytest.raises(ValueError, match="created with rewind_step=0"):
+        state.apply_gradients(grads={"w": jnp.ones((2, 3))})
+
+
 def test_nnx_model_through_split_and_merge():
     class MLP(nnx.Module):
         def __init__(self, rngs):

@@ -118,13 +118,23 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
     grads = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), params)
     adam = optax.adam(1e-3)
     madam = js.masked(optax.adam(1e-3), mask)
-    a_state, m_state = adam.init(params), madam.init(params)
-    state = js.SparseTrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3))
-    state = state.replace(opt_state=js.set_mask(state.opt_state, mask))
+    skip = [w for w in os.environ.get("JAXSPARSE_BENCH_SKIP", "").split(",") if w]
+
+    def wanted(what):
+        return not any(what.startswith(x) for x in skip)
+
     from flax.training import train_state
 
-    dense = train_state.TrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3))
-    flax_masked = train_state.TrainState.create(apply_fn=None, params=params, tx=madam)
+    # Each state is built only if a row that is run reads it, so a prune-only run of a
+    # large tree (JAXSPARSE_BENCH_SKIP=adam,masked,SparseTrainState,gradual,rigl) holds
+    # params, scores, masks and one SparseTrainState.
+    def make(kind):
+        if kind == "adam":
+            return train_state.TrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3))
+        if kind == "masked":
+            return train_state.TrainState.create(apply_fn=None, params=params, tx=madam)
+        st = js.SparseTrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3))
+        return st.replace(opt_state=js.set_mask(st.opt_state, mask))
 
     # A step is timed as users run it: one jitted call with the state donated, threaded
     # from call to call. The SparseTrainState rows share one threaded copy (a copy each
@@ -163,19 +173,21 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
         "rigl, pruning step": (at(9, rigl), "sparse"),
         "rigl, other step": (at(10, rigl), "sparse"),
     }
-    kinds = {"adam": dense, "masked": flax_masked, "sparse": state}
+    steps = {w: v for w, v in steps.items() if wanted(w)}
+    kinds = {k: make(k) for k in {kind for _, kind in steps.values()} | {"sparse"}}
     progs = {
         "pass": (lambda ks: sum(jnp.sum(x) for x in ks), (kernels,)),
         "count pass": (one_pass, (kernels, t_mid)),
         "prune global": (lambda s, m: js.prune(s, m, 0.2, scope="global"), (scores, mask)),
         "prune layerwise": (lambda s, m: js.prune(s, m, 0.2, scope="layerwise"), (scores, mask)),
-        "imp_round": (lambda st: js.imp_round(st, fraction=0.2), (state,)),
+        "imp_round": (lambda st: js.imp_round(st, fraction=0.2), (kinds["sparse"],)),
         **{w: (fn, (kinds[kind], grads)) for w, (fn, kind) in steps.items()},
-        "adam update": (lambda g, s, p: adam.update(g, s, p), (grads, a_state, params)),
-        "masked(adam) update": (lambda g, s, p: madam.update(g, s, p), (grads, m_state, params)),
     }
-    skip = [w for w in os.environ.get("JAXSPARSE_BENCH_SKIP", "").split(",") if w]
-    progs = {w: v for w, v in progs.items() if not any(w.startswith(x) for x in skip)}
+    if wanted("adam update"):
+        progs["adam update"] = (adam.update, (grads, adam.init(params), params))
+    if wanted("masked(adam) update"):
+        progs["masked(adam) update"] = (madam.update, (grads, madam.init(params), params))
+    progs = {w: v for w, v in progs.items() if wanted(w)}
     if sort:
         progs["argsort global"] = (_sort_prune("global"), (scores, mask))
         progs["argsort layerwise"] = (_sort_prune("layerwise"), (scores, mask))
