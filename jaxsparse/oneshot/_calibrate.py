@@ -25,7 +25,7 @@ from jaxsparse.oneshot._capture import (
 def layer_kernels(path: str, leaf: Any) -> bool:
     """Default ``where=`` of :func:`prune`: floating leaves named ``kernel``, ``ndim >= 2``.
 
-    Example:
+    Examples:
         >>> js.oneshot.layer_kernels("Dense_0/kernel", jnp.ones((3, 2)))
         True
         >>> js.oneshot.layer_kernels("Embed_0/embedding", jnp.ones((3, 2)))
@@ -146,7 +146,7 @@ def capture(
     Raises:
       ValueError: as :func:`prune`.
 
-    Example:
+    Examples:
         >>> import flax.linen as nn
         >>> model = nn.Dense(2)
         >>> params = model.init(jax.random.key(0), jnp.ones((1, 3)))["params"]

@@ -223,7 +223,9 @@ def _recording_class(cls: type, kind: str) -> type:
     return _RECORDING_CLASSES[cls]
 
 
-def nnx_forward(model, call=None):
+def nnx_forward(
+    model: Any, call: Callable[[Any, Any], Any] | None = None
+) -> tuple[Callable[[Any, Any], Any], Any]:
     """An NNX model as ``(apply_fn, params)`` for :func:`jaxsparse.oneshot.prune`.
 
     ``params`` is the pure dict of the model's ``nnx.Param`` state; ``apply_fn(params,
@@ -239,7 +241,7 @@ def nnx_forward(model, call=None):
     Returns:
       ``(apply_fn, params)``.
 
-    Example:
+    Examples:
         >>> from flax import nnx
         >>> apply_fn, params = js.oneshot.nnx_forward(nnx.Linear(3, 2, rngs=nnx.Rngs(0)))
         >>> sorted(params), apply_fn(params, jnp.ones((1, 3))).shape

@@ -81,7 +81,7 @@ def magnitude(
     Returns:
       A ``bool`` mask of the kernel's shape.
 
-    Example:
+    Examples:
         >>> w = jnp.array([[1.0, -4.0], [3.0, 0.5], [-2.0, 6.0], [0.1, 2.0]])
         >>> js.oneshot.magnitude(w, 0.5, compare="output")
         Array([[False,  True],
@@ -128,7 +128,7 @@ def wanda(
     Returns:
       A ``bool`` mask of the kernel's shape.
 
-    Example:
+    Examples:
         >>> w = jnp.array([[1.0, -4.0], [3.0, 0.5], [-2.0, 6.0], [0.1, 2.0]])
         >>> js.oneshot.wanda(w, jnp.array([100.0, 1.0, 1.0, 1.0]), 0.5)
         Array([[ True,  True],
@@ -166,7 +166,7 @@ def reconstruction_error(
     Returns:
       A float32 scalar (0 when ``XW`` is 0).
 
-    Example:
+    Examples:
         >>> w = jnp.array([[1.0], [1.0]])
         >>> float(js.oneshot.reconstruction_error(w, w * jnp.array([[1.0], [0.0]]), jnp.eye(2)))
         0.7071067...

@@ -151,7 +151,8 @@ def prune(
       where: which kernels to prune (default :func:`layer_kernels`).
       sequential: capture each layer after the earlier ones are pruned (default).
       compare: magnitude's comparison group, ``"layer"`` or ``"output"``.
-      blocksize, damp: SparseGPT's block width and relative damping.
+      blocksize: SparseGPT's block width (columns updated together).
+      damp: SparseGPT's damping, relative to the mean of ``XᵀX``'s diagonal.
       errors: also capture ``XᵀX`` for Wanda and magnitude and report each layer's
         relative reconstruction error.
 
@@ -165,7 +166,7 @@ def prune(
         ``m`` that does not divide a layer's inputs, or a selected kernel no captured call
         reaches, each naming the layer's path; a bad ``method``.
 
-    Example:
+    Examples:
         >>> import flax.linen as nn
         >>> model = nn.Sequential([nn.Dense(16), nn.relu, nn.Dense(4)])
         >>> x = jax.random.normal(jax.random.key(0), (64, 8))

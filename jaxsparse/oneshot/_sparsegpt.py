@@ -145,7 +145,7 @@ def sparsegpt(
       ``(new_kernel, mask)``: the corrected kernel, exactly zero where ``mask`` is
       ``False``, and the ``bool`` mask. Runs under ``jit`` (sparsity and ``nm`` static).
 
-    Example:
+    Examples:
         >>> x = jax.random.normal(jax.random.key(0), (64, 8))
         >>> w = jax.random.normal(jax.random.key(1), (8, 4))
         >>> new, mask = js.oneshot.sparsegpt(w, x.T @ x, 0.5, blocksize=4)
