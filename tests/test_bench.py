@@ -114,3 +114,18 @@ def test_model_trees_have_the_models_shapes():
     assert got["vit_b16"]["params"] == 86_567_656  # NNX: nnx.state(model, nnx.Param)
     assert got["gpt2_small"]["params"] == 124_439_808
     assert 1.2e9 < got["gpt_1p3b"]["params"] < 1.4e9 and got["gpt_1p3b"]["leaves"] == 388
+
+
+def test_sharded_section_on_a_tiny_tree(tmp_path):
+    """The sharded section (8 fake devices here): both axis types, every program
+    compiled from shapes, per-device memory read, only the search's samples gathered."""
+    saved = run_study(BenchConfig(quick=True, out=str(tmp_path), sections="sharded"), log=str)
+    rows = saved["sections"]["sharded"]["rows"]
+    assert {(r["axes"], r["what"]) for r in rows} == {
+        (a, w)
+        for a in ("Auto", "Explicit")
+        for w in ("prune global", "prune layerwise", "imp_round", "masked(adam) update")
+    }
+    for r in rows:
+        assert r["devices"] == 8 and r["only_samples_gathered"], r
+        assert r["compile_s"] > 0 and r["args_mb"] > 0 and r["temp_mb"] >= 0

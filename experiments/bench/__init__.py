@@ -56,6 +56,7 @@ SECTIONS: dict[str, str] = {
     "shrink": "experiments.bench.shrink",
     "oneshot": "experiments.bench.oneshot",
     "models": "experiments.bench.models",
+    "sharded": "experiments.bench.sharded",
 }
 
 
