@@ -91,7 +91,7 @@ def test_resnet50_tree_matches_numpy(scope, ties, path):
             np.testing.assert_array_equal(np.asarray(got), w)
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", [0, 3])  # float32 scores with wide ties; bf16 scores
 def test_sort_path_equals_counting_search_on_hard_cases(seed, monkeypatch):
     """NaN, -0.0 and +0.0, heavy ties, dead entries, bf16 scores, groups of very
     different sizes, largest-first, and every way of giving k (fractions of the alive

@@ -169,14 +169,16 @@ def test_jit_over_mesh_global_prune_alone_is_bit_identical():
 
 @pytest.mark.parametrize("axis_type", [jax.sharding.AxisType.Auto, jax.sharding.AxisType.Explicit])
 def test_fsdp_gpt_tree_matches_one_device_and_gathers_no_kernel(axis_type):
-    """A GPT-shaped tree (the bench's 1.3B stack at width 128, 2 layers), every leaf split
+    """A GPT-shaped tree (the bench's 1.3B stack at width 128, 1 layer), every leaf split
     over the 8 devices along its largest divisible axis as the ``sharded`` bench section
-    does: global and layerwise masks equal one device's bit for bit, ``imp_round`` and a
-    ``masked(adam)`` update run, and a compiled prune all-gathers no more than the
-    search's strided samples (the shards are counted where they lie)."""
+    does: global and layerwise masks equal one device's bit for bit, a compiled prune
+    all-gathers no more than the search's strided samples (the shards are counted where
+    they lie), and its temporaries stay under 4x a device's params. (``imp_round`` and
+    ``masked()`` on meshes: ``tests/test_mesh_axis_types.py``.)
+    """
     from experiments.bench import model_trees, sharded
 
-    shapes = model_trees._gpt(128, 2, 4, vocab=2048)()
+    shapes = model_trees._gpt(128, 1, 4, vocab=2048)()
     rng = np.random.default_rng(0)
     values = jax.tree.map_with_path(lambda p, s: model_trees._value(p, s, rng), shapes)
     values = jax.tree.map(lambda v: np.round(v * 64) / 64, values)  # ties at thresholds
@@ -186,7 +188,7 @@ def test_fsdp_gpt_tree_matches_one_device_and_gathers_no_kernel(axis_type):
         return jax.device_put(v, NamedSharding(mesh, sharded.fsdp_spec(v.shape, N_DEV)))
 
     params = jax.tree.map(put, values)
-    assert sum(x.sharding.spec != P() for x in jax.tree.leaves(params)) >= 20
+    assert sum(x.sharding.spec != P() for x in jax.tree.leaves(params)) >= 12
     bound = sharded.sample_bound_bytes(shapes)  # the search's strided samples
     assert bound < sharded.smallest_matrix_bytes(shapes) * 4
     for scope in ("global", "layerwise"):
@@ -205,16 +207,3 @@ def test_fsdp_gpt_tree_matches_one_device_and_gathers_no_kernel(axis_type):
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         assert max(sharded.gathers(text), default=0) <= bound, scope
-    with jax.set_mesh(mesh):
-        state = js.SparseTrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3))
-        state = jax.jit(lambda st: js.imp_round(st, fraction=0.3))(state)
-        tx = js.masked(optax.adam(1e-3), state.mask)
-        updates, _ = jax.jit(tx.update)(params, tx.init(params), params)
-    kernels = [m for m in jax.tree.leaves(state.mask) if m.ndim >= 2]
-    n = sum(m.size for m in kernels)
-    assert sum(int(np.sum(~np.asarray(m))) for m in kernels) == round(0.3 * n)
-    for u, m, p in zip(
-        jax.tree.leaves(updates), jax.tree.leaves(state.mask), jax.tree.leaves(values), strict=True
-    ):
-        m = np.asarray(m)
-        np.testing.assert_array_equal(np.asarray(u)[~m], -p[~m])  # pruned weights go to 0
