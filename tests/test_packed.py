@@ -54,21 +54,18 @@ def path(request, monkeypatch):
     return request.param
 
 
-def test_the_cpu_lowers_only_its_own_branch():
-    """On the CPU the sort branch is traced but never lowered, so it costs no compile;
-    asked for on "cpu" the program has the sort and not the search's loop."""
+def test_each_platform_lowers_only_its_own_selection():
+    """Lowered for the CPU the prune is the counting search (its while loop) and the sort
+    branch costs no compile; lowered for a GPU (possible without one) it is the sort and
+    no loop, whose predicate the host would wait for."""
     p = {"a": jnp.ones((64, 48)), "b": jnp.ones((100, 7))}
-
-    def text():
-        fn = jax.jit(lambda s, m: js.prune(s, m, 0.2, scope="layerwise"))
-        return fn.lower(p, js.mask_like(p)).as_text()
-
-    count = text()
-    assert "stablehlo.while" in count and "stablehlo.sort" in count  # the sampled bracket
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_packed, "_SORT_PLATFORMS", ("cpu",))
-        sort = text()
-    assert "stablehlo.while" not in sort and "stablehlo.sort" in sort
+    fn = jax.jit(lambda s, m: js.prune(s, m, 0.2, scope="layerwise"))
+    traced = fn.trace(p, js.mask_like(p))
+    cpu = traced.lower(lowering_platforms=("cpu",)).as_text()
+    assert "stablehlo.while" in cpu and "stablehlo.sort" in cpu  # the sampled bracket
+    for gpu in ("cuda", "rocm"):
+        text = traced.lower(lowering_platforms=(gpu,)).as_text()
+        assert "stablehlo.while" not in text and "stablehlo.sort" in text, gpu
 
 
 @pytest.mark.parametrize(
