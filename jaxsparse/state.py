@@ -193,7 +193,8 @@ class SparseTrainState(struct.PyTreeNode):
         Raises:
           ValueError: a negative ``rewind_step`` or a mask that does not mirror params.
         """
-        if not isinstance(rewind_step, jax.core.Tracer) and int(rewind_step) < 0:
+        k = None if isinstance(rewind_step, jax.core.Tracer) else int(rewind_step)
+        if k is not None and k < 0:
             raise ValueError(
                 f"SparseTrainState.create: rewind_step must be >= 0, got {rewind_step}"
             )
@@ -220,6 +221,6 @@ class SparseTrainState(struct.PyTreeNode):
             apply_fn=apply_fn,
             tx=tx,
             where=where,
-            takes_snapshot=isinstance(rewind_step, jax.core.Tracer) or int(rewind_step) != 0,
+            takes_snapshot=k != 0,  # a traced k may be anything
             **kwargs,
         )

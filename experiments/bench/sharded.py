@@ -100,7 +100,7 @@ def measure_tree(name: str, axis_type) -> list[dict]:
     params, mask = placed(shapes), placed(shapes, jnp.bool_)
     smallest_kernel = smallest_matrix_bytes(shapes)
     bound = sample_bound_bytes(shapes)
-    per_device_params = sum(int(np.prod(x.shape)) * 4 for x in jax.tree.leaves(shapes)) / n
+    per_device_params = 4 * model_trees.summary(shapes)["params"] / n  # float32
     madam = js.masked(optax.adam(1e-3))
     with jax.set_mesh(mesh):
         state = placed(
