@@ -14,9 +14,9 @@ same bit for bit.
 How the threshold is found depends on the backend, never the result. On the CPU (and
 TPU) the counting search does it in a few passes over memory. On a GPU each step of the
 search is a loop iteration whose predicate the host reads back (a wait on the device), so
-up to :data:`_SORT_MAX` packed entries the GPU sorts instead: one stable sort of the
-keys (by group, then key, then place), the first ``k[g]`` of each group marked, the
-marks scattered back. The same keys and the same tie rule give the same masks bit for
+up to :data:`_SORT_MAX` packed entries the GPU sorts instead: two stable radix sorts
+put the entries in order of (group, key, place), the first ``k[g]`` of each group are
+marked and the marks scattered back. The same keys and the same tie rule give the same masks bit for
 bit (``tests/test_packed.py``); ``jax.lax.platform_dependent`` lowers only the branch of
 the platform compiled for.
 
@@ -69,9 +69,9 @@ def _ks(spec, dyn, alive, n):
     """Per group ``k`` from its alive count, ``spec[g] = (mode, static, index)``:
     ``"alive"`` -> ``round(a * alive)``, ``"target"`` -> ``max(round(a * n) - (n - alive),
     0)`` (``n`` the group's size), ``"given"`` -> ``a``; ``a`` the static float or
-    ``dyn[index]``."""
+    ``dyn[index]``. Never more than ``alive``: the rest of a group is not a candidate."""
     if spec == "given":  # one vector of counts
-        return jnp.asarray(dyn[0], jnp.int32)
+        return jnp.minimum(jnp.asarray(dyn[0], jnp.int32), alive)
     amounts = [dyn[i] if i is not None else a for _, a, i in spec]
     modes = np.array([mode for mode, _, _ in spec])
     k = jnp.zeros(len(spec), jnp.int32)
@@ -87,7 +87,7 @@ def _ks(spec, dyn, alive, n):
             [jnp.asarray(x if m == "given" else 0, jnp.int32) for x, m in zip(amounts, modes)]
         )
         k = jnp.where(modes == "given", given, k)
-    return k
+    return jnp.minimum(k, alive)
 
 
 def _static(a: object) -> bool:
@@ -197,6 +197,12 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=()):
         """A per-group vector as a column over the rows of chunk ``i``."""
         return v.reshape(1, 1) if block_gid is None else v[block_gid[i]][:, None]
 
+    def per_group_rows(v):
+        """Per group, the sum of a per-row vector."""
+        if row_gid is None:
+            return jnp.sum(v)[None]
+        return jax.ops.segment_sum(v, row_gid, n_groups, indices_are_sorted=True)
+
     def per_group(hits):
         """Per group, the count of ``hits(i)``, a bool ``(chunk, _ROW)`` array over
         chunk ``i``. Chunk by chunk in a loop: XLA's CPU backend writes a comparison
@@ -207,14 +213,13 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=()):
                 0, n_chunks, lambda i, acc: acc + jnp.sum(hits(i), dtype=jnp.int32), jnp.int32(0)
             )
             return total[None]
-        assert row_gid is not None  # None exactly when block_gid is
         rows = jax.lax.fori_loop(
             0,
             n_chunks,
             lambda i, acc: acc.at[i].set(jnp.sum(hits(i), axis=1, dtype=jnp.int32)),
             jnp.zeros((n_chunks, chunk), jnp.int32),
         )
-        return jax.ops.segment_sum(rows.reshape(-1), row_gid, n_groups, indices_are_sorted=True)
+        return per_group_rows(rows.reshape(-1))
 
     def by_count(keys):
         """The counting search (module docstring): the CPU's and TPU's way."""
@@ -267,25 +272,24 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=()):
         return jax.lax.cond(jnp.all(remaining == 0), without_ties, with_ties).reshape(-1)
 
     def by_sort(keys):
-        """One stable sort of (group, key, place): a GPU's way (module docstring)."""
+        """Stable sorts of (key, place) and then of the group: a GPU's way (module
+        docstring). Each sort has one key and one payload, which XLA hands to a radix
+        sort (CUB); one sort by (group, key) would take a comparison sort instead."""
         flat = keys.reshape(-1)
         place = jnp.arange(flat.shape[0], dtype=jnp.int32)
-        alive_rows = jnp.sum(keys < top, axis=1, dtype=jnp.int32)
-        if row_gid is None:
-            alive = jnp.sum(alive_rows)[None]
-            k = _ks(spec, dyn, alive, n)
-            ordered, order = jax.lax.sort((flat, place), num_keys=1, is_stable=True)
-            first = place < k[0]
-        else:
-            alive = jax.ops.segment_sum(alive_rows, row_gid, n_groups, indices_are_sorted=True)
-            k = _ks(spec, dyn, alive, n)
-            gid = jnp.repeat(row_gid, _ROW, total_repeat_length=flat.shape[0])
-            _, ordered, order = jax.lax.sort((gid, flat, place), num_keys=2, is_stable=True)
-            # groups keep their packed ranges: group g's sorted entries start at base[g]
-            first = place - jnp.asarray(base, jnp.int32)[gid] < k[gid]
-        # never a dead entry or padding (the top key), as the search never marks one
-        marks = first & (ordered < top)
-        return jnp.zeros(flat.shape, bool).at[order].set(marks, unique_indices=True)
+        alive = per_group_rows(jnp.sum(keys < top, axis=1, dtype=jnp.int32))
+        k = _ks(spec, dyn, alive, n)
+        _, order = jax.lax.sort((flat, place), num_keys=1, is_stable=True)
+        if row_gid is not None:
+            # least significant first: sorted by key, then (stably) by group. The group
+            # is the row's, gathered by the sorted places, never an entry-sized constant
+            # (XLA would fold one at compile time: minutes for ResNet-50 on a GPU).
+            _, order = jax.lax.sort((row_gid[order // _ROW], order), num_keys=1, is_stable=True)
+        # Group g's sorted entries fill its packed range from base[g], alive ones first
+        # (dead entries and padding hold the top key): its first k <= alive are marked.
+        rank = place.reshape(n_rows, _ROW) - per_row(jnp.asarray(base, jnp.int32))
+        marks = rank < per_row(k)
+        return jnp.zeros(flat.shape, bool).at[order].set(marks.reshape(-1), unique_indices=True)
 
     if sort_on:
         gone = jax.lax.platform_dependent(keys, **dict.fromkeys(sort_on, by_sort), default=by_count)
