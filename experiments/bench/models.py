@@ -16,8 +16,10 @@ they add to; and ``gradual_prune`` alone as its own jitted call, the split form 
 other steps are the bare step) and ``masked(adam)`` against ``adam``: the whole
 optimizer step as a user runs it (``state.apply_gradients`` in one jitted call with the
 state donated, both in a plain Flax ``TrainState``), the ``SparseTrainState`` step (the
-same plus its rewind snapshot) and the bare ``update`` beside it. Compile: seconds of wall time for
-``jit(f).lower(...).compile()``; peak: XLA's memory analysis of the compiled program
+same plus its rewind snapshot) and the bare ``update`` beside it; and each state's
+*dispatch floor*, a jitted call of the same arguments that does no work: what the host
+spends a call on the state's and the gradients' leaves. Compile: seconds of wall time
+for ``jit(f).lower(...).compile()``; peak: XLA's memory analysis of the compiled program
 (arguments + outputs + temporaries). Run: the process's CPU time on the CPU backend
 (:func:`timing.interleaved`), medians of interleaved repeats.
 
@@ -163,7 +165,16 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
     def rigl(st, g):
         return js.dst.rigl(st, g, every=10, end=1000)
 
+    def dispatch(st, g):
+        # no work but reading one entry of each gradient: what one jitted call costs the
+        # host for the state's and the gradients' leaves (flattened, passed, donated and
+        # returned), the floor under the steps of that state
+        touch = sum(jnp.ravel(x)[0] for x in jax.tree.leaves(g))
+        return st.replace(step=st.step + (touch == jnp.inf).astype(st.step.dtype))
+
     steps = {
+        "dispatch floor, masked(adam) TrainState": (dispatch, "masked"),
+        "dispatch floor, SparseTrainState": (dispatch, "sparse"),
         "adam step": (at(11), "adam"),
         "masked(adam) step": (at(11), "masked"),
         "SparseTrainState step": (at(11), "sparse"),
@@ -222,6 +233,8 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
             )
     unit = t["pass"]
     base = {
+        "dispatch floor, masked(adam) TrainState": "masked(adam) step",
+        "dispatch floor, SparseTrainState": "SparseTrainState step",
         "gradual_prune, other step": "SparseTrainState step",
         "rigl, other step": "SparseTrainState step",
         "SparseTrainState step": "masked(adam) step",
@@ -283,6 +296,8 @@ def measure(quick: bool) -> dict:
         "masked(adam) against adam, both in a Flax `TrainState`, as a step (`apply_gradients` "
         "in one jitted call, the state donated) and as the bare `update`; a "
         "`SparseTrainState` step (the same plus its rewind snapshot) against the masked(adam) "
-        "step; a non-pruning `gradual_prune` or `rigl` step against the SparseTrainState step."
+        "step; a non-pruning `gradual_prune` or `rigl` step against the SparseTrainState step; "
+        "a dispatch floor (a jitted call of the same arguments that does no work) against "
+        "the step of its state: the share of the step the host's per-leaf cost sets."
     )
     return timing.section("Model-shaped trees", rows, note, COLUMNS)
