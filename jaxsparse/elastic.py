@@ -232,7 +232,7 @@ def elastic(
         1.. gets a randomly shuffled copy of its copied mask, with its alive count kept
         exactly (independently for each copy; see :func:`jaxsparse.shuffle_mask`);
         block 0, stem and head keep their masks.
-      where: which leaves ``shuffle_key`` shuffles (default: kernels, ``ndim >= 2``);
+      where: which leaves ``shuffle_key`` shuffles (default: kernels, ``ndim >= 2``, not biases);
         unused without ``shuffle_key``.
 
     Returns:

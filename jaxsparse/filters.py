@@ -3,7 +3,7 @@
 Which leaves are *prunable* is decided by a filter (``where=``), in the spirit of
 equinox's filter specs:
 
-* ``kernels`` (the default): every floating leaf with ``ndim >= 2``;
+* ``kernels`` (the default): every floating leaf with ``ndim >= 2`` not named ``bias``;
 * a string: a regular expression searched in the leaf's path (``"Dense_0/kernel"``);
 * a callable ``(path: str, leaf) -> bool``;
 * ``all_leaves``: every floating leaf.
@@ -45,25 +45,34 @@ def path_str(path: jax.tree_util.KeyPath) -> str:
 
 
 def kernels(path: str, leaf: Any) -> bool:
-    """Default filter: floating leaves with ``ndim >= 2`` (dense and conv kernels).
+    """Default filter: floating leaves with ``ndim >= 2`` (dense and conv kernels), but
+    never a leaf named ``bias``.
+
+    Flax's ``DenseGeneral`` keeps a multi-head projection's bias as ``(heads,
+    head_dim)`` (the query, key and value of ``MultiHeadDotProductAttention`` and NNX's
+    ``MultiHeadAttention``): two dimensions, but a bias. The name is the path's last key
+    (``.../query/bias``; NNX's trailing ``value`` skipped).
 
     Args:
-      path: the leaf's path (unused).
+      path: the leaf's path (only its last key is read).
       leaf: the leaf, or anything with a shape and dtype.
 
     Returns:
-      ``True`` for a floating leaf of rank 2 or more.
+      ``True`` for a floating leaf of rank 2 or more not named ``bias``.
 
     Examples:
         >>> kernels("w", jnp.ones((3, 2))), kernels("b", jnp.ones(2))
         (True, False)
+        >>> kernels("attn/query/bias", jnp.ones((4, 16)))  # heads x head_dim
+        False
 
     References:
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (weights of
       dense and conv layers are pruned, biases are not).
     """
-    del path
-    return is_floating(leaf) and len(jnp.shape(leaf)) >= 2
+    keys = path.split("/")
+    name = keys[-2] if keys[-1] == "value" and len(keys) > 1 else keys[-1]
+    return is_floating(leaf) and len(jnp.shape(leaf)) >= 2 and name != "bias"
 
 
 def all_leaves(path: str, leaf: Any) -> bool:

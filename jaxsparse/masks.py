@@ -184,7 +184,7 @@ def counts(mask: chex.ArrayTree, where: Filter = None) -> tuple[jax.Array, int]:
 
     Args:
       mask: a ``bool`` pytree.
-      where: which leaves are counted (default: kernels, ``ndim >= 2``).
+      where: which leaves are counted (default: kernels, ``ndim >= 2``, not biases).
 
     Returns:
       ``alive``, an int32 scalar (traceable), and ``total``, a static Python int.
@@ -207,7 +207,7 @@ def sparsity(mask: chex.ArrayTree, where: Filter = None) -> jax.Array:
 
     Args:
       mask: a ``bool`` pytree.
-      where: which leaves are counted (default: kernels, ``ndim >= 2``).
+      where: which leaves are counted (default: kernels, ``ndim >= 2``, not biases).
 
     Returns:
       A float32 scalar in ``[0, 1]``.
@@ -233,7 +233,7 @@ def density(mask: chex.ArrayTree, where: Filter = None) -> jax.Array:
 
     Args:
       mask: a ``bool`` pytree.
-      where: which leaves are counted (default: kernels, ``ndim >= 2``).
+      where: which leaves are counted (default: kernels, ``ndim >= 2``, not biases).
 
     Returns:
       A float32 scalar in ``[0, 1]``.

@@ -102,7 +102,7 @@ def prune(
         :mod:`jaxsparse.distributions`), reached by pruning each leaf to
         ``round(target * size)`` dead weights (layerwise only).
       scope: ``"layerwise"`` or ``"global"``.
-      where: which leaves may be pruned (default: kernels, ``ndim >= 2``).
+      where: which leaves may be pruned (default: kernels, ``ndim >= 2``, not biases).
       rates: optional ``{path_regex: fraction}`` overrides: prunable leaves whose path
         matches are pruned layerwise at that fraction of their alive weights, the rest
         by ``amount`` and ``scope`` (e.g. ``{"Dense_2": 0.1}`` for LeNet's output layer

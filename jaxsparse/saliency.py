@@ -232,7 +232,7 @@ def iterative_synflow(
       rounds: number of rounds, ``>= 1`` (the paper: 100).
       mask: a starting mask (default dense); pruned weights stay pruned.
       scope: ``"global"`` (the paper) or ``"layerwise"``.
-      where: which leaves may be pruned (default: kernels, ``ndim >= 2``).
+      where: which leaves may be pruned (default: kernels, ``ndim >= 2``, not biases).
       rescale: as in :func:`synflow`.
 
     Returns:

@@ -188,7 +188,7 @@ class SparseTrainState(struct.PyTreeNode):
           tx: any optax transform; wrapped in :func:`jaxsparse.masked` unless it holds one.
           rewind_step: k >= 0; the snapshot is the state after k updates.
           mask: an initial mask (default dense); params are masked with it.
-          where: which leaves are prunable (default: kernels, ``ndim >= 2``).
+          where: which leaves are prunable (default: kernels, ``ndim >= 2``, not biases).
 
         Raises:
           ValueError: a negative ``rewind_step`` or a mask that does not mirror params.

@@ -64,6 +64,27 @@ def test_default_filter_selects_float_kernels():
     }
 
 
+def test_default_filter_leaves_out_multi_head_biases():
+    """Flax attention keeps the query/key/value biases as (heads, head_dim): two
+    dimensions, still biases, never pruned by default (Linen and NNX paths)."""
+    from flax import linen as nn
+    from flax import nnx
+
+    x = jnp.ones((1, 3, 8))
+    linen = nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8)
+    sel = prunable(linen.init(jax.random.key(0), x))["params"]
+    for name in ("query", "key", "value", "out"):
+        assert sel[name] == {"kernel": True, "bias": False}, name
+    mha = nnx.MultiHeadAttention(2, 8, qkv_features=8, decode=False, rngs=nnx.Rngs(0))
+    _, state = nnx.split(mha, nnx.Param)
+    flat = jax.tree_util.tree_flatten_with_path(prunable(state))[0]
+    by_path = {js.filters.path_str(p): v for p, v in flat}
+    assert by_path["query/bias/value"] is False and by_path["query/kernel/value"] is True
+    assert sum(by_path.values()) == 4  # the four kernels
+    # a regex or callable still selects them when asked
+    assert prunable({"q": {"bias": jnp.ones((2, 4))}}, where="bias") == {"q": {"bias": True}}
+
+
 def test_regex_filter_searches_joined_path():
     sel = prunable(_params(), where=r"Dense_0/(kernel|bias)")
     assert jax.tree.leaves(sel) == [False, False, True, True, False, False, False]

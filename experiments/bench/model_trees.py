@@ -229,11 +229,14 @@ def build(name: str, seed: int = 0) -> dict:
 
 
 def summary(tree) -> dict:
+    """Params, leaves and kernels (the leaves the default ``where`` prunes)."""
+    from jaxsparse.filters import prunable
+
     leaves = jax.tree.leaves(tree)
     return {
         "params": int(sum(np.prod(x.shape) for x in leaves)),
         "leaves": len(leaves),
-        "kernels": sum(1 for x in leaves if len(x.shape) >= 2),
+        "kernels": sum(jax.tree.leaves(prunable(tree))),
     }
 
 

@@ -111,7 +111,11 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
     info = model_trees.summary(params)
     scores = js.scores.magnitude(params)
     mask = jax.jit(lambda s: js.prune(s, js.mask_like(s), 0.5, scope="global"))(scores)
-    kernels = [x for x in jax.tree.leaves(scores) if x.ndim >= 2]
+    kernels = [
+        x
+        for x, k in zip(jax.tree.leaves(scores), jax.tree.leaves(js.filters.prunable(scores)))
+        if k
+    ]
     t_mid = jnp.float32(0.01)
 
     def one_pass(ks, t):

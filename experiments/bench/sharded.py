@@ -59,12 +59,13 @@ def gathers(hlo_text: str) -> list[int]:
 
 def sample_bound_bytes(shapes) -> int:
     """The most the threshold search gathers: its strided sample, at most
-    ``jaxsparse._select._SAMPLE`` keys (4 B) of every prunable (>= 2-D) leaf."""
+    ``jaxsparse._select._SAMPLE`` keys (4 B) of every prunable leaf (default ``where``)."""
     import jax
 
     from jaxsparse._select import _SAMPLE
+    from jaxsparse.filters import prunable
 
-    return 4 * _SAMPLE * sum(1 for x in jax.tree.leaves(shapes) if len(x.shape) >= 2)
+    return 4 * _SAMPLE * sum(jax.tree.leaves(prunable(shapes)))
 
 
 def smallest_matrix_bytes(shapes) -> int:
