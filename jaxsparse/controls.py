@@ -20,7 +20,7 @@ from jaxsparse.filters import check_structure
 from jaxsparse.masks import apply_mask
 from jaxsparse.optim import set_mask
 from jaxsparse.pruning import shuffle_mask
-from jaxsparse.state import mask_moments, rewind, snapshot_step
+from jaxsparse.state import mask_moments, rewind, snapshot_opt_state, snapshot_step
 
 State = Any  # duck-typed like jaxsparse.lottery's states
 
@@ -54,13 +54,14 @@ def random_reinit(
     check_structure(fresh, mask, name="random_reinit: init_fn(key)", like_name="the params")
     params = apply_mask(fresh, mask)
     no_weight = jax.tree.map(jnp.zeros_like, mask)
-    opt_state = set_mask(mask_moments(state.rewind_opt_state, no_weight, params), mask)
+    opt_state = set_mask(mask_moments(snapshot_opt_state(state), no_weight, params), mask)
     return state.replace(
         params=params,
         opt_state=opt_state,
         step=snapshot_step(state),
         rewind_params=fresh,
-        rewind_opt_state=opt_state,
+        # a state that carries no snapshot optimizer state (k = 0) makes it from `fresh`
+        rewind_opt_state=None if state.rewind_opt_state is None else opt_state,
     )
 
 

@@ -103,7 +103,7 @@ def imp_round(
         step=jnp.zeros_like(state.step),
         rewind_step=jnp.zeros_like(state.rewind_step),
         rewind_params=rewind_to,
-        rewind_opt_state=state.tx.init(rewind_to),
+        rewind_opt_state=None if state.rewind_opt_state is None else state.tx.init(rewind_to),
         round=state.round + 1,
     )
 

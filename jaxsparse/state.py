@@ -40,6 +40,16 @@ def snapshot_step(state: Any) -> jax.Array:
     return jnp.where(step >= k, k, jnp.zeros_like(k))
 
 
+def snapshot_opt_state(state: Any) -> optax.OptState:
+    """The optimizer state of the rewind snapshot: ``rewind_opt_state``, or, for a state
+    that carries none (created with k = 0, whose snapshot is the initial state),
+    ``tx.init`` of the snapshot's params, which is what :meth:`SparseTrainState.create`
+    started from. Its mask is the dense one; every caller sets its own."""
+    if state.rewind_opt_state is not None:
+        return state.rewind_opt_state
+    return state.tx.init(state.rewind_params)
+
+
 def rewind(state: Any, mask: chex.ArrayTree) -> Any:
     """The state at its rewind snapshot, under ``mask``: the snapshot's params with the
     pruned ones zeroed, its optimizer state with their moments zeroed and ``mask`` set,
@@ -61,7 +71,7 @@ def rewind(state: Any, mask: chex.ArrayTree) -> Any:
       ICML 2020.
     """
     params = apply_mask(state.rewind_params, mask)
-    opt_state = set_mask(mask_moments(state.rewind_opt_state, mask, params), mask)
+    opt_state = set_mask(mask_moments(snapshot_opt_state(state), mask, params), mask)
     return state.replace(params=params, opt_state=opt_state, step=snapshot_step(state))
 
 
@@ -85,7 +95,11 @@ class SparseTrainState(struct.PyTreeNode):
       params: the model parameters; exactly zero where pruned.
       opt_state: the optimizer state, holding the mask.
       rewind_step: k, the step whose state :func:`jaxsparse.imp_round` rewinds to.
-      rewind_params, rewind_opt_state: the snapshot at step k.
+      rewind_params, rewind_opt_state: the snapshot at step k. With k = 0 (a
+        state created with ``rewind_step=0``) ``rewind_opt_state`` is ``None``: the
+        snapshot's optimizer state is ``tx.init(rewind_params)``, made again when
+        rewinding (:func:`snapshot_opt_state`), not carried. For Adam that saves 2
+        floats a weight, and a jitted step passes fewer leaves.
       round: how many IMP rounds have pruned this state.
       apply_fn, tx, where: static: the model's apply function, the (masked) optimizer,
         and the filter of prunable leaves.
@@ -117,7 +131,7 @@ class SparseTrainState(struct.PyTreeNode):
     opt_state: optax.OptState
     rewind_step: jax.Array
     rewind_params: Any
-    rewind_opt_state: optax.OptState
+    rewind_opt_state: optax.OptState | None
     round: jax.Array
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
@@ -216,7 +230,8 @@ class SparseTrainState(struct.PyTreeNode):
             opt_state=opt_state,
             rewind_step=jnp.asarray(rewind_step, jnp.int32),
             rewind_params=snapshot,
-            rewind_opt_state=opt_state,
+            # at k = 0 the snapshot's optimizer state is tx.init(snapshot): not carried
+            rewind_opt_state=opt_state if k != 0 else None,
             round=jnp.asarray(0, jnp.int32),
             apply_fn=apply_fn,
             tx=tx,

@@ -203,6 +203,7 @@ def test_load_state_mismatch_names_the_path(tmp_path):
             "Dense_1": {"kernel": jnp.ones((17, 1)), "bias": jnp.ones(1)},
         },
         tx=optax.adam(1e-2),
+        rewind_step=2,  # as saved: a state with k > 0 carries its snapshot's optimizer state
     )
     with pytest.raises(ValueError, match=r"params/Dense_0/bias' has shape \(16,\)") as e:
         checkpoint.load_state(tmp_path / "ckpt", other)

@@ -76,6 +76,53 @@ def test_step_checks_for_k_only_when_k_is_not_zero():
     assert int(back.step) == 0
 
 
+@pytest.mark.parametrize(
+    "tx",
+    [
+        optax.adam(0.1),
+        optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(0.05, weight_decay=0.1)),
+        optax.sgd(0.1, momentum=0.9, nesterov=True),
+    ],
+    ids=["adam", "clip+adamw", "nesterov"],
+)
+def test_k0_state_carries_no_snapshot_opt_state_and_rewinds_the_same(tx):
+    """With k = 0 the snapshot's optimizer state is tx.init of the initial params, so the
+    state does not carry it (fewer leaves a step, 2 floats a weight less for Adam), and
+    every rewind (imp_round, both controls) gives bit for bit what carrying it gave."""
+    mask0 = {"w": jnp.array([[True, False, True], [True, True, True]]), "b": jnp.ones(3, bool)}
+    params = {"w": jnp.arange(1.0, 7.0).reshape(2, 3), "b": jnp.ones(3)}
+    grads = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.full(3, 0.5)}
+    lean = js.SparseTrainState.create(apply_fn=None, params=params, tx=tx, mask=mask0)
+    assert lean.rewind_opt_state is None
+    # what create carried before: the initial optimizer state itself
+    full = lean.replace(rewind_opt_state=lean.opt_state)
+    assert len(jax.tree.leaves(lean)) == len(jax.tree.leaves(full)) - len(
+        jax.tree.leaves(lean.opt_state)
+    )
+    step = jax.jit(lambda s: s.apply_gradients(grads=grads))
+    key = jax.random.key(3)
+    ops = {
+        "imp_round": lambda s: js.imp_round(s, fraction=0.5),
+        "reprune": lambda s: js.controls.reprune(s, key),
+        "random_reinit": lambda s: js.controls.random_reinit(
+            s, lambda k: {"w": jax.random.normal(k, (2, 3)), "b": jnp.zeros(3)}, key
+        ),
+    }
+    for name, op in ops.items():
+        a, b = lean, full
+        for _ in range(2):  # two rounds: the second rewinds from what the first left
+            for _ in range(3):
+                a, b = step(a), step(b)
+            a, b = jax.jit(op)(a), jax.jit(op)(b)
+            assert a.rewind_opt_state is None, name
+            for x, y in zip(
+                jax.tree.leaves((a.params, a.opt_state, a.rewind_params, a.step)),
+                jax.tree.leaves((b.params, b.opt_state, b.rewind_params, b.step)),
+                strict=True,
+            ):
+                np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
+
+
 def test_rewind_step_replaced_on_a_state_created_with_zero_is_refused():
     params = {"w": jnp.ones((2, 3))}
     state = js.SparseTrainState.create(apply_fn=None, params=params, tx=optax.sgd(0.1))

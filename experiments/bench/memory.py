@@ -37,7 +37,8 @@ def measure(quick: bool) -> dict:
     rows = [
         {"what": "mask in training (bool per weight)", "bytes_per_param": _nbytes(mask) / n},
         {
-            "what": "rewind state in training (params + Adam state at step k)",
+            "what": "rewind state in training (params at k = 0; Adam's state is "
+            "made again when rewinding)",
             "bytes_per_param": rewind / n,
         },
     ]
