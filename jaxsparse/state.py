@@ -103,13 +103,6 @@ class SparseTrainState(struct.PyTreeNode):
       round: how many IMP rounds have pruned this state.
       apply_fn, tx, where: static: the model's apply function, the (masked) optimizer,
         and the filter of prunable leaves.
-      takes_snapshot: static: whether :meth:`apply_gradients` checks each step for
-        step k (a ``lax.cond``). :meth:`create` sets it ``False`` when k is a concrete
-        0, whose snapshot is the initial state, so those steps carry no check: on a
-        GPU each check makes the host wait for the step's work (XLA reads a
-        conditional's predicate on the host). To rewind to a later step, create the
-        state with that ``rewind_step``; do not ``replace`` it on a state created
-        with 0.
 
     Examples:
         >>> import flax.linen as nn
@@ -136,12 +129,22 @@ class SparseTrainState(struct.PyTreeNode):
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
     where: Filter = struct.field(pytree_node=False, default=None)
-    takes_snapshot: bool = struct.field(pytree_node=False, default=True)
 
     @property
     def mask(self) -> chex.ArrayTree:
         """The current mask, read from the optimizer state."""
         return get_mask(self.opt_state)
+
+    @property
+    def takes_snapshot(self) -> bool:
+        """Whether :meth:`apply_gradients` checks each step for step k (a ``lax.cond``):
+        exactly when the state carries a snapshot optimizer state to fill.
+        :meth:`create` carries none when k is a concrete 0, whose snapshot is the
+        initial state, so those steps carry no check: on a GPU each check makes the
+        host wait for the step's work (XLA reads a conditional's predicate on the
+        host). To rewind to a later step, create the state with that ``rewind_step``;
+        do not ``replace`` it on a state created with 0."""
+        return self.rewind_opt_state is not None
 
     def apply_gradients(self, *, grads: chex.ArrayTree, **kwargs: Any) -> SparseTrainState:
         """One optimizer step; captures the rewind snapshot when ``step`` reaches k.
@@ -230,12 +233,12 @@ class SparseTrainState(struct.PyTreeNode):
             opt_state=opt_state,
             rewind_step=jnp.asarray(rewind_step, jnp.int32),
             rewind_params=snapshot,
-            # at k = 0 the snapshot's optimizer state is tx.init(snapshot): not carried
+            # at k = 0 the snapshot's optimizer state is tx.init(snapshot): not carried,
+            # and no step checks for k (takes_snapshot); a traced k may be anything
             rewind_opt_state=opt_state if k != 0 else None,
             round=jnp.asarray(0, jnp.int32),
             apply_fn=apply_fn,
             tx=tx,
             where=where,
-            takes_snapshot=k != 0,  # a traced k may be anything
             **kwargs,
         )
