@@ -58,11 +58,14 @@ class Paired:
 
     def format(self, scale: float = 1.0, digits: int = 1) -> str:
         """``"+1.0 [+0.3, +1.7]"``: the mean difference and its interval, times ``scale``
-        (100 turns accuracies into points)."""
+        (100 turns accuracies into points); ``"+1.0 [1 seed: no interval]"`` for one
+        pair."""
 
         def f(x: float) -> str:
-            return "±inf" if math.isinf(x) else f"{scale * x:+.{digits}f}"
+            return f"{scale * x:+.{digits}f}"
 
+        if math.isinf(self.lo) or math.isinf(self.hi):
+            return f"{f(self.mean)} [{self.n} seed: no interval]"
         return f"{f(self.mean)} [{f(self.lo)}, {f(self.hi)}]"
 
     def as_dict(self) -> dict:

@@ -52,7 +52,7 @@ def test_verdicts_against_a_margin(lo, hi, verdict):
 def test_one_seed_has_an_unbounded_interval():
     p = stats.paired([0.9], [0.8])
     assert math.isinf(p.lo) and math.isinf(p.hi) and p.verdict(0.005) == "unresolved"
-    assert p.format(100) == "+10.0 [±inf, ±inf]"
+    assert p.format(100) == "+10.0 [1 seed: no interval]"
 
 
 @pytest.mark.parametrize(
