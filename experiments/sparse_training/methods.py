@@ -71,8 +71,9 @@ class Methods:
         perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, epochs))
         return perms[:, : per_epoch * b].reshape(-1, b)[:steps]
 
-    def train(self, state, key, loss=None, update=None):
-        """``steps`` updates; ``update(state, batch)`` after every ``update_every``."""
+    def train(self, state, idx, loss=None, update=None):
+        """``steps`` updates on the minibatches ``idx`` (``(steps, batch_size)`` indices,
+        from :meth:`batches`); ``update(state, batch)`` after every ``update_every``."""
         loss = loss or self.loss
         data = {"x": self.arrays["x_train"], "y": self.arrays["y_train"]}
 
@@ -80,7 +81,6 @@ class Methods:
             batch = jax.tree.map(lambda x: x[i], data)
             return st.apply_gradients(grads=jax.grad(loss)(st.params, batch)), None
 
-        idx = self.batches(key)
         if update is None:
             return jax.lax.scan(step, state, idx)[0]
         every = self.cfg.update_every
@@ -124,7 +124,7 @@ class Methods:
         p = 1.0 - (1.0 - self.cfg.sparsity) ** (1.0 / self.cfg.imp_rounds)
         ticket, _ = js.lottery.run(
             self.state(params),
-            lambda s, k: (self.train(s, k), {}),
+            lambda s, k: (self.train(s, self.batches(k)), {}),
             key,
             rounds=self.cfg.imp_rounds,
             fraction=p,
@@ -132,47 +132,50 @@ class Methods:
         )
         return ticket.mask
 
-    # --- trainers (params, mask, key) -> metrics ---------------------------------------
+    # --- trainers (params, mask, key, order) -> metrics ---------------------------------
+    # ``order`` is the seed's minibatch order (:meth:`batches` of its data key), drawn
+    # once by the caller: every trainer of a seed sees the same order, and the
+    # permutation is compiled once instead of into every trainer's program.
 
-    def run_static(self, params, mask, key):
-        st = self.train(self.state(params, mask), key)
+    def run_static(self, params, mask, key, order):
+        st = self.train(self.state(params, mask), order)
         return self.evaluate(st.params, st.mask)
 
-    def run_set(self, params, mask, key):
+    def run_set(self, params, mask, key, order):
         c, k_set = self.cfg, jax.random.fold_in(key, 1)
 
         def update(st, _):
             return js.dst.set(st, k_set, every=c.update_every, end=self.end, zeta=c.drop_fraction)
 
-        st = self.train(self.state(params, mask), key, update=update)
+        st = self.train(self.state(params, mask), order, update=update)
         return self.evaluate(st.params, st.mask)
 
-    def run_rigl(self, params, mask, key):
+    def run_rigl(self, params, mask, key, order):
         c = self.cfg
 
         def update(st, batch):
             grads = jax.grad(self.loss)(st.params, batch)  # dense: dead weights get one too
             return js.dst.rigl(st, grads, every=c.update_every, end=self.end, alpha=c.drop_fraction)
 
-        st = self.train(self.state(params, mask), key, update=update)
+        st = self.train(self.state(params, mask), order, update=update)
         return self.evaluate(st.params, st.mask)
 
-    def run_gmp(self, params, mask, key):
+    def run_gmp(self, params, mask, key, order):
         schedule = js.schedules.polynomial(self.cfg.sparsity, begin=0, end=self.end)
 
         def update(st, _):
             return js.schedules.gradual_prune(st, schedule, self.cfg.update_every)
 
-        st = self.train(self.state(params), key, update=update)
+        st = self.train(self.state(params), order, update=update)
         return self.evaluate(st.params, st.mask)
 
     def ste_mask(self, params):
         return js.prune(js.scores.magnitude(params), js.mask_like(params), self.erk_targets(params))
 
-    def run_ste(self, params, mask, key):
+    def run_ste(self, params, mask, key, order):
         def loss(p, batch):
             return self.loss(js.straight_through(p, self.ste_mask(p)), batch)
 
-        st = self.train(self.state(params), key, loss=loss)
+        st = self.train(self.state(params), order, loss=loss)
         m = self.ste_mask(st.params)
         return self.evaluate(js.apply_mask(st.params, m), m)

@@ -74,6 +74,7 @@ def run_study(cfg: SparseTrainingConfig, *, log=print) -> dict:
     m = Methods(cfg, arrays, probe)
     params = jax.jit(jax.vmap(m.init))(harness.seed_keys(cfg, STREAM_INIT))
     data_keys = harness.seed_keys(cfg, STREAM_DATA)
+    orders = jax.jit(jax.vmap(m.batches))(data_keys)  # one minibatch order a seed
     mask_keys = harness.seed_keys(cfg, STREAM_MASK)
     methods = method_list(cfg.methods)
     log(
@@ -106,11 +107,12 @@ def run_study(cfg: SparseTrainingConfig, *, log=print) -> dict:
                 erk_cache.update(mask=mask, timing=timing)
         if trainer in compiled_train:
             t0 = time.perf_counter()
-            metrics = jax.block_until_ready(compiled_train[trainer](params, mask, data_keys))
+            run_trainer = compiled_train[trainer]
+            metrics = jax.block_until_ready(run_trainer(params, mask, data_keys, orders))
             train_s, train_c = time.perf_counter() - t0, 0.0
         else:
             metrics, train_c, train_s, compiled = _timed_call(
-                jax.vmap(getattr(m, trainer)), params, mask, data_keys
+                jax.vmap(getattr(m, trainer)), params, mask, data_keys, orders
             )
             compiled_train[trainer] = compiled
         timing.update(train_s=train_s, train_compile_s=train_c)
