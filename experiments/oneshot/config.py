@@ -24,8 +24,10 @@ class OneShotConfig(StudyConfig):
         "context": 32,
         "train_steps": 60,
         "batch_size": 8,
-        "calib": 8,
-        "calib_sweep": "4,8",
+        # calibration comes in batches of 16 sequences: with 16 and 32 every capture has
+        # the one batch shape (16, 32) and compiles once per layer group, not per size
+        "calib": 16,
+        "calib_sweep": "16,32",
         "eval_seqs": 8,
         "finetune_steps": 10,
         "sparsities": "0,0.5",

@@ -3,6 +3,7 @@ every method and pattern, sweep the calibration size, and fine-tune sparse."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import resource
@@ -61,26 +62,38 @@ def pretrain(cfg, model, train, log):
 
     from jaxsparse import checkpoint
 
-    tokens = jnp.zeros((1, cfg.context), jnp.int32)
-    like = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens)["params"])
+    tokens = jax.ShapeDtypeStruct((1, cfg.context), jnp.int32)
+    like = jax.eval_shape(lambda t: model.init(jax.random.key(0), t)["params"], tokens)
     cache = _cache_dir(cfg, train[2])
     if (cache / "model").exists():
         params, extra = checkpoint.load_state(cache / "model", like)
         log(f"loaded the pre-trained model from {cache}")
         return params, {**extra, "cached": True}
-    params = model.init(jax.random.key(cfg.seed), tokens)["params"]
+    # the initialisers run as they would in init (the same numbers), the forward pass
+    # does not (it would compile an eager program for each of its operations)
+    params = model.lazy_init(jax.random.key(cfg.seed), tokens)["params"]
     tx = _tx(cfg.lr, cfg.train_steps)
     opt = tx.init(params)
     chunk = _trainer(model, tx)
     rng = np.random.default_rng([cfg.seed, 1])
-    losses, t0, every = [], time.perf_counter(), max(1, min(50, cfg.train_steps))
-    for start in range(0, cfg.train_steps, every):
-        n = min(every, cfg.train_steps - start)
-        seqs = lm.windows(train[0], n * cfg.batch_size, cfg.context + 1, rng)
-        batches = jnp.asarray(seqs.reshape(n, cfg.batch_size, -1))
+    # the batches are drawn 50 steps at a time (as they always were), but run in chunks of
+    # one length that divides the steps, so that the scan compiles once (60 steps: 2 x 30,
+    # not 50 + 10)
+    every = max(1, min(50, cfg.train_steps))
+    seqs = np.concatenate(
+        [
+            lm.windows(train[0], min(every, cfg.train_steps - s) * cfg.batch_size,
+                       cfg.context + 1, rng)
+            for s in range(0, cfg.train_steps, every)
+        ]
+    ).reshape(cfg.train_steps, cfg.batch_size, -1)  # fmt: skip
+    size = max(d for d in range(1, every + 1) if cfg.train_steps % d == 0)
+    losses, t0 = [], time.perf_counter()
+    for start in range(0, cfg.train_steps, size):
+        batches = jnp.asarray(seqs[start : start + size])
         params, opt, loss = chunk(params, opt, batches)
         losses += np.asarray(loss).tolist()
-        log(f"pre-train step {start + n}/{cfg.train_steps}: loss {np.mean(losses[-n:]):.3f}")
+        log(f"pre-train step {start + size}/{cfg.train_steps}: loss {np.mean(losses[-size:]):.3f}")
     extra = {"train_s": time.perf_counter() - t0, "losses": losses[:: max(1, len(losses) // 100)]}
     checkpoint.save_state(cache / "model", params, extra=extra)
     return params, {**extra, "cached": False}
@@ -111,14 +124,43 @@ def _random_mask(params, sparsity, nm, seed):
         p = path_str(path)
         if not js.filters.resolve_filter(lm.PRUNABLE)(p, x):
             return jnp.ones(x.shape, bool)
-        k2 = x.reshape(int(np.prod(x.shape[: lm.in_axes(p)])), -1)
-        s = jax.random.uniform(jax.random.fold_in(key, zlib.crc32(p.encode())), k2.shape)
-        if nm is not None:
-            return js.structured.nm(s, *nm, axis=0).reshape(x.shape)
-        return js.prune(s, jnp.ones(s.shape, bool), sparsity).reshape(x.shape)
+        if nm is None and sparsity == 0:  # nothing to prune: no scores, no search
+            return jnp.ones(x.shape, bool)
+        rows = int(np.prod(x.shape[: lm.in_axes(p)]))
+        data = np.uint32(zlib.crc32(p.encode()))
+        return _random_leaf()(key, data, (rows, x.size // rows), sparsity, nm).reshape(x.shape)
 
     mask = jax.tree_util.tree_map_with_path(one, params)
-    return js.apply_mask(params, mask), mask
+    return _apply_mask()(params, mask), mask
+
+
+@functools.cache
+def _random_leaf():
+    """``leaf(key, data, shape, sparsity, nm)``: one layer's random mask (a kernel as 2-D
+    ``shape``), compiled once per shape and setting: the draw and the search in one
+    program, the layer's key folded in as data."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxsparse as js
+
+    def leaf(key, data, shape, sparsity, nm):
+        s = jax.random.uniform(jax.random.fold_in(key, data), shape)
+        if nm is not None:
+            return js.structured.nm(s, *nm, axis=0)
+        return js.prune(s, jnp.ones(s.shape, bool), sparsity)
+
+    return jax.jit(leaf, static_argnums=(2, 3, 4))
+
+
+@functools.cache
+def _apply_mask():
+    """``js.apply_mask`` compiled once per model, not one ``where`` per leaf shape."""
+    import jax
+
+    import jaxsparse as js
+
+    return jax.jit(js.apply_mask)
 
 
 def prune_grid(cfg, apply_fn, params, calib, ppl, log, bar):
@@ -155,7 +197,7 @@ def prune_grid(cfg, apply_fn, params, calib, ppl, log, bar):
             bar.update(1)
     for name, pattern in settings:
         _, mask = _random_mask(params, pattern.get("sparsity"), pattern.get("nm"), cfg.seed)
-        rows.append({"method": "random", "pattern": name, "ppl": ppl(js.apply_mask(params, mask))})
+        rows.append({"method": "random", "pattern": name, "ppl": ppl(_apply_mask()(params, mask))})
     return rows, errors, kept
 
 
@@ -196,22 +238,34 @@ def finetune(cfg, model, train, kept, params, ppl, log):
     starts["dense"] = (params, js.mask_like(params))
     tx = js.masked(optax.adam(cfg.finetune_lr))
     chunk = _trainer(model, tx)
+    init = jax.jit(tx.init)  # one program for the state's zeros, not one a leaf shape
     for name, (p, mask) in starts.items():
         before = ppl(p)
-        opt = js.set_mask(tx.init(p), mask)
+        opt = js.set_mask(init(p), mask)
         rng = np.random.default_rng([cfg.seed, 3])  # the same batches for every start
         n = cfg.finetune_steps * cfg.finetune_batch
         seqs = lm.windows(train[0], n, cfg.context + 1, rng)
         batches = jnp.asarray(seqs.reshape(cfg.finetune_steps, cfg.finetune_batch, -1))
         p, _, _ = chunk(p, opt, batches)
-        alive_ok = all(
-            bool(jnp.all(jnp.where(m, True, x == 0)))
-            for m, x in zip(jax.tree.leaves(mask), jax.tree.leaves(p))
-        )
+        alive_ok = bool(_stay_zero()(mask, p))
         after = ppl(p)
         rows.append({"start": name, "before": before, "after": after, "pruned_stay_zero": alive_ok})
         log(f"fine-tuned {name}: ppl {before:.3f} -> {rows[-1]['after']:.3f}")
     return rows
+
+
+@functools.cache
+def _stay_zero():
+    """``check(mask, params)``: whether every pruned weight is still exactly zero; one
+    compiled program, not three eager operations per leaf shape."""
+    import jax
+    import jax.numpy as jnp
+
+    def check(mask, params):
+        leaves = zip(jax.tree.leaves(mask), jax.tree.leaves(params))
+        return jnp.all(jnp.stack([jnp.all(jnp.where(m, True, x == 0)) for m, x in leaves]))
+
+    return jax.jit(check)
 
 
 def run_study(cfg: OneShotConfig, *, log=print) -> dict:

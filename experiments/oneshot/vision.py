@@ -80,7 +80,7 @@ def _pruned_counts(mask) -> dict[str, int]:
     from jaxsparse.filters import path_str
 
     return {
-        path_str(p): int(np.size(m) - np.sum(m))
+        path_str(p): int(np.size(m) - np.sum(np.asarray(m)))  # on the host: no eager program
         for p, m in _flat(mask)
         if re.search(PRUNABLE, path_str(p))
     }
