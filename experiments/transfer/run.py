@@ -68,50 +68,117 @@ def _eval_program(model, *, batch_size: int, steps: int):
     return jax.jit(program)
 
 
-def _builder(make_state, cfg: TransferConfig):
-    """Jitted ``build(start, scratch, source_masks, imp_masks, keys, amounts)``: the
-    initial state of every slot (:func:`slots`) x learning rate x seed, stacked in that
-    order on one axis. ``source_masks``, ``imp_masks``, ``keys``: one entry a compared
-    round (seed-stacked); ``amounts``: the share of the backbone each round prunes."""
+def _flat(tree):
+    """Every leaf as a vector. The same numbers out of ``shuffle_mask``: its uniform
+    draws are laid out row-major and its ties broken row-major; but XLA:CPU compiles a
+    random draw of a vector in a fifth of the time of one of a 3-D shape."""
     import jax
-    import jax.numpy as jnp
+
+    return jax.tree.map(lambda x: x.reshape(-1), tree)
+
+
+def _unflat(tree, like):
+    """``tree``'s vectors in the shapes of ``like``'s leaves (undoes :func:`_flat`)."""
+    import jax
+
+    return jax.tree.map(lambda x, y: x.reshape(y.shape), tree, like)
+
+
+def _builder(make_state, cfg: TransferConfig):
+    """``build(start, scratch, source_masks, imp_masks, keys, amounts)``: the initial
+    state of every slot (:func:`slots`) x learning rate x seed, stacked in that order on
+    one axis. ``source_masks``, ``imp_masks``, ``keys``: one entry a compared round
+    (seed-stacked); ``amounts``: the share of the backbone each round prunes.
+
+    The masks of (b), (d) and (e) come from one small program called per seed and round
+    (XLA:CPU compiles the pruning and shuffling searches of one network in two thirds of
+    the time of a seed-batched one, and once for every round); the rows are stacked on
+    the host and one program makes the states."""
+    import jax
+    import numpy as np
 
     import jaxsparse as js
     from jaxsparse.transfer import transfer_mask
 
     lrs, S = cfg.lr_list(), cfg.seeds
 
-    def sparse_arms(start, scratch, source_mask, imp_mask, key, amount):
+    @jax.jit
+    def sparse_masks(start, source_masks, keys, seed, amount):
+        start, source_mask, key = jax.tree.map(lambda x: x[seed], (start, source_masks, keys))
         mask_b, _ = transfer_mask(source_mask, start, rename=NEW_HEAD)
         mask_d = js.prune(
             js.scores.magnitude(start), js.mask_like(start), amount, scope="global",
             where=BACKBONE,
         )  # fmt: skip
-        mask_e = js.shuffle_mask(key, mask_b, scope="layerwise", where=BACKBONE)
-        return {
-            "transfer": (start, mask_b),  # (b) the source ticket, pre-trained weights
-            "imp": (start, imp_mask),  # (c) IMP's mask found on the target
-            "oneshot": (start, mask_d),  # (d) one-shot global magnitude, same count
-            "random": (start, mask_e),  # (e) random, (b)'s layer densities
-            "reinit": (scratch, mask_b),  # (f) (b)'s mask on a random init
-        }
+        mask_e = _unflat(
+            js.shuffle_mask(key, _flat(mask_b), scope="layerwise", where=BACKBONE), mask_b
+        )
+        return mask_b, mask_d, mask_e
+
+    states = jax.jit(jax.vmap(lambda p, m, a: _with_lr(make_state(p, m), a)))
 
     def build(start, scratch, source_masks, imp_masks, keys, amounts):
-        dense = jax.vmap(js.mask_like)(start)
-        table = {("dense", 0): (start, dense), ("scratch", 0): (scratch, dense)}
-        per_seed = jax.vmap(sparse_arms, in_axes=(0, 0, 0, 0, 0, None))
+        start_h, scratch_h = _host(start), _host(scratch)
+        dense = jax.tree.map(lambda x: np.ones(x.shape, bool), start_h)
+        table = {("dense", 0): (start_h, dense), ("scratch", 0): (scratch_h, dense)}
         for e, r in enumerate(cfg.round_list()):
-            arms = per_seed(start, scratch, source_masks[e], imp_masks[e], keys[e], amounts[e])
-            table.update({(a, r): pm for a, pm in arms.items()})
+            amount = np.float32(amounts[e])
+            per_seed = [
+                _host(sparse_masks(start, source_masks[e], keys[e], s, amount)) for s in range(S)
+            ]
+            mask_b, mask_d, mask_e = jax.tree.map(lambda *xs: np.stack(xs), *per_seed)
+            table[("transfer", r)] = (start_h, mask_b)  # (b) the source ticket, pre-trained
+            table[("imp", r)] = (start_h, _host(imp_masks[e]))  # (c) IMP on the target
+            table[("oneshot", r)] = (start_h, mask_d)  # (d) one-shot global magnitude
+            table[("random", r)] = (start_h, mask_e)  # (e) random, (b)'s layer densities
+            table[("reinit", r)] = (scratch_h, mask_b)  # (f) (b)'s mask on a random init
         order = [table[s] for s in slots(cfg)]
         # rows: slot-major, then learning rate, then seed
-        stack = lambda *xs: jnp.concatenate([x for x in xs for _ in lrs])  # noqa: E731
+        stack = lambda *xs: np.concatenate([x for x in xs for _ in lrs])  # noqa: E731
         params = jax.tree.map(stack, *[p for p, _ in order])
         masks = jax.tree.map(stack, *[m for _, m in order])
-        lr = jnp.tile(jnp.repeat(jnp.asarray(lrs, jnp.float32), S), len(order))
-        return jax.vmap(lambda p, m, a: _with_lr(make_state(p, m), a))(params, masks, lr)
+        lr = np.tile(np.repeat(np.asarray(lrs, np.float32), S), len(order))
+        return states(params, masks, lr)
 
-    return jax.jit(build)
+    return build
+
+
+def _host(tree):
+    """``tree`` on the host, as numpy arrays."""
+    import jax
+    import numpy as np
+
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def _dense_mask(params):
+    """``js.mask_like(params)`` (all alive) made on the host: no eager op to compile."""
+    import jax
+    import numpy as np
+
+    return jax.device_put(jax.tree.map(lambda x: np.ones(np.shape(x), bool), params))
+
+
+def _report(masks, params, target) -> str:
+    """``apply_ticket``'s report of seed 0 (leading axis) of a source ticket carried onto
+    ``target``: it depends on paths and shapes only, so it is traced on shapes and
+    nothing compiles."""
+    import jax
+
+    from jaxsparse.transfer import Ticket, apply_ticket
+
+    reports = []
+
+    def carry(m, p, t):
+        params, _, report = apply_ticket(Ticket(m, p), t, rename=NEW_HEAD)
+        reports.append(str(report))
+        return params
+
+    seed0 = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), (masks, params, target)
+    )
+    jax.eval_shape(carry, *seed0)
+    return reports[0]
 
 
 def _density(mask) -> float:
@@ -184,7 +251,11 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
     # one optimizer object: the learning rate is data in its state, so states of every
     # learning rate stack and share one compiled program
     tx = js.masked(optax.inject_hyperparams(optax.adam)(learning_rate=cfg.search_lr))
-    make_state, init = models.sparse_states(model, tx, 40, where=BACKBONE)
+    make_state, _ = models.sparse_states(model, tx, 40, where=BACKBONE)
+    # the params of every key, one compiled program for all three draws (the same
+    # numbers as models.sparse_states' eager init, where each op compiles on its own)
+    dummy = jnp.zeros((1, 40), jnp.float32)
+    init = jax.jit(jax.vmap(lambda key: model.init(key, dummy)["params"]))
     rounds, lrs, S = cfg.round_list(), cfg.lr_list(), cfg.seeds
     R, L = rounds[-1], len(lrs)
 
@@ -207,7 +278,7 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
     data_keys = harness.seed_keys(cfg, 1)
 
     def source_stage():
-        dense = js.mask_like(init_params)
+        dense = _dense_mask(init_params)
         _, pretrained, pre_ev = timed(
             imp(cfg.pretrain_steps),
             batch(init_params, dense),
@@ -227,7 +298,7 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
         }
         return {"pretrained": pretrained, "masks": masks}, extra
 
-    like = {"pretrained": init_params, "masks": [js.mask_like(init_params)] * R}
+    like = {"pretrained": init_params, "masks": [_dense_mask(init_params)] * R}
     src_tree, src_extra = run.stage("source", like, source_stage)
     pretrained, src_masks = src_tree["pretrained"], src_tree["masks"]
     if cfg.resume and "source" not in run.timings:
@@ -236,7 +307,7 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
     # --- each target: IMP on the target, then every arm in one program ----------------
     program = _eval_program(model, batch_size=cfg.batch_size, steps=cfg.steps)
     target_imp = imp(cfg.steps)
-    dense_mask = js.mask_like(pretrained)
+    dense_mask = _dense_mask(pretrained)
     carry = jax.jit(jax.vmap(lambda m, p, t: apply_ticket(Ticket(m, p), t, rename=NEW_HEAD)[:2]))
     build = _builder(make_state, cfg)
     task_records, reports = {}, {}
@@ -245,8 +316,7 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
         head_init = init(harness.seed_keys(cfg, 10 + ti))
         scratch = init(harness.seed_keys(cfg, 20 + ti))
         start, _ = carry(dense_mask, pretrained, head_init)  # pre-trained backbone, new head
-        seed0 = jax.tree.map(lambda x: x[0], (src_masks[-1], pretrained, head_init))
-        reports[name] = str(apply_ticket(Ticket(*seed0[:2]), seed0[2], rename=NEW_HEAD)[2])
+        reports[name] = _report(src_masks[-1], pretrained, head_init)
         keys = harness.seed_keys(cfg, 30 + ti)  # seed s: one data order for every arm
         search_keys = harness.seed_keys(cfg, 40 + ti)
         mask_keys = harness.seed_keys(cfg, 50 + ti)
@@ -264,7 +334,7 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
             states = build(
                 start, scratch, [src_masks[r - 1] for r in rounds],
                 [imp_masks[r - 1] for r in rounds],
-                [harness.fold(mask_keys, r) for r in rounds], jnp.asarray(amounts),
+                [harness.fold(mask_keys, r) for r in rounds], amounts,
             )  # fmt: skip
             checks = _start_checks(cfg, jax.device_get(states), start, scratch)
             n = len(slots(cfg)) * L
@@ -285,16 +355,19 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
     timed.close()
 
     # --- the seed-0 source ticket at the highest sparsity, saved with checkpoint --------
-    t = ticket(
-        jax.tree.map(lambda x: x[0], pretrained), jax.tree.map(lambda x: x[0], src_masks[-1])
-    )
+    @jax.jit  # one small program, not an eager op per leaf
+    def seed0_ticket(params, masks):
+        t = ticket(*jax.tree.map(lambda x: x[0], (params, masks)))
+        return t, js.density(t.mask, BACKBONE)
+
+    t, density = seed0_ticket(pretrained, src_masks[-1])
     js.checkpoint.save_ticket(
         run.dir / "ticket",
         *t,
         {
             "source": "mnist1d standard",
             "rounds": R,
-            "pct_remaining": 100 * float(js.density(t.mask, BACKBONE)),
+            "pct_remaining": 100 * float(density),
             "rewound_to": "pre-trained weights",
             "config_hash": cfg.digest(),
         },
