@@ -125,6 +125,26 @@ def hyper(steps: int, slimming: float, lr: float) -> dict:
     return {"steps": jnp.float32(steps), "slimming": jnp.float32(slimming), "lr": jnp.float32(lr)}
 
 
+# LLVM's -O2 spends seconds on the unrolled threefry hash of every random initialiser: 6.0
+# CPU-s to compile an 8,8,16,16 VGG's init against 0.9 at -O1. The hash is integer work, the
+# initialisers' float ops came out bit-identical at -O1 (checked against -O2 and eager init
+# for both studies' models; -O0 moved the truncated normal by an ulp). Only the init
+# programs, run once a seed, get it: the training chunk's numbers do change at -O1.
+INIT_OPTIONS = {"xla_backend_optimization_level": 1}
+# op by op, ``normal(0.02)`` multiplies by sqrt(2) and by 0.02 apart; XLA's algebraic
+# simplifier folds the two into one factor, an ulp off in the encoder's ``pos``
+EAGER_INIT_OPTIONS = {**INIT_OPTIONS, "xla_disable_hlo_passes": "algsimp"}
+
+
+def jit_init(init, *, as_eager: bool = False):
+    """``init(key) -> weights`` compiled with :data:`INIT_OPTIONS`; ``as_eager``: the
+    weights bit for bit as ``init`` run op by op (uncompiled) gives them, the way the
+    small dense arms drew theirs before they had a program (:data:`EAGER_INIT_OPTIONS`)."""
+    import jax
+
+    return jax.jit(init, compiler_options=EAGER_INIT_OPTIONS if as_eager else INIT_OPTIONS)
+
+
 def cosine(lr: float, steps):
     """Cosine decay from ``lr`` to 0 over ``steps`` (which may be traced)."""
     import jax.numpy as jnp
@@ -195,6 +215,7 @@ EVAL_BATCH = 500  # divides the 3,500 training and 1,000 test digits: one shape 
 def accuracy(evaluate, x, y, *weights) -> float:
     """``evaluate(*weights, xb, yb) -> mean accuracy`` over ``(x, y)`` in batches of
     :data:`EVAL_BATCH`, so the training and the test set share one compiled program."""
+    x, y = np.asarray(x), np.asarray(y)  # sliced on the host: no slicing program a shape
     n = len(x)
     size = EVAL_BATCH if n % EVAL_BATCH == 0 else n
     hits = [

@@ -19,6 +19,7 @@ from experiments.early_ticket import (
     cosine,
     full_width_programs,
     hyper,
+    jit_init,
     run_seeds,
     train,
     with_compile,
@@ -119,7 +120,8 @@ def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
     n_checks, spc = idx.shape[0], idx.shape[1]
     key = jax.random.fold_in(jax.random.key(cfg.seed), seed)
     params = ctx["init"](key)
-    opt = make_tx(cfg, 1, 0.0).init(params)
+    opt_of = ctx["init_opt"]
+    opt = opt_of(params)
     dense, pipe, search = (params, opt), (params, opt), None
     h_dense = hyper(cfg.total_steps(), 0.0, cfg.lr)
     h_pipe = hyper(cfg.total_steps(), cfg.slimming, cfg.lr)
@@ -130,30 +132,45 @@ def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
     def shrunk(params, opt, gmask):
         """``(carry, exe, evaluate, info)``: the shrunk params and ``opt`` shrunk alike
         (a fresh Adam state for None; ``info["shrink_s"]``: the seconds this took), the
-        ahead-of-time compiled chunk and the evaluation of the smaller model."""
+        ahead-of-time compiled chunk and the evaluation of the smaller model (compiled
+        once a shape for the whole run; ``info["compile_s"]``: that compile's seconds)."""
         t0 = time.perf_counter()
         small = js.structured.shrink(params, gmask, spec)[0]
         small_opt = (
-            shrink_like_params(opt, params, gmask, spec)
-            if opt is not None
-            else make_tx(cfg, 1, 0.0).init(small)
+            shrink_like_params(opt, params, gmask, spec) if opt is not None else opt_of(small)
         )
         carry = jax.block_until_ready((small, small_opt))
         shrink_s = time.perf_counter() - t0
         widths = js.structured.check_spec(spec, small)
         heads = [int(widths[f"block_{i}/attn"]) for i in range(cfg.layers)]
         ffn = [int(widths[f"block_{i}/ffn_in"]) for i in range(cfg.layers)]
-        model = build_model(cfg, heads, ffn)
-        exe, compile_s = harness.compiled(make_chunk(model, cfg), carry, x, y, batch, h_pipe)
+        sh = shape_of(heads, ffn)
+        if "exe" not in sh:
+            sh["exe"], sh["compile_s"] = harness.compiled(
+                make_chunk(sh["model"], cfg), carry, x, y, batch, h_pipe
+            )
         info = {
             "heads": heads,
             "ffn": ffn,
             "params": int(sum(v.size for v in jax.tree.leaves(small))),
-            "flops": model.flops(),
-            "compile_s": compile_s,
+            "flops": sh["model"].flops(),
+            "compile_s": sh["compile_s"],
             "shrink_s": shrink_s,
         }
-        return carry, exe, make_eval(model), info
+        return carry, sh["exe"], sh["evaluate"], info
+
+    def shape_of(heads, ffn):
+        """The encoder with these widths and its evaluation and init programs, shared by
+        the arms and the seeds."""
+        shapes = ctx["shapes"]
+        if (tuple(heads), tuple(ffn)) not in shapes:
+            model = build_model(cfg, heads, ffn)
+            shapes[tuple(heads), tuple(ffn)] = {
+                "model": model,
+                "evaluate": make_eval(model),
+                "init": jit_init(lambda key: model.init(key, x[:1])["params"], as_eager=True),
+            }
+        return shapes[tuple(heads), tuple(ffn)]
 
     times = {"dense": [], "pipeline": [], "check": [], "search": []}
     acc = np.zeros((2, n_checks), np.float32)
@@ -219,7 +236,7 @@ def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
             key,
             idx,
             drawn,
-            (search, pipe_exe, pipe_eval, shrunk),
+            (search, pipe_exe, pipe_eval, shrunk, shape_of),
             pipeline_s,
             times["dense"],
         )
@@ -232,8 +249,9 @@ def other_arms(cfg, ctx, key, idx, drawn, run, pipeline_s, dense_chunk_s) -> dic
     fresh weights (its peak rate chosen on validation from ``--lr-grid``), both for the
     ticket's retraining budget on its batches (a fresh cosine, the pipeline's L1), and
     dense for as many chunks as fit in the pipeline's time.
-    ``run = (search, pipe_exe, pipe_eval, shrunk)``: the search run at the end, the
-    shrunk pipeline's programs and the shrinking function of :func:`run_seed`."""
+    ``run = (search, pipe_exe, pipe_eval, shrunk, shape_of)``: the search run at the end,
+    the shrunk pipeline's programs, the shrinking function of :func:`run_seed` and its
+    programs by widths."""
     import jax
 
     import jaxsparse as js
@@ -244,7 +262,8 @@ def other_arms(cfg, ctx, key, idx, drawn, run, pipeline_s, dense_chunk_s) -> dic
     steps = len(rows) * spc
     h = hyper(steps, cfg.slimming, cfg.lr)
     train_exe, check_exe = ctx["exe"]()
-    search, pipe_exe, pipe_eval, shrunk = run
+    search, pipe_exe, pipe_eval, shrunk, shape_of = run
+    opt_of = ctx["init_opt"]
     out = {}
 
     # the ticket drawn from the fully trained search run (its mask at the end)
@@ -254,13 +273,12 @@ def other_arms(cfg, ctx, key, idx, drawn, run, pipeline_s, dense_chunk_s) -> dic
     out["full"] = {**info, "carry": carry, "evaluate": evaluate, "steps": steps, "train_s": t}
 
     # the ticket's widths from fresh weights: the pipeline's shapes, so its program
-    model = build_model(cfg, drawn["heads"], drawn["ffn"])
-    fresh = model.init(jax.random.fold_in(key, 2), x[:1])["params"]
+    fresh = shape_of(drawn["heads"], drawn["ffn"])["init"](jax.random.fold_in(key, 2))
     widths = js.structured.check_spec(ctx["spec"], fresh)  # read off the arrays
 
     def small_at(lr):
         h_lr = hyper(steps, cfg.slimming, lr)
-        return train(pipe_exe, (fresh, make_tx(cfg, 1, 0.0).init(fresh)), x, y, rows, h_lr)
+        return train(pipe_exe, (fresh, opt_of(fresh)), x, y, rows, h_lr)
 
     (carry, t), lr_record = best_on_val(
         cfg, small_at, lambda run: accuracy(pipe_eval, ctx["xv"], ctx["yv"], run[0][0])
@@ -279,7 +297,7 @@ def other_arms(cfg, ctx, key, idx, drawn, run, pipeline_s, dense_chunk_s) -> dic
     # dense for the pipeline's measured time (compile left out of both)
     k = chunks_in(pipeline_s, dense_chunk_s, cfg)
     p0 = ctx["init"](key)
-    carry = (p0, make_tx(cfg, 1, 0.0).init(p0))
+    carry = (p0, opt_of(p0))
     carry, t = train(train_exe, carry, x, y, idx[:k], hyper(k * spc, 0.0, cfg.lr))
     out["dense_time"] = {"carry": carry, "evaluate": ctx["evaluate"], "steps": k * spc}
     out["dense_time"]["train_s"] = t
@@ -328,9 +346,13 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
         eb = js.early_bird.update(eb, gmask)
         return gmask, eb, js.early_bird.found(eb, cfg.eps), js.early_bird.distances(eb)
 
+    init_jit = jit_init(init)
+    # one program a shape: eager, every new leaf shape of Adam's state compiles one
+    opt_of = jax.jit(lambda params: make_tx(cfg, 1, 0.0).init(params))
+
     def first():
-        p0 = jax.jit(init)(jax.random.key(0))
-        carry = (p0, make_tx(cfg, 1, 0.0).init(p0))
+        p0 = init_jit(jax.random.key(0))
+        carry = (p0, opt_of(p0))
         return carry, (p0, js.early_bird.init(gmask_like, cfg.window))
 
     programs, compile_s = full_width_programs(cfg, make_chunk(model, cfg), check, first, x, y, log)
@@ -342,7 +364,9 @@ def run_study(cfg: EarlyBertConfig, *, log=print) -> dict:
         "xt": xt,
         "yt": yt,
         "spec": spec,
-        "init": jax.jit(init),
+        "init": init_jit,
+        "init_opt": opt_of,
+        "shapes": {},
         "gmask_like": gmask_like,
         "exe": programs,
         "compile_s": compile_s,

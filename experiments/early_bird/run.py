@@ -4,6 +4,7 @@ they are drawn (interleaved with the rest of the dense run), then the controls."
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -19,6 +20,7 @@ from experiments.early_ticket import (
     cosine,
     full_width_programs,
     hyper,
+    jit_init,
     run_seeds,
     train,
     with_compile,
@@ -141,8 +143,9 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
     key = jax.random.fold_in(jax.random.key(cfg.seed), seed)
     variables = ctx["init"](key)
     params, stats = variables["params"], variables["batch_stats"]
-    dense = (params, stats, init_opt(cfg, params))
-    search = (params, stats, init_opt(cfg, params))
+    opt_of = ctx["init_opt"]
+    dense = (params, stats, opt_of(params))
+    search = (params, stats, opt_of(params))
     h_dense = hyper(cfg.total_steps(), 0.0, cfg.lr)
     h_search = hyper(cfg.total_steps(), cfg.slimming, cfg.lr)
     ebs = tuple(js.early_bird.init(g, cfg.window) for g in ctx["gmask_like"])
@@ -152,7 +155,7 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
     dists = np.full((n_checks, len(RATIOS), cfg.window - 1), np.inf, np.float32)
     eb_check: list[int | None] = [None] * len(RATIOS)
     drawn: dict[float, dict] = {}  # ratio -> the early-bird ticket and its retraining
-    shapes: dict[tuple, dict] = {}  # widths -> model, program; shared by arms and ratios
+    shapes = ctx["shapes"]  # widths -> model, programs; shared by arms, ratios and seeds
 
     def arm_of(w, variables, check, shrink_s=0.0, lr=cfg.lr):
         """An arm at widths ``w`` that trains ``variables`` on the batches after ``check``
@@ -161,14 +164,13 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
         if min(w) < 1:
             raise RuntimeError(f"seed {seed}: a ticket pruned every channel of a layer")
         steps = (n_checks - check - 1) * spc
-        sh = shapes.setdefault(tuple(w), {"model": build_model(cfg, w)})
-        carry = (variables["params"], variables["batch_stats"], init_opt(cfg, variables["params"]))
+        sh = shape_of(w)
+        carry = (variables["params"], variables["batch_stats"], opt_of(variables["params"]))
         h = hyper(steps, 0.0, lr)
         if "exe" not in sh:  # compiled once a shape, ahead of time: apart from the timings
             sh["exe"], sh["compile_s"] = harness.compiled(
                 make_chunk(sh["model"], cfg), carry, x, y, jnp.asarray(idx[0]), h
             )
-            sh["evaluate"] = make_eval(sh["model"])
         return {
             # read off the arrays themselves, so a test can hold every arm to its widths
             "widths": widths_of(js.structured.check_spec(spec, variables), spec),
@@ -184,6 +186,18 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
             "params": int(sum(v.size for v in jax.tree.leaves(variables["params"]))),
             "flops": sh["model"].flops(),
         }
+
+    def shape_of(w):
+        """The model at widths ``w`` and its evaluation and init programs (compiled on
+        first use, once a shape for the whole run)."""
+        if tuple(w) not in shapes:
+            model = build_model(cfg, w)
+            shapes[tuple(w)] = {
+                "model": model,
+                "evaluate": make_eval(model),
+                "init": jit_init(lambda key: model.init(key, x[:1]), as_eager=True),
+            }
+        return shapes[tuple(w)]
 
     def ticket(variables, gmask, check):
         """Shrinks a ticket drawn after ``check`` and prepares its retraining."""
@@ -250,7 +264,7 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
 
         # the ticket's widths from scratch: fresh weights (a key of their own), its
         # budget, every rate of the grid; the best on validation is reported
-        fresh = build_model(cfg, eb["widths"]).init(jax.random.fold_in(key, 2), x[:1])
+        fresh = shape_of(eb["widths"])["init"](jax.random.fold_in(key, 2))
 
         def small_at(lr, widths=eb["widths"], fresh=fresh, check=d["check"]):
             arm = arm_of(widths, fresh, check, lr=lr)
@@ -268,7 +282,7 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
         k = chunks_in(pipeline_s, times["dense"], cfg)
         carry, same_time_s = train(
             train_exe,
-            (params, stats, init_opt(cfg, params)),
+            (params, stats, opt_of(params)),
             x,
             y,
             idx[:k],
@@ -362,9 +376,13 @@ def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
         dist = jnp.stack([js.early_bird.distances(e) for e in ebs])
         return gmasks, ebs, found, dist
 
+    init_jit = jit_init(init)
+    # one program a shape: eager, every new leaf shape of the optimizer state compiles one
+    opt_of = jax.jit(functools.partial(init_opt, cfg))
+
     def first():
-        v0 = jax.jit(init)(jax.random.key(0))
-        carry = (v0["params"], v0["batch_stats"], init_opt(cfg, v0["params"]))
+        v0 = init_jit(jax.random.key(0))
+        carry = (v0["params"], v0["batch_stats"], opt_of(v0["params"]))
         return carry, (v0["params"], tuple(js.early_bird.init(g, cfg.window) for g in gmask_like))
 
     programs, compile_s = full_width_programs(cfg, make_chunk(model, cfg), check, first, x, y, log)
@@ -377,7 +395,9 @@ def run_study(cfg: EarlyBirdConfig, *, log=print) -> dict:
         "yt": yt,
         "spec": spec,
         "model": model,
-        "init": jax.jit(init),
+        "init": init_jit,
+        "init_opt": opt_of,
+        "shapes": {},
         "gmask_like": gmask_like,
         "groups": int(offsets[-1]),
         "slices": slices,
