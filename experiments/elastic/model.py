@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.models import he_normal
+
 ALPHA_INIT = 0.2  # small, so deep stacks start near identity, large enough to learn fast
 PRUNABLE = r"^stage\d+_block\d+/.*kernel$"  # block convs and shortcuts; stem, head dense
 
@@ -44,9 +46,7 @@ class Conv(nn.Module):
     @nn.compact
     def __call__(self, x):
         cin = x.shape[-1]
-        kernel = self.param(
-            "kernel", nn.initializers.he_normal(), (self.size, self.size, cin, self.features)
-        )
+        kernel = self.param("kernel", he_normal, (self.size, self.size, cin, self.features))
         s = self.stride
         if not self.im2col:
             return jax.lax.conv_general_dilated(

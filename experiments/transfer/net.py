@@ -9,24 +9,12 @@ them by regular expression on the parameter path.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-
-def _glorot(key, shape, dtype=jnp.float32):
-    """``nn.initializers.glorot_normal()``'s numbers, drawn as a vector and reshaped:
-    the threefry stream is laid out row-major, so the values are the same, but XLA:CPU
-    compiles the draw of a vector in a fraction of the time of a 2-D or 3-D shape's."""
-    receptive = math.prod(shape[:-2])
-    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
-    variance = jnp.array(1.0 / ((fan_in + fan_out) / 2), dtype)
-    stddev = jnp.sqrt(variance) / jnp.array(0.87962566103423978, dtype)
-    flat = jax.random.truncated_normal(key, -2, 2, (math.prod(shape),), dtype)
-    return flat.reshape(shape) * stddev
+from experiments.models import glorot_normal as _glorot
 
 
 class Conv1D(nn.Module):
