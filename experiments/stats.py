@@ -90,7 +90,7 @@ def paired(a: Sequence[float], b: Sequence[float], *, confidence: float = 0.95) 
       A :class:`Paired`.
     """
     import numpy as np
-    from scipy import stats
+    from scipy.special import stdtrit  # t.ppf's own kernel, without scipy.stats' import
 
     a_ = np.asarray(a, np.float64).ravel()
     b_ = np.asarray(b, np.float64).ravel()
@@ -107,5 +107,5 @@ def paired(a: Sequence[float], b: Sequence[float], *, confidence: float = 0.95) 
     if n == 1:
         return Paired(1, mean, math.inf, -math.inf, math.inf, confidence)
     se = float(d.std(ddof=1) / math.sqrt(n))
-    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * se
+    half = float(stdtrit(n - 1, 0.5 + confidence / 2)) * se
     return Paired(n, mean, se, mean - half, mean + half, confidence)
