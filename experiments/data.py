@@ -274,8 +274,6 @@ def mnist1d(
     folder; ``"default"``: ``$JAXSPARSE_CACHE/../data`` or ``~/.cache/jaxsparse/data``;
     ``None``: no cache), under a name that holds every argument.
     """
-    from mnist1d.data import get_dataset_args, get_templates, make_dataset
-
     if variant not in MNIST1D_VARIANTS:
         raise ValueError(
             f"mnist1d: unknown variant {variant!r}; choose from {', '.join(MNIST1D_VARIANTS)}"
@@ -291,6 +289,9 @@ def mnist1d(
         if path.exists():
             with np.load(path) as f:
                 return _mnist1d_dataset(name, *(f[k] for k in ("x", "y")), n_train, n_val)
+
+    # imported only to generate: the generator's import (scipy's interpolation) takes 1 s
+    from mnist1d.data import get_dataset_args, get_templates, make_dataset
 
     args = get_dataset_args()
     args.num_samples, args.train_split, args.seed = n_train + n_val + n_test, 1.0, seed
