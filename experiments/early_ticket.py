@@ -145,6 +145,22 @@ def jit_init(init, *, as_eager: bool = False):
     return jax.jit(init, compiler_options=EAGER_INIT_OPTIONS if as_eager else INIT_OPTIONS)
 
 
+def at_widths(shapes: dict, widths: tuple, build, make_eval, sample) -> dict:
+    """``{"model", "evaluate", "init"}`` of the network at ``widths`` (``build(widths)``,
+    its ``make_eval`` and ``init(key) -> model.init(key, sample)`` compiled by
+    :func:`jit_init` with ``as_eager``), made on first use and kept in ``shapes`` for the
+    whole run, so that arms and seeds whose tickets share widths share the programs;
+    the caller may add its training program under ``"exe"``."""
+    if widths not in shapes:
+        model = build(widths)
+        shapes[widths] = {
+            "model": model,
+            "evaluate": make_eval(model),
+            "init": jit_init(lambda key: model.init(key, sample), as_eager=True),
+        }
+    return shapes[widths]
+
+
 def cosine(lr: float, steps):
     """Cosine decay from ``lr`` to 0 over ``steps`` (which may be traced)."""
     import jax.numpy as jnp

@@ -13,6 +13,7 @@ from experiments.early_bert.config import EarlyBertConfig
 from experiments.early_bert.report import outputs
 from experiments.early_ticket import (
     accuracy,
+    at_widths,
     batch_indices,
     best_on_val,
     chunks_in,
@@ -160,17 +161,11 @@ def run_seed(cfg: EarlyBertConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
         return carry, sh["exe"], sh["evaluate"], info
 
     def shape_of(heads, ffn):
-        """The encoder with these widths and its evaluation and init programs, shared by
-        the arms and the seeds."""
-        shapes = ctx["shapes"]
-        if (tuple(heads), tuple(ffn)) not in shapes:
-            model = build_model(cfg, heads, ffn)
-            shapes[tuple(heads), tuple(ffn)] = {
-                "model": model,
-                "evaluate": make_eval(model),
-                "init": jit_init(lambda key: model.init(key, x[:1])["params"], as_eager=True),
-            }
-        return shapes[tuple(heads), tuple(ffn)]
+        """The encoder with these widths and its programs (:func:`at_widths`)."""
+        return at_widths(
+            ctx["shapes"], (tuple(heads), tuple(ffn)), lambda w: build_model(cfg, *w),
+            make_eval, x[:1],
+        )  # fmt: skip
 
     times = {"dense": [], "pipeline": [], "check": [], "search": []}
     acc = np.zeros((2, n_checks), np.float32)
@@ -273,7 +268,7 @@ def other_arms(cfg, ctx, key, idx, drawn, run, pipeline_s, dense_chunk_s) -> dic
     out["full"] = {**info, "carry": carry, "evaluate": evaluate, "steps": steps, "train_s": t}
 
     # the ticket's widths from fresh weights: the pipeline's shapes, so its program
-    fresh = shape_of(drawn["heads"], drawn["ffn"])["init"](jax.random.fold_in(key, 2))
+    fresh = shape_of(drawn["heads"], drawn["ffn"])["init"](jax.random.fold_in(key, 2))["params"]
     widths = js.structured.check_spec(ctx["spec"], fresh)  # read off the arrays
 
     def small_at(lr):

@@ -14,6 +14,7 @@ from experiments.early_bird.config import RATIOS, EarlyBirdConfig
 from experiments.early_bird.report import outputs
 from experiments.early_ticket import (
     accuracy,
+    at_widths,
     batch_indices,
     best_on_val,
     chunks_in,
@@ -188,16 +189,7 @@ def run_seed(cfg: EarlyBirdConfig, seed: int, ctx: dict, bar) -> tuple[dict, dic
         }
 
     def shape_of(w):
-        """The model at widths ``w`` and its evaluation and init programs (compiled on
-        first use, once a shape for the whole run)."""
-        if tuple(w) not in shapes:
-            model = build_model(cfg, w)
-            shapes[tuple(w)] = {
-                "model": model,
-                "evaluate": make_eval(model),
-                "init": jit_init(lambda key: model.init(key, x[:1]), as_eager=True),
-            }
-        return shapes[tuple(w)]
+        return at_widths(shapes, tuple(w), lambda w: build_model(cfg, w), make_eval, x[:1])
 
     def ticket(variables, gmask, check):
         """Shrinks a ticket drawn after ``check`` and prepares its retraining."""
