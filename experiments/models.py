@@ -50,7 +50,6 @@ def flat_variance_scaling(scale: float, mode: str):
 
 glorot_normal = flat_variance_scaling(1.0, "fan_avg")  # nn.initializers.glorot_normal()
 he_normal = flat_variance_scaling(2.0, "fan_in")  # he_normal() = kaiming_normal()
-_glorot = glorot_normal
 
 
 class LeNet300(nn.Module):
@@ -63,8 +62,8 @@ class LeNet300(nn.Module):
     def __call__(self, x):
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(width, kernel_init=_glorot, name=f"hidden_{i}")(x))
-        return nn.Dense(self.num_classes, kernel_init=_glorot, name="output")(x)
+            x = nn.relu(nn.Dense(width, kernel_init=glorot_normal, name=f"hidden_{i}")(x))
+        return nn.Dense(self.num_classes, kernel_init=glorot_normal, name="output")(x)
 
 
 class ConvNet(nn.Module):
@@ -80,13 +79,13 @@ class ConvNet(nn.Module):
         x = x.reshape(x.shape[0], *self.input_shape)
         rank = len(self.input_shape) - 1
         for i, c in enumerate(self.channels):
-            x = nn.Conv(c, (3,) * rank, kernel_init=_glorot, name=f"conv_{i}")(x)
+            x = nn.Conv(c, (3,) * rank, kernel_init=glorot_normal, name=f"conv_{i}")(x)
             x = nn.relu(x)
         x = nn.max_pool(x, (2,) * rank, strides=(2,) * rank)
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(width, kernel_init=_glorot, name=f"hidden_{i}")(x))
-        return nn.Dense(self.num_classes, kernel_init=_glorot, name="output")(x)
+            x = nn.relu(nn.Dense(width, kernel_init=glorot_normal, name=f"hidden_{i}")(x))
+        return nn.Dense(self.num_classes, kernel_init=glorot_normal, name="output")(x)
 
 
 def build(name: str, input_shape: Sequence[int], num_classes: int = 10) -> nn.Module:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from experiments.models import glorot_normal as _glorot
+from experiments.models import glorot_normal
 
 
 class Conv1D(nn.Module):
@@ -31,7 +31,7 @@ class Conv1D(nn.Module):
     @nn.compact
     def __call__(self, x):
         cin = x.shape[-1]
-        kernel = self.param("kernel", _glorot, (self.width, cin, self.features))
+        kernel = self.param("kernel", glorot_normal, (self.width, cin, self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         n = x.shape[1]
         lo = (self.width - 1) // 2
@@ -60,5 +60,5 @@ class CNN1D(nn.Module):
             x = nn.max_pool(x, (2,), strides=(2,))
         x = x.reshape(x.shape[0], -1)
         for i, w in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(w, kernel_init=_glorot, name=f"hidden_{i}")(x))
-        return nn.Dense(self.num_classes, kernel_init=_glorot, name="output")(x)
+            x = nn.relu(nn.Dense(w, kernel_init=glorot_normal, name=f"hidden_{i}")(x))
+        return nn.Dense(self.num_classes, kernel_init=glorot_normal, name="output")(x)
