@@ -147,6 +147,12 @@ def test_quick_run_writes_its_files(quick_run):
     assert "− IMP here" in (quick_run.dir / "table.md").read_text()
 
 
+def test_quick_compiles_fast_and_the_mode_names_the_run(quick_run):
+    assert quick_run.config.compile == "fast" and ElasticConfig().compile == "optimized"
+    assert quick_run.results["config"]["compile"] == "fast"
+    assert ElasticConfig(compile="fast").digest() != ElasticConfig().digest()
+
+
 def test_every_arm_takes_the_same_updates_from_step_0(quick_run):
     cfg, res = quick_run.config, quick_run.results
     seen = list(_records(res))

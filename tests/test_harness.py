@@ -214,6 +214,27 @@ def test_timed_waits_for_the_result_and_compiled_is_ahead_of_time():
         exe(jnp.zeros(5))  # an executable is for its shapes only
 
 
+def test_compiler_options_by_mode():
+    import jax
+
+    assert harness.compiler_options("optimized") is None
+    fast = harness.compiler_options("fast")
+    assert fast == {"xla_backend_optimization_level": 0}
+    fast["x"] = 1  # a fresh dict each call: the module's stays as it was
+    assert harness.compiler_options("fast") == {"xla_backend_optimization_level": 0}
+    with pytest.raises(ValueError, match=r"compiler_options: mode must be one of .*'slow'"):
+        harness.compiler_options("slow")
+    # XLA takes the option, and the program computes the same numbers
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+
+    def f(a):
+        return jnp.tanh(a @ a.T).sum(0)
+
+    for mode in harness.COMPILE_MODES:
+        out = jax.jit(f, compiler_options=harness.compiler_options(mode))(x)
+        np.testing.assert_allclose(out, np.tanh(x @ x.T).sum(0), rtol=1e-6)
+
+
 def _toy_study(cfg, *, log=print):
     run = harness.start(cfg, log=log)
     timed = run.calls(2, desc="toy", unit="call")

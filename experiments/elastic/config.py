@@ -35,7 +35,8 @@ class ElasticConfig(StudyConfig):
 
     NAME: ClassVar[str] = "elastic"
     # one squeeze target of ResNet-8 from ResNet-14 at width 2: two small programs, with
-    # XLA's convolution, which compiles in about half the time of im2col
+    # XLA's convolution, which compiles in about half the time of im2col, and both
+    # compiled at XLA's backend optimisation level 0 (half again)
     QUICK: ClassVar[dict[str, Any]] = {
         "source_blocks": 2,
         "targets": "1",
@@ -46,6 +47,7 @@ class ElasticConfig(StudyConfig):
         "rewind_step": 2,
         "seeds": 2,
         "conv": "xla",
+        "compile": "fast",
     }
 
     seeds: int = field(default=5, metadata={"help": "paired seeds", "min": 1})
@@ -61,6 +63,14 @@ class ElasticConfig(StudyConfig):
             "help": "convolutions as im2col matmuls (fast to run on a CPU) or XLA's "
             "convolution (about 2x faster to compile)",
             "choices": ("im2col", "xla"),
+        },
+    )
+    compile: str = field(
+        default="optimized",
+        metadata={
+            "help": "'fast': the training programs at XLA's backend optimisation level 0, "
+            "about half their compile time and steps about 2x slower (--quick sets it)",
+            "choices": ("optimized", "fast"),
         },
     )
     width: int = field(default=8, metadata={"help": "channels of stage 0 (x2, x4 after)", "min": 1})

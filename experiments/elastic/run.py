@@ -14,13 +14,16 @@ from experiments.elastic.model import PRUNABLE, ResNet, init_params
 from experiments.elastic.report import plot, summarise, table
 
 
-def train_program(model, *, fraction: float, batch_size: int, steps: int):
+def train_program(
+    model, *, fraction: float, batch_size: int, steps: int, compile: str = "optimized"
+):
     """The jitted ``program(states, keys, arrays) -> (pruned, rewind, evals)``: every
     state (a leading axis) trains ``steps`` updates on its key's data order, is evaluated
     once at the end (training, validation and test accuracy), then pruned by IMP
     (``fraction`` of its alive block weights, one global threshold) and rewound to its
     step-k weights with a fresh optimizer at step 0. ``rewind`` holds those step-k
-    weights; ``evals["updates"]`` counts the updates each state took."""
+    weights; ``evals["updates"]`` counts the updates each state took. ``compile``:
+    ``"optimized"`` or ``"fast"`` (:func:`experiments.harness.compiler_options`)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -62,7 +65,7 @@ def train_program(model, *, fraction: float, batch_size: int, steps: int):
 
         return jax.vmap(one)(states, keys)
 
-    return jax.jit(program)
+    return jax.jit(program, compiler_options=harness.compiler_options(compile))
 
 
 def start_gap(params, mask, start) -> list[float]:
@@ -111,7 +114,11 @@ def run_study(cfg: ElasticConfig, *, log=print) -> dict:
             )  # fmt: skip
 
         prog = train_program(
-            model, fraction=cfg.fraction, batch_size=cfg.batch_size, steps=cfg.steps
+            model,
+            fraction=cfg.fraction,
+            batch_size=cfg.batch_size,
+            steps=cfg.steps,
+            compile=cfg.compile,
         )
         # jitted: one program per depth, not an eager op per leaf; numpy leaves out
         batched = jax.jit(jax.vmap(make_state))

@@ -23,7 +23,13 @@ its flags), :mod:`~experiments.harness.study` (the template, a run and its seeds
 use the names below as ``harness.start``, ``harness.pm``...
 """
 
-from experiments.harness.clock import compiled, enable_compilation_cache, timed
+from experiments.harness.clock import (
+    COMPILE_MODES,
+    compiled,
+    compiler_options,
+    enable_compilation_cache,
+    timed,
+)
 from experiments.harness.flags import (
     StudyConfig,
     add_dataclass_arguments,
@@ -35,6 +41,7 @@ from experiments.harness.study import Calls, Run, Study, fold, seed_keys, start
 from experiments.harness.tables import finite, markdown_table, mean_std, pm, pyplot
 
 __all__ = [
+    "COMPILE_MODES",
     "Calls",
     "Run",
     "Study",
@@ -42,6 +49,7 @@ __all__ = [
     "add_dataclass_arguments",
     "build_parser",
     "compiled",
+    "compiler_options",
     "config_from_args",
     "enable_compilation_cache",
     "finite",
