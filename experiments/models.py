@@ -340,14 +340,22 @@ def classifier_train_fn(
 
 
 def imp_program(
-    model, where: str, *, fraction: float, batch_size: int, steps: int, eval_every: int
+    model,
+    where: str,
+    *,
+    fraction: float,
+    batch_size: int,
+    steps: int,
+    eval_every: int,
+    compile: str = "optimized",
 ):
     """The jitted ``program(states, keys, arrays, rewind_to=None)`` of the studies that
     train many tickets at once (transfer, elastic): every state (a leading axis) trains
     ``steps`` updates (:func:`classifier_train_fn`), is evaluated, then pruned by IMP
     (``fraction`` of its alive ``where`` weights, one global threshold) and rewound, to
     its own snapshot or to ``rewind_to``. Returns (next states, trained params, metrics
-    with the ``where`` density)."""
+    with the ``where`` density). ``compile``: ``"optimized"`` or ``"fast"``
+    (:func:`experiments.harness.compiler_options`)."""
     import jax
 
     import jaxsparse as js
@@ -365,7 +373,9 @@ def imp_program(
 
         return jax.vmap(one)(states, keys, rewind_to)
 
-    return jax.jit(program)
+    from experiments.harness import compiler_options
+
+    return jax.jit(program, compiler_options=compiler_options(compile))
 
 
 def sparse_states(model, tx, input_size: int, **create):

@@ -214,6 +214,27 @@ def test_timed_waits_for_the_result_and_compiled_is_ahead_of_time():
         exe(jnp.zeros(5))  # an executable is for its shapes only
 
 
+def test_compile_field_enters_the_hash_only_when_changed(capsys):
+    @dataclass(frozen=True)
+    class Compiled(ToyConfig):
+        QUICK: ClassVar[dict] = {"steps": 10, "compile": "fast"}
+        compile: str = harness.compile_field()
+
+    # a field added later keeps the published runs' names at its default
+    assert Compiled().digest() == ToyConfig().digest()
+    assert "compile" not in Compiled().hashed()
+    fast = Compiled(compile="fast")
+    assert fast.hashed()["compile"] == "fast" and fast.digest() != Compiled().digest()
+    parser = harness.build_parser(Compiled, "toy")
+    cfg = harness.config_from_args(Compiled, parser.parse_args(["--quick"]), parser)
+    assert cfg.compile == "fast"  # the preset's
+    args = parser.parse_args(["--quick", "--compile", "optimized"])
+    assert harness.config_from_args(Compiled, args, parser).compile == "optimized"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--compile", "slow"])
+    assert "--compile: invalid choice: 'slow'" in capsys.readouterr().err
+
+
 def test_compiler_options_by_mode():
     import jax
 

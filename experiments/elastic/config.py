@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from experiments.harness import StudyConfig
+from experiments.harness import StudyConfig, compile_field
 
 STRETCH = ("interleave", "cycle", "replicate_last")
 SQUEEZE = ("interleave", "keep_first", "keep_last")
@@ -65,14 +65,7 @@ class ElasticConfig(StudyConfig):
             "choices": ("im2col", "xla"),
         },
     )
-    compile: str = field(
-        default="optimized",
-        metadata={
-            "help": "'fast': the training programs at XLA's backend optimisation level 0, "
-            "about half their compile time and steps about 2x slower (--quick sets it)",
-            "choices": ("optimized", "fast"),
-        },
-    )
+    compile: str = compile_field()
     width: int = field(default=8, metadata={"help": "channels of stage 0 (x2, x4 after)", "min": 1})
     rounds: int = field(
         default=1, metadata={"help": "IMP prunings (sparsity 1 - (1 - fraction)^r)", "min": 1}

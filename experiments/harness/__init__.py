@@ -34,6 +34,7 @@ from experiments.harness.flags import (
     StudyConfig,
     add_dataclass_arguments,
     build_parser,
+    compile_field,
     config_from_args,
 )
 from experiments.harness.processes import join_processes
@@ -48,6 +49,7 @@ __all__ = [
     "StudyConfig",
     "add_dataclass_arguments",
     "build_parser",
+    "compile_field",
     "compiled",
     "compiler_options",
     "config_from_args",

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from experiments.harness.clock import COMPILE_MODES
+
 
 @dataclass(frozen=True)
 class StudyConfig:
@@ -20,7 +22,9 @@ class StudyConfig:
 
     Fields marked ``run_only`` say how to run, not what to compute: they are left out of
     the hash that names the output directory, so ``--resume`` or another ``--out`` finds
-    the same run.
+    the same run. Fields marked ``hash_if_changed`` enter the hash only at a value other
+    than their default: a field added after runs were published (such as ``compile``)
+    keeps their names, and a run that sets it gets its own.
     """
 
     NAME: ClassVar[str] = "study"
@@ -47,6 +51,7 @@ class StudyConfig:
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
             if not f.metadata.get("run_only")
+            and not (f.metadata.get("hash_if_changed") and getattr(self, f.name) == f.default)
         }
 
     def digest(self) -> str:
@@ -59,6 +64,29 @@ class StudyConfig:
     def validate(self, fail: Callable[[str, str], typing.NoReturn]) -> None:
         """Checks across fields; ``fail(field, message)`` raises an argparse error naming
         the flag and where its value came from. Override in a study."""
+
+
+def compile_field() -> Any:
+    """The ``--compile {optimized,fast}`` field of a study config: how its main programs
+    compile (:func:`experiments.harness.compiler_options`). A study whose ``--quick``
+    should compile fast sets ``"compile": "fast"`` in its ``QUICK`` preset and passes
+    ``compiler_options=harness.compiler_options(cfg.compile)`` to ``jax.jit``. In the hash
+    only when ``fast`` (``hash_if_changed``): the default runs keep the names they had.
+
+    Example::
+
+        compile: str = compile_field()
+    """
+    return field(
+        default="optimized",
+        metadata={
+            "help": "'fast': the main programs at XLA's backend optimisation level 0, about "
+            "half their compile time, steps about 2x slower, last bits may differ "
+            "(--quick sets it)",
+            "choices": tuple(COMPILE_MODES),
+            "hash_if_changed": True,
+        },
+    )
 
 
 def _bounded(kind: type, meta: dict):

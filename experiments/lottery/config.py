@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from experiments.harness import StudyConfig
+from experiments.harness import StudyConfig, compile_field
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,10 @@ class LotteryConfig(StudyConfig):
         "steps": 100,
         "eval_every": 25,
         "seeds": 2,
+        "compile": "fast",
     }
+
+    compile: str = compile_field()
 
     data: str = field(
         default="mnist",

@@ -132,7 +132,10 @@ def run_study(cfg: LotteryConfig, *, log=print) -> dict:
     def place(tree):
         return jax.device_put(tree, replicated) if replicated is not None else tree
 
-    round_fn = jax.jit(jax.vmap(one_round, in_axes=(0, 0, None)), **jit_kw)
+    options = harness.compiler_options(cfg.compile)
+    round_fn = jax.jit(
+        jax.vmap(one_round, in_axes=(0, 0, None)), compiler_options=options, **jit_kw
+    )
     state = place(initial_state(cfg))
     state0 = state
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from experiments.harness import StudyConfig
+from experiments.harness import StudyConfig, compile_field
 
 RATIOS = ("uniform", "uniform_plus", "er", "erk", "snip")
 INITS = ("scaled", "dense")
@@ -36,7 +36,10 @@ class RandomPruningConfig(StudyConfig):
         "steps": 60,
         "batch_size": 64,
         "seeds": 2,
+        "compile": "fast",
     }
+
+    compile: str = compile_field()
 
     seeds: int = field(default=5, metadata={"help": "paired seeds", "min": 1})
     n_train: int = field(

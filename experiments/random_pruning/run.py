@@ -225,7 +225,8 @@ def run_cell(cfg, p, arrays, log, name) -> tuple[dict, dict]:
 
     args = (init_params, masks, jnp.asarray(lrs), harness.seed_keys(cfg, STREAM_DATA))
     t0 = time.perf_counter()
-    compiled = jax.jit(program).lower(*args).compile()
+    options = harness.compiler_options(cfg.compile)
+    compiled = jax.jit(program, compiler_options=options).lower(*args).compile()
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = jax.device_get(compiled(*args))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from experiments.harness import StudyConfig
+from experiments.harness import StudyConfig, compile_field
 
 TASKS = ("reversed", "noisy")  # MNIST-1D variants (experiments.data.MNIST1D_VARIANTS)
 
@@ -46,7 +46,10 @@ class TransferConfig(StudyConfig):
         "batch_size": 20,
         "rounds": "1,2",
         "lrs": "1e-3,1e-2",
+        "compile": "fast",
     }
+
+    compile: str = compile_field()
 
     seeds: int = field(
         default=5, metadata={"help": "paired seeds (pre-training included)", "min": 1}

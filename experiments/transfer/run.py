@@ -35,7 +35,7 @@ def _with_lr(state, lr):
     )
 
 
-def _eval_program(model, *, batch_size: int, steps: int):
+def _eval_program(model, *, batch_size: int, steps: int, compile: str = "optimized"):
     """Jitted ``program(states, keys, arrays) -> (updates, metrics)``: every state (a
     leading axis) trains ``steps`` updates on ``arrays``' training split, then is
     evaluated on the training, validation and test splits (accuracy; validation loss)."""
@@ -65,7 +65,7 @@ def _eval_program(model, *, batch_size: int, steps: int):
         params, updates = jax.vmap(train)(states, keys)
         return updates, jax.lax.map(evaluate, params, batch_size=EVAL_CHUNK)
 
-    return jax.jit(program)
+    return jax.jit(program, compiler_options=harness.compiler_options(compile))
 
 
 def _flat(tree):
@@ -265,7 +265,7 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
         if steps not in programs:
             programs[steps] = models.imp_program(
                 model, BACKBONE, fraction=cfg.fraction, batch_size=cfg.batch_size,
-                steps=steps, eval_every=steps,
+                steps=steps, eval_every=steps, compile=cfg.compile,
             )  # fmt: skip
         return programs[steps]
 
@@ -305,7 +305,7 @@ def run_study(cfg: TransferConfig, *, log=print) -> dict:
         timed.skip(1 + R)
 
     # --- each target: IMP on the target, then every arm in one program ----------------
-    program = _eval_program(model, batch_size=cfg.batch_size, steps=cfg.steps)
+    program = _eval_program(model, batch_size=cfg.batch_size, steps=cfg.steps, compile=cfg.compile)
     target_imp = imp(cfg.steps)
     dense_mask = _dense_mask(pretrained)
     carry = jax.jit(jax.vmap(lambda m, p, t: apply_ticket(Ticket(m, p), t, rename=NEW_HEAD)[:2]))
