@@ -312,11 +312,11 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=()):
             [gone[(a := next(at)) : a + size].reshape(x.shape) for x, size in zip(group, sizes[g])]
             for g, group in enumerate(scores)
         ]
-    at = iter(_opaque_starts(starts, gone))
+    hidden = iter(_opaque_starts(starts, gone))
     return [
         [
             jax.lax.dynamic_slice_in_dim(
-                gone, next(at), size, allow_negative_indices=False
+                gone, next(hidden), size, allow_negative_indices=False
             ).reshape(x.shape)
             for x, size in zip(group, sizes[g])
         ]
