@@ -119,7 +119,7 @@ def _builder(make_state, cfg: TransferConfig):
 
     def build(start, scratch, source_masks, imp_masks, keys, amounts):
         start_h, scratch_h = _host(start), _host(scratch)
-        dense = jax.tree.map(lambda x: np.ones(x.shape, bool), start_h)
+        dense = _all_alive(start_h)
         table = {("dense", 0): (start_h, dense), ("scratch", 0): (scratch_h, dense)}
         for e, r in enumerate(cfg.round_list()):
             amount = np.float32(amounts[e])
@@ -151,12 +151,19 @@ def _host(tree):
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
-def _dense_mask(params):
-    """``js.mask_like(params)`` (all alive) made on the host: no eager op to compile."""
+def _all_alive(params):
+    """``js.mask_like(params)`` (all alive) as numpy arrays: no eager op to compile."""
     import jax
     import numpy as np
 
-    return jax.device_put(jax.tree.map(lambda x: np.ones(np.shape(x), bool), params))
+    return jax.tree.map(lambda x: np.ones(np.shape(x), bool), params)
+
+
+def _dense_mask(params):
+    """:func:`_all_alive` on the device."""
+    import jax
+
+    return jax.device_put(_all_alive(params))
 
 
 def _report(masks, params, target) -> str:
