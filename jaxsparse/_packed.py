@@ -40,8 +40,10 @@ from jaxsparse._select import (
     _bracket_from_sample,
     _key_dtype,
     _keys,
+    _opaque,
     _search,
     _select_groups,
+    _shares_kernels,
     _top,
 )
 from jaxsparse.masks import explicit_spec
@@ -55,11 +57,6 @@ _SAMPLE_TOTAL = 2**17  # keys sampled over all groups at most (at most 2048 a gr
 # against 0.76 s, and 17.5 GB. A sort's temporaries are about 34 B an entry (3.8 GB for
 # BERT-base) against the search's 5, so past 2**27 entries (4.5 GB) the search stays.
 _SORT_PLATFORMS: tuple[str, ...] = ("cuda", "rocm")
-# Leaves that repeat an earlier leaf's shape, at least, for the masks' offsets to be
-# hidden from XLA (:func:`_opaque_starts`): each repeat saves a kernel (about 9 ms of
-# compiling on a CPU), the conditional costs about 0.15 s (LeNet-300-100: 0.86 -> 1.17
-# CPU-s for a global prune of 6 leaves, all of distinct shapes).
-_SHARED_MIN = 16
 _SORT_MAX = 2**27
 
 
@@ -305,14 +302,13 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=()):
     starts = [
         int(base[g]) + int(a) for g in range(n_groups) for a in np.cumsum([0, *sizes[g]])[:-1]
     ]
-    shapes = [x.shape for group in scores for x in group]
-    if len(shapes) - len(set(shapes)) < _SHARED_MIN:  # few equal leaves: constant slices
+    if not _shares_kernels([x for group in scores for x in group]):  # constant slices
         at = iter(starts)
         return [
             [gone[(a := next(at)) : a + size].reshape(x.shape) for x, size in zip(group, sizes[g])]
             for g, group in enumerate(scores)
         ]
-    hidden = iter(_opaque_starts(starts, gone))
+    hidden = iter(_opaque(starts, gone, jnp.int32))
     return [
         [
             jax.lax.dynamic_slice_in_dim(
@@ -322,27 +318,6 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=()):
         ]
         for g, group in enumerate(scores)
     ]
-
-
-def _opaque_starts(starts: list[int], gone: jax.Array) -> tuple[jax.Array, ...]:
-    """``starts`` as int32 scalars that XLA's CPU compiler cannot fold into the slices.
-
-    XLA:CPU compiles one kernel per distinct fused computation and reuses a kernel for
-    identical ones. A slice at a constant offset is distinct for every leaf (about 9 ms
-    of compiling a leaf here: 4.1 s for 400 leaves); with the offset an operand, leaves
-    of one shape share one kernel (0.8 s for the same 400 leaves, 4 shapes). So on the
-    CPU the offsets come out of a ``lax.cond`` whose predicate, a count compared with 0,
-    is never true but is data to XLA. On a GPU a conditional's predicate is read by the
-    host (a wait), so there, and on TPUs, the offsets stay constants."""
-
-    consts = tuple(jnp.int32(a) for a in starts)
-
-    def on_cpu():
-        never = jnp.sum(gone[:1], dtype=jnp.int32) < 0
-        # the branches differ (a reversal, no operation), so XLA keeps the cond
-        return jax.lax.cond(never, lambda *c: c[::-1], lambda *c: c, *consts)
-
-    return jax.lax.platform_dependent(cpu=on_cpu, default=lambda: consts)
 
 
 def _packed_brackets(keys, n, base, k, alive):

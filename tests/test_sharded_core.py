@@ -207,3 +207,40 @@ def test_fsdp_gpt_tree_matches_one_device_and_gathers_no_kernel(axis_type):
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         assert max(sharded.gathers(text), default=0) <= bound, scope
+
+
+@pytest.mark.parametrize(
+    ("axis_type", "scope"),
+    [(jax.sharding.AxisType.Auto, "global"), (jax.sharding.AxisType.Explicit, "layerwise")],
+)
+def test_many_equal_leaves_sharded_with_ties_match_numpy(axis_type, scope):
+    """ResNet-50's 161 leaves (narrow), scores with wide ties, every leaf split FSDP-style
+    over the 8 devices: the leaves are counted where they lie, and with this many equal
+    shapes the tie search's positions start at offsets XLA cannot fold
+    (``jaxsparse._select._opaque``). The masks equal NumPy's, two rounds."""
+    from experiments.bench import sharded
+    from jaxsparse._select import _shares_kernels
+    from tests.test_packed import _narrow_resnet
+    from tests.test_pruning import ref_global, ref_layerwise
+
+    params = _narrow_resnet(0, ties=True)
+    leaves = jax.tree.leaves(params)
+    assert _shares_kernels(leaves)
+    sel = [x.ndim >= 2 for x in leaves]
+    mesh = jax.make_mesh((N_DEV,), ("fsdp",), axis_types=(axis_type,))
+
+    def put(v):
+        return jax.device_put(v, NamedSharding(mesh, sharded.fsdp_spec(v.shape, N_DEV)))
+
+    scores = jax.tree.map(put, js.scores.magnitude(params))
+    assert sum(x.sharding.spec != P() for x in jax.tree.leaves(scores)) >= 50
+    ref = ref_global if scope == "global" else ref_layerwise
+    prune = jax.jit(lambda s, m: js.prune(s, m, 0.3, scope=scope))
+    want = [np.ones(x.shape, bool) for x in leaves]
+    with jax.set_mesh(mesh):
+        mask = jax.tree.map(put, js.mask_like(params))
+        for _ in range(2):  # a second round prunes among the survivors
+            mask = prune(scores, mask)
+            want = ref([np.abs(np.asarray(x)) for x in leaves], want, 0.3, sel=sel)
+            for got, w in zip(jax.tree.leaves(mask), want, strict=True):
+                np.testing.assert_array_equal(np.asarray(got), w)
