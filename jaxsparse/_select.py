@@ -302,10 +302,14 @@ class _Block:
         v = per_group[self.gid]
         return v.reshape(v.shape + (1,) * (self.array.ndim - 1))
 
-    def leaves(self, block_values: jax.Array) -> list[jax.Array]:
-        return (
-            [block_values[s] for s in range(len(self.members))] if self.stacked else [block_values]
-        )
+    def leaves(self, block_values: jax.Array, index: list | None = None) -> list[jax.Array]:
+        """Each member's slice of ``block_values``; at ``index[s]`` (scalars, e.g.
+        from :func:`_opaque`) where given, else at ``s``."""
+        if not self.stacked:
+            return [block_values]
+        if index is None:
+            return [block_values[s] for s in range(len(self.members))]
+        return [jax.lax.dynamic_index_in_dim(block_values, i, keepdims=False) for i in index]
 
 
 def _blocks(groups: list[list[jax.Array]]) -> list[_Block]:
@@ -380,10 +384,23 @@ def _select_groups(groups: list[list[jax.Array]], ks: list) -> list[list[jax.Arr
     )
     remaining = k - below
 
+    # a stacked block's members at indices XLA cannot fold: equal members, one kernel
+    counts = [len(blk.members) for blk in blocks if blk.stacked]
+    index = []
+    if counts and _shares_kernels([x for leaves in groups for x in leaves]):
+        hidden = iter(_opaque([s for c in counts for s in range(c)], remaining, jnp.int32))
+        index = [[next(hidden) for _ in range(c)] for c in counts]
+    index_of = iter(index)
+
+    def member_index(blk):
+        return next(index_of, None) if blk.stacked else None
+
+    indices = [member_index(blk) for blk in blocks]
+
     def unstack(masks):
         out: list[list[Any]] = [[None] * len(leaves) for leaves in groups]
-        for m, blk in zip(masks, blocks):
-            for (g, i), leaf in zip(blk.members, blk.leaves(m)):
+        for m, blk, ix in zip(masks, blocks, indices):
+            for (g, i), leaf in zip(blk.members, blk.leaves(m, ix)):
                 out[g][i] = leaf
         return out
 
