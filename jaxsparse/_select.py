@@ -384,18 +384,16 @@ def _select_groups(groups: list[list[jax.Array]], ks: list) -> list[list[jax.Arr
     )
     remaining = k - below
 
-    # a stacked block's members at indices XLA cannot fold: equal members, one kernel
-    counts = [len(blk.members) for blk in blocks if blk.stacked]
-    index = []
-    if counts and _shares_kernels([x for leaves in groups for x in leaves]):
-        hidden = iter(_opaque([s for c in counts for s in range(c)], remaining, jnp.int32))
-        index = [[next(hidden) for _ in range(c)] for c in counts]
-    index_of = iter(index)
-
-    def member_index(blk):
-        return next(index_of, None) if blk.stacked else None
-
-    indices = [member_index(blk) for blk in blocks]
+    # Where many leaves repeat a shape, each offset or index that tells equal leaves
+    # apart is hidden from XLA, so that they share their kernels (see _opaque).
+    share = _shares_kernels([x for leaves in groups for x in leaves])
+    indices: list[list | None] = [None] * len(blocks)  # a stacked block's members
+    stacked = [j for j, blk in enumerate(blocks) if blk.stacked]
+    if share and stacked:
+        flat = [s for j in stacked for s in range(len(blocks[j].members))]
+        hidden = iter(_opaque(flat, remaining, jnp.int32))
+        for j in stacked:
+            indices[j] = [next(hidden) for _ in blocks[j].members]
 
     def unstack(masks):
         out: list[list[Any]] = [[None] * len(leaves) for leaves in groups]
@@ -416,8 +414,7 @@ def _select_groups(groups: list[list[jax.Array]], ks: list) -> list[list[jax.Arr
         offsets = [np.cumsum([0, *s])[:-1] for s in sizes]
         alone = [blk.members[0] for blk in blocks if not blk.stacked]
         starts: list[int | jax.Array] = [int(offsets[g][i]) for g, i in alone]
-        if _shares_kernels([x for leaves in groups for x in leaves]):
-            # equal leaves then share their kernels (see _opaque)
+        if share:
             starts = list(_opaque(starts, remaining, pdtype))
         start_of = dict(zip(alone, starts))
 
