@@ -302,20 +302,19 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=()):
     starts = [
         int(base[g]) + int(a) for g in range(n_groups) for a in np.cumsum([0, *sizes[g]])[:-1]
     ]
-    if not _shares_kernels([x for group in scores for x in group]):  # constant slices
-        at = iter(starts)
-        return [
-            [gone[(a := next(at)) : a + size].reshape(x.shape) for x, size in zip(group, sizes[g])]
-            for g, group in enumerate(scores)
-        ]
-    hidden = iter(_opaque(starts, gone, jnp.int32))
+    offsets: tuple[int | jax.Array, ...] = tuple(starts)
+    if _shares_kernels([x for group in scores for x in group]):
+        offsets = _opaque(starts, gone, jnp.int32)  # then equal leaves share a kernel
+    at = iter(offsets)
+
+    def cut(size):
+        a = next(at)
+        if isinstance(a, int):
+            return gone[a : a + size]
+        return jax.lax.dynamic_slice_in_dim(gone, a, size, allow_negative_indices=False)
+
     return [
-        [
-            jax.lax.dynamic_slice_in_dim(
-                gone, next(hidden), size, allow_negative_indices=False
-            ).reshape(x.shape)
-            for x, size in zip(group, sizes[g])
-        ]
+        [cut(size).reshape(x.shape) for x, size in zip(group, sizes[g])]
         for g, group in enumerate(scores)
     ]
 
