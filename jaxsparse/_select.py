@@ -133,8 +133,9 @@ def _search(count_below, k, hi, c_hi, dtype, bits, guesses=None, by_value=False)
     ``k[g]``; with that count and the count at the bracket's upper end (``t + 1``'s in
     the second case).
 
-    ``count_below`` maps thresholds of shape ``(G,)`` to counts of shape ``(G,)``, each
-    non-decreasing in its own threshold, ``0`` at ``0`` and ``c_hi`` at ``hi``. An exact
+    ``count_below(t, live)`` maps thresholds of shape ``(G,)`` to counts of shape
+    ``(G,)``, each non-decreasing in its own threshold, ``0`` at ``0`` and ``c_hi`` at
+    ``hi``; only the groups where ``live`` (still searching) need a right count. An exact
     search, one counting pass over all groups a step: the first steps try ``guesses``
     (``(values (G, m), how_many (G,))``, e.g. a bracket from a sample), the rest
     interpolate between the counts at the bracket's ends and are kept within bisection's
@@ -161,8 +162,10 @@ def _search(count_below, k, hi, c_hi, dtype, bits, guesses=None, by_value=False)
         width = b - a
         w = width.astype(fdtype)
         half = w / 2
-        # regula falsi, aiming between the counts k - 1 and k
-        frac = (k.astype(fdtype) - 0.5 - c_a.astype(fdtype)) / (c_b - c_a).astype(fdtype)
+        # regula falsi, aiming where the bracket's (k - c_a)-th of its c_b - c_a entries
+        # most likely lies if they were spread evenly (a binomial's mode): the same as
+        # aiming at k for many entries, and the midpoint for the last two
+        frac = (k - c_a).astype(fdtype) / (c_b - c_a).astype(fdtype)
         x_f = w * frac
         if by_value:
             v_a, v_b = _key_value(a, fdtype), _key_value(b, fdtype)
@@ -179,8 +182,8 @@ def _search(count_below, k, hi, c_hi, dtype, bits, guesses=None, by_value=False)
         guess = values[:, jnp.minimum(j, values.shape[1] - 1)]
         off = jnp.where(j < n_guess, jnp.maximum(guess, a) - a, off)
         t = a + jnp.clip(off, 1, width - 1)
-        c = count_below(t)
         live = _more(a, b, c_a, c_b)
+        c = count_below(t, live)
         low = c <= k
         return (
             jnp.where(live & low, t, a),
@@ -200,7 +203,7 @@ def _search(count_below, k, hi, c_hi, dtype, bits, guesses=None, by_value=False)
 
 
 _SAMPLE = 2048  # keys sampled per group for its first bracket
-_SPREAD = 2.5  # the bracket's half-width, in binomial standard deviations of the sample
+_SPREAD = 3.5  # the bracket's half-width, in binomial standard deviations of the sample
 
 
 def _strides(x: jax.Array, want: float) -> tuple[int, ...]:
@@ -366,7 +369,7 @@ def _select_groups(groups: list[list[jax.Array]], ks: list) -> list[list[jax.Arr
         total = jnp.stack([sum(c, jnp.int32(0)) for c in scalars])
         return sum(vectors, total)
 
-    def count_below(t):
+    def count_below(t, live=None):
         return by_group(lambda j, blk: blk.array < blk.per_entry(t))
 
     alive = count_below(jnp.full(n_groups, top, udtype))
@@ -428,7 +431,7 @@ def _select_groups(groups: list[list[jax.Array]], ks: list) -> list[list[jax.Arr
         pos = [places(blk) for blk in blocks]
         eq = [blk.array == blk.per_entry(t) for blk in blocks]
 
-        def ties_before(p):
+        def ties_before(p, live=None):
             return by_group(lambda j, blk: eq[j] & (pos[j] < blk.per_entry(p)))
 
         bits_p = np.array([max(m.bit_length(), 1) for m in n], np.int32)

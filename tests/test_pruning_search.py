@@ -72,7 +72,7 @@ def _passes(scores, k: int, by_value: bool = True) -> int:
     n = scores.size
     passes = []
 
-    def counted(t):
+    def counted(t, live):
         jax.debug.callback(lambda: passes.append(1))
         return jnp.sum(keys < t[0], dtype=jnp.int32)[None]
 
