@@ -199,6 +199,21 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=()):
         """A per-group vector as a column over the rows of chunk ``i``."""
         return v.reshape(1, 1) if block_gid is None else v[block_gid[i]][:, None]
 
+    # each group's chunks, [chunk_lo, chunk_hi); a chunk may hold the rows of several
+    chunk_lo = jnp.asarray(row_start[:-1] // chunk, jnp.int32)
+    chunk_hi = jnp.asarray(-(-row_start[1:] // chunk), jnp.int32)
+
+    def add_up(hits, lo, hi):
+        """``hits(i)`` of chunks ``lo <= i < hi`` added up entry by entry: an int32
+        ``(chunk, _ROW)`` array that stays in cache, which a CPU vectorises (about
+        half a row sum's time)."""
+        return jax.lax.fori_loop(
+            lo,
+            hi,
+            lambda i, acc: acc + hits(i).astype(jnp.int32),
+            jnp.zeros((chunk, _ROW), jnp.int32),
+        )
+
     def per_group_rows(v):
         """Per group, the sum of a per-row vector."""
         if row_gid is None:
@@ -210,44 +225,38 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=()):
         chunk ``i``; right for the groups where ``live`` (all when it is ``None``).
         Chunk by chunk in a loop: XLA's CPU backend writes a comparison out in full
         before it reduces it, and a chunk's stays in cache (a whole buffer's made a
-        count take ten times a float sum's time, and memory). One group adds the
-        chunks' hits up entry by entry (vectorised: half a row sum's time on a CPU)."""
+        count take ten times a float sum's time, and memory)."""
         if block_gid is None:
-            total = jax.lax.fori_loop(
+            return jnp.sum(add_up(hits, 0, n_chunks), dtype=jnp.int32)[None]
+
+        def by_rows():
+            rows = jax.lax.fori_loop(
                 0,
                 n_chunks,
-                lambda i, acc: acc + hits(i).astype(jnp.int32),
-                jnp.zeros((chunk, _ROW), jnp.int32),
-            )
-            return jnp.sum(total, dtype=jnp.int32)[None]
-
-        def row_counts(i):
-            return jnp.sum(hits(i), axis=1, dtype=jnp.int32)
-
-        def count_all():
-            return jax.lax.fori_loop(
-                0,
-                n_chunks,
-                lambda i, acc: acc.at[i].set(row_counts(i)),
+                lambda i, acc: acc.at[i].set(jnp.sum(hits(i), axis=1, dtype=jnp.int32)),
                 jnp.zeros((n_chunks, chunk), jnp.int32),
             )
+            return per_group_rows(rows.reshape(-1))
 
-        def count_live():
-            # on a CPU a chunk of finished groups only is skipped: the search's last
-            # steps count the few groups still searching, not the whole buffer
-            busy = jnp.any(live[block_gid], axis=1)
-            none = jnp.zeros(chunk, jnp.int32)
+        def by_groups():
+            # group by group over its own chunks (the rows of other groups in a chunk
+            # it shares masked off); a finished group is skipped, so the search's
+            # last steps count only the groups still searching
+            def count(g):
+                def mine(i):
+                    return hits(i) & (block_gid[i] == g)[:, None]
 
-            def body(i, acc):
-                return acc.at[i].set(jax.lax.cond(busy[i], row_counts, lambda i: none, i))
+                return jnp.sum(add_up(mine, chunk_lo[g], chunk_hi[g]), dtype=jnp.int32)
 
-            return jax.lax.fori_loop(0, n_chunks, body, jnp.zeros((n_chunks, chunk), jnp.int32))
+            def one(g, totals):
+                if live is None:
+                    return totals.at[g].set(count(g))
+                return totals.at[g].set(jax.lax.cond(live[g], count, lambda g: jnp.int32(0), g))
 
-        if live is None:
-            rows = count_all()
-        else:  # a GPU would wait on the host for each chunk's branch
-            rows = jax.lax.platform_dependent(cpu=count_live, default=count_all)
-        return per_group_rows(rows.reshape(-1))
+            return jax.lax.fori_loop(0, n_groups, one, jnp.zeros(n_groups, jnp.int32))
+
+        # a GPU would wait on the host for each group's loop bounds
+        return jax.lax.platform_dependent(cpu=by_groups, default=by_rows)
 
     def by_count(keys):
         """The counting search (module docstring): the CPU's and TPU's way."""

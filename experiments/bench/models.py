@@ -277,6 +277,16 @@ COLUMNS = [
 ]
 
 
+def _pages() -> str:
+    """Which pages glibc's malloc asks for: XLA's CPU backend takes a call's buffers
+    from it, and those past 32 MB are mapped fresh on every call, so a prune's passes
+    include the page faults of its temporaries (docs/bench/models.md)."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb=1" in tunables or "glibc.malloc.hugetlb=2" in tunables:
+        return f"Huge pages for malloc (GLIBC_TUNABLES={tunables})."
+    return "4 KiB pages for malloc (GLIBC_TUNABLES unset)."
+
+
 def measure(quick: bool) -> dict:
     chosen = os.environ.get("JAXSPARSE_BENCH_TREES")
     trees = chosen.split(",") if chosen else (["tiny"] if quick else list(FULL))
@@ -294,7 +304,7 @@ def measure(quick: bool) -> dict:
         + "; ".join(f"{k}: {v}" for k, v in sizes.items())
         + f". One pass = one jitted `sum(s)` over all kernels' scores; a count pass = "
         "`sum(s < t)`, the search's step. Load average at "
-        f"start {load}. Compile in wall seconds; run in {timing.clock_words()}, the median "
+        f"start {load}. {_pages()} Compile in wall seconds; run in {timing.clock_words()}, the median "
         "of interleaved samples, each of back-to-back calls lasting at least 0.25 s (one "
         "call with --quick). Ratios: "
         "masked(adam) against adam, both in a Flax `TrainState`, as a step (`apply_gradients` "
