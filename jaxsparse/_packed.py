@@ -5,9 +5,10 @@ same question of groups of leaves: which ``k[g]`` candidates of group ``g`` scor
 lowest (ties: first in order). :func:`select` answers it with one program whose size
 does not grow with the number of leaves: the groups' scores and candidates are packed
 into one ``(rows, _ROW)`` buffer, each group starting on a fresh row (padding is never a
-candidate), so one reduction over rows and one segment sum over the rows' group ids
-count every group in a pass; the threshold search (:func:`jaxsparse._select._search`),
-its sampled bracket and the ranking of ties then run once for all groups. The keys,
+candidate), and a loop over the buffer's chunks counts every group in a pass (on a CPU,
+a loop over the groups, each over its own chunks, which skips the groups whose search
+has ended); the threshold search (:func:`jaxsparse._select._search`), its sampled
+bracket and the ranking of ties then run once for all groups. The keys,
 the search and the tie rule are those of :mod:`jaxsparse._select`, so the masks are the
 same bit for bit.
 
