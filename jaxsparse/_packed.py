@@ -58,6 +58,10 @@ _SAMPLE_TOTAL = 2**17  # keys sampled over all groups at most (at most 2048 a gr
 # against 0.76 s, and 17.5 GB. A sort's temporaries are about 34 B an entry (3.8 GB for
 # BERT-base) against the search's 5, so past 2**27 entries (4.5 GB) the search stays.
 _SORT_PLATFORMS: tuple[str, ...] = ("cuda", "rocm")
+# Where many groups are counted group by group (each over its own chunks, finished ones
+# skipped) rather than by row sums over the whole buffer: a GPU would wait on the host
+# for each group's loop bounds and branch.
+_GROUP_PLATFORMS: tuple[str, ...] = ("cpu",)
 _SORT_MAX = 2**27
 
 
@@ -125,7 +129,9 @@ def select(scores, candidates, modes, amounts, *, largest=False):
     )
     if _unsharded(flat + [c for g in candidates for c in g]) and n < 2**31:
         sort_on = _SORT_PLATFORMS if n <= _SORT_MAX else ()
-        return _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on)
+        return _select_packed(
+            scores, candidates, dyn, spec, dtypes, largest, sort_on, _GROUP_PLATFORMS
+        )
     return _select_apart(scores, candidates, dyn, spec, dtypes, largest)
 
 
@@ -142,8 +148,8 @@ def _select_apart(scores, candidates, dyn, spec, dtypes, largest):
     return _select_groups(keys, [ks[g] for g in range(len(keys))])
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
-def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=()):
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=(), groups_on=()):
     fdtype, udtype = dtypes
     top = _top(udtype)
     n_groups = len(scores)
@@ -256,8 +262,9 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=()):
 
             return jax.lax.fori_loop(0, n_groups, one, jnp.zeros(n_groups, jnp.int32))
 
-        # a GPU would wait on the host for each group's loop bounds
-        return jax.lax.platform_dependent(cpu=by_groups, default=by_rows)
+        if not groups_on:
+            return by_rows()
+        return jax.lax.platform_dependent(**dict.fromkeys(groups_on, by_groups), default=by_rows)
 
     def by_count(keys):
         """The counting search (module docstring): the CPU's and TPU's way."""

@@ -68,10 +68,14 @@ def _narrow_resnet(seed: int, ties: bool):
     return jax.tree.map(value, shapes)
 
 
-@pytest.fixture(params=["count", "sort"])
+@pytest.fixture(params=["count", "rows", "sort"])
 def path(request, monkeypatch):
-    """Each selection path on this CPU: the counting search (the CPU's own) and the
-    sort a GPU takes, through the branch ``platform_dependent`` gives "cpu"."""
+    """Each selection path on this CPU: the counting search as the CPU runs it (group
+    by group), as a TPU (or a GPU past ``_SORT_MAX``) runs it (row sums over the whole
+    buffer), and the sort a GPU takes, through the branch ``platform_dependent`` gives
+    "cpu"."""
+    if request.param == "rows":
+        monkeypatch.setattr(_packed, "_GROUP_PLATFORMS", ())
     if request.param == "sort":
         monkeypatch.setattr(_packed, "_SORT_PLATFORMS", ("cpu", "cuda", "rocm"))
     return request.param
