@@ -51,7 +51,8 @@ from jaxsparse.masks import explicit_spec
 
 _ROW = 1024  # entries a packed row; each group starts on a new row
 _CHUNK = 256  # rows counted at a time (a 1 MiB block of keys)
-_SAMPLE_TOTAL = 2**17  # keys sampled over all groups at most (at most 2048 a group)
+_SAMPLE_TOTAL = 2**17  # keys sampled over all groups at most
+_SAMPLE_MAX = 2**14  # keys sampled a group at most (2048 took BERT-base 2 more passes)
 # Where a sort replaces the counting search, up to how many packed entries. Measured on
 # an H200 (docs/bench/h200.md, models): a stable argsort of 25-124M keys took 3.3-12 ms
 # where the search took 13-89 ms; over the 1.3B tree's 1.31e9 keys it took 1.26 s
@@ -370,7 +371,7 @@ def _packed_brackets(keys, n, base, k, alive):
     udtype = keys.dtype
     top = _top(udtype)
     n_groups = len(n)
-    width = int(np.clip(_SAMPLE_TOTAL // n_groups, 256, 2048))
+    width = int(np.clip(_SAMPLE_TOTAL // n_groups, 256, _SAMPLE_MAX))
     count = np.minimum(n, width)
     stride = np.maximum(n // width, 1)
     j = jnp.arange(width, dtype=jnp.int32)[None]
