@@ -304,9 +304,9 @@ def measure(quick: bool) -> dict:
         + "; ".join(f"{k}: {v}" for k, v in sizes.items())
         + f". One pass = one jitted `sum(s)` over all kernels' scores; a count pass = "
         "`sum(s < t)`, the search's step. Load average at "
-        f"start {load}. {_pages()} Compile in wall seconds; run in {timing.clock_words()}, the median "
-        "of interleaved samples, each of back-to-back calls lasting at least 0.25 s (one "
-        "call with --quick). Ratios: "
+        f"start {load}. {_pages()} Compile in wall seconds; run in {timing.clock_words()}, "
+        "the median of interleaved samples, each of back-to-back calls lasting at least "
+        "0.25 s (one call with --quick). Ratios: "
         "masked(adam) against adam, both in a Flax `TrainState`, as a step (`apply_gradients` "
         "in one jitted call, the state donated) and as the bare `update`; a "
         "`SparseTrainState` step (the same plus its rewind snapshot) against the masked(adam) "
