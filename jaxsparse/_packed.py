@@ -207,10 +207,6 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=(), g
         """A per-group vector as a column over the rows of chunk ``i``."""
         return v.reshape(1, 1) if block_gid is None else v[block_gid[i]][:, None]
 
-    # each group's chunks, [chunk_lo, chunk_hi); a chunk may hold the rows of several
-    chunk_lo = jnp.asarray(row_start[:-1] // chunk, jnp.int32)
-    chunk_hi = jnp.asarray(-(-row_start[1:] // chunk), jnp.int32)
-
     def add_up(hits, lo, hi):
         """``hits(i)`` of chunks ``lo <= i < hi`` added up entry by entry: an int32
         ``(chunk, _ROW)`` array that stays in cache, which a CPU vectorises (about
@@ -249,7 +245,11 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=(), g
         def by_groups():
             # group by group over its own chunks (the rows of other groups in a chunk
             # it shares masked off); a finished group is skipped, so the search's
-            # last steps count only the groups still searching
+            # last steps count only the groups still searching. Group g's chunks are
+            # [chunk_lo[g], chunk_hi[g]); a chunk may hold the rows of several groups.
+            chunk_lo = jnp.asarray(row_start[:-1] // chunk, jnp.int32)
+            chunk_hi = jnp.asarray(-(-row_start[1:] // chunk), jnp.int32)
+
             def count(g):
                 def mine(i):
                     return hits(i) & (block_gid[i] == g)[:, None]

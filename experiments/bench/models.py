@@ -284,7 +284,7 @@ def _pages() -> str:
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     if "glibc.malloc.hugetlb=1" in tunables or "glibc.malloc.hugetlb=2" in tunables:
         return f"Huge pages for malloc (GLIBC_TUNABLES={tunables})."
-    return "4 KiB pages for malloc (GLIBC_TUNABLES unset)."
+    return f"4 KiB pages for malloc (GLIBC_TUNABLES={tunables or 'unset'})."
 
 
 def measure(quick: bool) -> dict:
