@@ -51,6 +51,14 @@ def imp_round(
     values instead, the optimizer starts fresh, and ``rewind_to`` becomes the new
     snapshot at step 0.
 
+    Called on its own, jit it with the state donated and ``keep_unused=True``:
+    ``jax.jit(lambda s: imp_round(s), donate_argnums=0, keep_unused=True)``. A round
+    never reads the moments it resets, so without ``keep_unused`` ``jit`` drops them
+    from its arguments and the new ones take fresh memory; and an undonated call copies
+    the snapshot, which it returns unchanged (``jit`` does not pass an unchanged input
+    through). On BERT-base that way it costs its prune plus about one pass over params
+    and optimizer state (``docs/bench/models.md``).
+
     Args:
       state: a :class:`jaxsparse.SparseTrainState`, or any state with its fields. A plain
         ``flax.training.train_state.TrainState`` whose ``tx`` holds a

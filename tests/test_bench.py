@@ -94,8 +94,11 @@ def test_models_section_on_a_tiny_tree(tmp_path, monkeypatch):
     whats = {r["what"] for r in rows}
     assert {"pass", "prune global", "prune layerwise", "imp_round", "rigl, other step"} <= whats
     assert {"gradual_prune, pruning step", "masked(adam) update", "adam step"} <= whats
+    assert {"state pass, SparseTrainState", "imp_round, donated"} <= whats
     ratio = {r["what"]: r["ratio"] for r in rows}
     assert ratio["masked(adam) step"] > 0 and ratio["masked(adam) update"] > 0
+    # imp_round's rows: its time over the prune's, in state passes (finite, any sign)
+    assert math.isfinite(ratio["imp_round"]) and math.isfinite(ratio["imp_round, donated"])
     for r in rows:
         assert r["tree"] == "tiny" and r["leaves"] == 9
         for key in ("compile_s", "run_ms", "passes"):
