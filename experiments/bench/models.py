@@ -268,6 +268,7 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
         "masked(adam) step": "adam step",
         "masked(adam) update": "adam update",
     }
+
     def ratio(what):
         if what.startswith("imp_round"):  # its cost over the prune, in state passes
             if "prune global" in t and "state pass, SparseTrainState" in t:
