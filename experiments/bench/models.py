@@ -122,7 +122,16 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
     def one_pass(ks, t):
         return sum(jnp.sum(x < t, dtype=jnp.int32) for x in ks)
 
-    grads = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), params)
+    # random gradients: RigL grows by |gradient|, and a constant one would make its
+    # pruning step rank nothing but ties
+    leaves, treedef = jax.tree.flatten(params)
+    grads = jax.tree.unflatten(
+        treedef,
+        [
+            1e-3 * jax.random.normal(jax.random.key(i), p.shape, p.dtype)
+            for i, p in enumerate(leaves)
+        ],
+    )
     adam = optax.adam(1e-3)
     madam = js.masked(optax.adam(1e-3), mask)
     skip = [w for w in os.environ.get("JAXSPARSE_BENCH_SKIP", "").split(",") if w]
