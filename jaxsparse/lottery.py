@@ -56,8 +56,9 @@ def imp_round(
     never reads the moments it resets, so without ``keep_unused`` ``jit`` drops them
     from its arguments and the new ones take fresh memory; and an undonated call copies
     the snapshot, which it returns unchanged (``jit`` does not pass an unchanged input
-    through). On BERT-base that way it costs its prune plus about one pass over params
-    and optimizer state (``docs/bench/models.md``).
+    through). On BERT-base on a 2-core CPU, a round jitted so cost its prune plus 0.4-3.4
+    passes over params and optimizer state, an undonated one its prune plus 9-33
+    (``docs/bench/models.md``).
 
     Args:
       state: a :class:`jaxsparse.SparseTrainState`, or any state with its fields. A plain
