@@ -138,14 +138,14 @@ def test_donated_imp_round_reuses_every_buffer_of_the_state(rewind_step):
         fn = lambda s: js.imp_round(s, fraction=0.2, scope="global")  # noqa: E731
         return jax.jit(fn, donate_argnums=0, keep_unused=keep)
 
-    kept = imp(True).lower(state).compile().memory_analysis()
-    assert kept.alias_size_in_bytes == state_bytes
+    compiled = imp(True).lower(state).compile()
+    assert compiled.memory_analysis().alias_size_in_bytes == state_bytes
     dropped = imp(False).lower(state).compile().memory_analysis()
     mask_bytes = sum(x.nbytes for x in jax.tree.leaves(state.mask))
     # the current moments (the params-shaped leaves of opt_state but the mask) go unread
     assert dropped.alias_size_in_bytes <= state_bytes - (moments - mask_bytes)
     want = IMP_JIT(state)
-    got = imp(True)(jax.tree.map(jnp.copy, state))
+    got = compiled(jax.tree.map(jnp.copy, state))
     chex.assert_trees_all_equal(got, want)
 
 
