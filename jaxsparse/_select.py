@@ -60,8 +60,10 @@ def _sign_bit(udtype: DTypeLike) -> np.ndarray:
 def _value_key(v: jax.Array, udtype: DTypeLike) -> jax.Array:
     """The order-preserving key of score ``v`` (``-0.0`` keyed as ``0.0``): negative
     scores' bits flipped, non-negative ones' sign bit set."""
-    bits = jax.lax.bitcast_convert_type(v + 0.0, udtype)  # -0.0 -> 0.0
+    bits = jax.lax.bitcast_convert_type(v, udtype)
     sign = _sign_bit(udtype)
+    # -0.0's bits (the sign bit alone) as 0.0's; not ``v + 0.0``, which XLA folds to ``v``
+    bits = jnp.where(bits == sign, jnp.zeros_like(bits), bits)
     return jnp.where((bits & sign) != 0, ~bits, bits | sign)
 
 

@@ -317,6 +317,21 @@ def test_ties_among_some_equal_scores_and_signed_zero():
     )
 
 
+def test_signed_zeros_tie_in_order():
+    """-0.0 and 0.0 are one score, ranked by position like any tie (as a stable NumPy
+    argsort ranks them). XLA folds ``x + 0.0`` to ``x``, so normalising -0.0 that way
+    had keyed it below 0.0 and pruned [0, 1, 3] here."""
+    s = {"w": jnp.array([[0.0, -0.0, 0.0, -0.0, 1.0, 2.0]])}
+    want = [[False, False, False, True, True, True]]
+    for scope in ("global", "layerwise"):
+
+        def prune(s, scope=scope):
+            return js.prune(s, js.mask_like(s), 0.5, scope=scope, where=js.all_leaves)
+
+        for run in (prune, jax.jit(prune)):
+            np.testing.assert_array_equal(np.asarray(run(s)["w"]), want)
+
+
 def test_a_filter_selecting_nothing_is_an_error():
     group_scores = {"conv_0": jnp.array([0.3, 0.1, 0.2])}  # 1-D: not a kernel
     with pytest.raises(ValueError, match=r"selects no leaf.*all_leaves"):
@@ -350,10 +365,10 @@ def test_traced_nan_scores_pruned_first():
     scope=st.sampled_from(["layerwise", "global"]),
 )
 def test_heavy_ties_and_nan_match_numpy(seed, amount, scope):
-    """Scores from five values (NaN among them) over a random mask: almost every
+    """Scores from six values (NaN, -0.0 and 0.0 among them) over a random mask: almost every
     threshold lands inside a run of ties, ranked by position by the counting passes."""
     rng = np.random.default_rng(seed)
-    values = np.float32([np.nan, -0.0, 0.25, 0.5, 1.0])
+    values = np.float32([np.nan, -0.0, 0.0, 0.25, 0.5, 1.0])
     shapes, treedef = jax.tree.flatten(SHAPES, is_leaf=_is_shape)
     scores = jax.tree.unflatten(treedef, [jnp.asarray(rng.choice(values, s)) for s in shapes])
     mask = jax.tree.unflatten(treedef, [jnp.asarray(rng.random(s) < 0.8) for s in shapes])

@@ -25,8 +25,8 @@ def _problem(seed: int, kind: str):
     rng = np.random.default_rng(seed)
     out = {}
     for name, shape in SHAPES.items():
-        if kind == "ties":  # five values, NaN among them: thresholds land inside ties
-            out[name] = rng.choice(np.float32([np.nan, -0.0, 0.25, 0.5, 1.0]), shape)
+        if kind == "ties":  # six values, NaN and both zeros among them: thresholds land in ties
+            out[name] = rng.choice(np.float32([np.nan, -0.0, 0.0, 0.25, 0.5, 1.0]), shape)
         elif kind == "bf16":  # 8 bits of mantissa: many ties, many distinct values
             out[name] = np.abs(rng.standard_normal(shape)).astype(jnp.bfloat16).astype(np.float32)
         else:
