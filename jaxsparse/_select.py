@@ -129,7 +129,9 @@ def _opaque(values: list, probe: jax.Array, dtype: DTypeLike) -> tuple[jax.Array
     return jax.lax.platform_dependent(cpu=on_cpu, default=lambda: consts)
 
 
-def _search(count_below, k, hi, c_hi, dtype, bits, guesses=None, by_value=False):
+def _search(
+    count_below, k, hi, c_hi, dtype, bits, guesses=None, by_value=False, count_guesses=None
+):
     """Per group ``g``: a ``t[g]`` in ``[0, hi[g]]`` with ``count_below(t)[g] == k[g]``,
     or, where none exists (ties at the k-th key), the largest ``t[g]`` with a count below
     ``k[g]``; with that count and the count at the bracket's upper end (``t + 1``'s in
@@ -145,7 +147,10 @@ def _search(count_below, k, hi, c_hi, dtype, bits, guesses=None, by_value=False)
     method of Oliveira & Takahashi, 2020). So a few steps on smooth score
     distributions, at most about ``bits`` on any. With ``by_value`` the thresholds are
     score keys (:func:`_keys`) and the interpolation runs between the scores they stand
-    for; the safeguard still works on the keys.
+    for; the safeguard still works on the keys. With ``count_guesses`` (thresholds
+    ``(G, m)`` and ``live`` to counts ``(G, m)``) every guess is counted in one pass
+    before the loop, in place of a step each: a bracket's two ends cost one read of the
+    keys, not two.
     """
     k = jnp.asarray(k, jnp.int32)
     fdtype = jnp.float64 if np.dtype(dtype).itemsize == 8 else jnp.float32
@@ -158,6 +163,21 @@ def _search(count_below, k, hi, c_hi, dtype, bits, guesses=None, by_value=False)
     if guesses is None:
         guesses = (jnp.zeros((*k.shape, 1), dtype), jnp.zeros(k.shape, jnp.int32))
     values, n_guess = guesses
+    init = (jnp.zeros_like(hi), hi, jnp.zeros_like(k), jnp.asarray(c_hi, jnp.int32), jnp.int32(0))
+    if count_guesses is not None:
+        # inside (0, hi), as a step would take them; counts grow with the threshold, so
+        # the highest guess counting <= k and the lowest counting > k bound the k-th key
+        one = jnp.ones_like(hi)
+        t = jnp.clip(values, one[:, None], jnp.maximum(hi - one, one)[:, None])
+        used = (jnp.arange(values.shape[1]) < n_guess[:, None]) & (hi > one)[:, None]
+        c = count_guesses(t, jnp.any(used, axis=1))
+        low, high = used & (c <= k[:, None]), used & (c > k[:, None])
+        a = jnp.max(jnp.where(low, t, 0), axis=1).astype(dtype)
+        c_a = jnp.max(jnp.where(low, c, 0), axis=1)
+        b = jnp.min(jnp.where(high, t, hi[:, None]), axis=1).astype(dtype)
+        c_b = jnp.min(jnp.where(high, c, init[3][:, None]), axis=1)
+        init = (a, b, c_a, c_b, jnp.int32(0))
+        n_guess = jnp.zeros_like(n_guess)
 
     def step(carry):
         a, b, c_a, c_b, j = carry
@@ -198,7 +218,6 @@ def _search(count_below, k, hi, c_hi, dtype, bits, guesses=None, by_value=False)
     def _more(a, b, c_a, c_b):
         return (c_a < k) & (c_b > k) & (b - a > 1)
 
-    init = (jnp.zeros_like(hi), hi, jnp.zeros_like(k), jnp.asarray(c_hi, jnp.int32), jnp.int32(0))
     a, b, c_a, c_b, _ = jax.lax.while_loop(lambda carry: jnp.any(_more(*carry[:4])), step, init)
     done_high = c_b <= k  # k >= count_below(hi): everything below hi
     return jnp.where(done_high, b, a), jnp.where(done_high, c_b, c_a), c_b
