@@ -102,7 +102,7 @@ def _static(a: object) -> bool:
     return isinstance(a, (float, int, np.floating, np.integer)) and not isinstance(a, bool)
 
 
-def select(scores, candidates, modes, amounts, *, largest=False):
+def select(scores, candidates, modes, amounts, *, largest=False, absolute=False):
     """For each group ``g`` (a list of leaves), marks the ``k[g]`` candidates with the
     lowest scores (``largest``: highest), ties first in order (leaves in list order,
     entries row-major). ``k[g]`` from the group's alive (candidate) count by
@@ -110,7 +110,9 @@ def select(scores, candidates, modes, amounts, *, largest=False):
     ``max(round(a * n) - (n - alive), 0)``, ``n`` the group's size; ``"given"``: ``a``
     itself. A static fraction is Python's float64 product, a traced one its float32
     value (:func:`jaxsparse._rounding.round_mul`). Returns a list of lists of ``bool``
-    leaves. ``modes="given"`` takes a vector of counts as ``amounts``."""
+    leaves. ``modes="given"`` takes a vector of counts as ``amounts``. ``absolute``
+    ranks ``|scores|``, taken after packing: given the params, a magnitude prune never
+    writes ``|w|`` out leaf by leaf (XLA:CPU does not fuse it into the packing's copy)."""
     flat = [x for group in scores for x in group]
     dtypes = _key_dtype(flat)
     n = sum(int(np.prod(x.shape)) for x in flat) + _ROW * len(scores)
@@ -128,17 +130,26 @@ def select(scores, candidates, modes, amounts, *, largest=False):
     spec: tuple[tuple[str, float | None, int | None], ...] | str = (
         "given" if isinstance(modes, str) else tuple(entries)
     )
+    orient = (bool(absolute), bool(largest))
     if _unsharded(flat + [c for g in candidates for c in g]) and n < 2**31:
         sort_on = _SORT_PLATFORMS if n <= _SORT_MAX else ()
         return _select_packed(
-            scores, candidates, dyn, spec, dtypes, largest, sort_on, _GROUP_PLATFORMS
+            scores, candidates, dyn, spec, dtypes, orient, sort_on, _GROUP_PLATFORMS
         )
-    return _select_apart(scores, candidates, dyn, spec, dtypes, largest)
+    return _select_apart(scores, candidates, dyn, spec, dtypes, orient)
 
 
-def _select_apart(scores, candidates, dyn, spec, dtypes, largest):
+def _oriented(s, orient):
+    """``s``, or ``|s|`` for ``orient[0]`` (absolute), negated for ``orient[1]`` (largest
+    first)."""
+    absolute, largest = orient
+    s = jnp.abs(s) if absolute else s
+    return -s if largest else s
+
+
+def _select_apart(scores, candidates, dyn, spec, dtypes, orient):
     keys = [
-        [_keys(-s if largest else s, c, *dtypes) for s, c in zip(gs, gc)]
+        [_keys(_oriented(jnp.asarray(s), orient), c, *dtypes) for s, c in zip(gs, gc)]
         for gs, gc in zip(scores, candidates)
     ]
     alive = jnp.stack(
@@ -150,7 +161,7 @@ def _select_apart(scores, candidates, dyn, spec, dtypes, largest):
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
-def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=(), groups_on=()):
+def _select_packed(scores, candidates, dyn, spec, dtypes, orient, sort_on=(), groups_on=()):
     fdtype, udtype = dtypes
     top = _top(udtype)
     n_groups = len(scores)
@@ -168,8 +179,7 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=(), g
     pads: dict = {}  # one padding constant per size: groups of one shape share it
     for g, (gs, gc) in enumerate(zip(scores, candidates)):
         for s, c in zip(gs, gc):
-            s = jnp.asarray(s).astype(fdtype)
-            s_parts.append((-s if largest else s).ravel())
+            s_parts.append(jnp.asarray(s).astype(fdtype).ravel())
             c_parts.append(jnp.asarray(c, bool).ravel())
         pad = int(rows[g] * _ROW - n[g])
         if pad:
@@ -184,7 +194,9 @@ def _select_packed(scores, candidates, dyn, spec, dtypes, largest, sort_on=(), g
         s_parts.append(jnp.zeros(tail, fdtype))
         c_parts.append(jnp.zeros(tail, bool))
     cands = jnp.concatenate(c_parts).reshape(n_rows, _ROW)
-    keys = _keys(jnp.concatenate(s_parts).reshape(n_rows, _ROW), cands, fdtype, udtype)
+    # |s| and -s after packing, so that they fuse into the keys (the packing is a copy)
+    packed = _oriented(jnp.concatenate(s_parts), orient).reshape(n_rows, _ROW)
+    keys = _keys(packed, cands, fdtype, udtype)
 
     if n_groups == 1:
         row_gid = None

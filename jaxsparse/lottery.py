@@ -19,7 +19,7 @@ from jaxsparse import scores as scores_lib
 from jaxsparse.filters import check_structure
 from jaxsparse.masks import apply_mask, density
 from jaxsparse.optim import get_mask, set_mask
-from jaxsparse.pruning import prune
+from jaxsparse.pruning import _prune
 from jaxsparse.state import rewind
 
 State = Any  # duck-typed: .params, .opt_state, .step, .replace (+ rewind fields)
@@ -85,13 +85,16 @@ def imp_round(
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019; Frankle et al.,
       "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML 2020.
     """
-    mask = prune(
-        score_fn(state.params),
+    # by magnitude, the params themselves go in and |w| is taken after packing them
+    magnitude = score_fn is scores_lib.magnitude
+    mask = _prune(
+        state.params if magnitude else score_fn(state.params),
         get_mask(state.opt_state),
         fraction,
         scope=scope,
         where=getattr(state, "where", None),
         rates=rates,
+        absolute=magnitude,
     )
     has_snapshot = hasattr(state, "rewind_params")
     if rewind_to is None:

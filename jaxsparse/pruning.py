@@ -126,6 +126,21 @@ def prune(
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (layerwise and global
       magnitude pruning); Paszke et al., ``torch.nn.utils.prune`` (rounding rule).
     """
+    return _prune(scores, mask, amount, scope=scope, where=where, rates=rates)
+
+
+def _prune(
+    scores: chex.ArrayTree,
+    mask: chex.ArrayTree,
+    amount: float | chex.ArrayTree,
+    *,
+    scope: str = "layerwise",
+    where: Filter = None,
+    rates: Mapping[str, float] | None = None,
+    absolute: bool = False,
+) -> chex.ArrayTree:
+    """:func:`prune`; with ``absolute``, of ``|scores|`` (given the params, a magnitude
+    prune that never writes ``|w|`` out: see :func:`jaxsparse._packed.select`)."""
     if scope not in ("layerwise", "global"):
         raise ValueError(f"prune: scope must be 'layerwise' or 'global', got {scope!r}")
     check_mask(mask, scores)
@@ -184,6 +199,7 @@ def prune(
             [[m_leaves[i] for i in g] for g in groups],
             modes,
             amounts,
+            absolute=absolute,
         )
         for idx, marks in zip(groups, gone):
             for i, g in zip(idx, marks):
@@ -257,11 +273,13 @@ def _prune_to(
     *,
     scope: str = "layerwise",
     where: Filter = None,
+    absolute: bool = False,
 ) -> chex.ArrayTree:
     """Prunes the lowest-scoring alive weights until ``round(target * n)`` prunable
     weights are dead, per leaf (``n`` its size) or over all prunable leaves (``n`` their
     total); a leaf (or pool) already that sparse is left as it is. ``target`` may be
-    traced (its exact float32 value is used, as :func:`prune`'s traced ``amount``)."""
+    traced (its exact float32 value is used, as :func:`prune`'s traced ``amount``).
+    ``absolute``: of ``|scores|`` (as :func:`_prune`)."""
     if scope not in ("layerwise", "global"):
         raise ValueError(f"scope must be 'layerwise' or 'global', got {scope!r}")
     check_mask(mask, scores)
@@ -278,6 +296,7 @@ def _prune_to(
             [[m_leaves[i] for i in g] for g in groups],
             ["target"] * len(groups),
             [target] * len(groups),
+            absolute=absolute,
         )
         for group, marks in zip(groups, gone):
             for i, g in zip(group, marks):

@@ -225,7 +225,10 @@ def gradual_prune(
 
     def prune_now():
         target = jnp.clip(jnp.asarray(schedule(step), jnp.float32), 0.0, 1.0)
-        return _prune_to(score_fn(state.params), mask, target, scope=scope, where=where)
+        # by magnitude, the params themselves go in and |w| is taken after packing them
+        magnitude = score_fn is scores_lib.magnitude
+        scores = state.params if magnitude else score_fn(state.params)
+        return _prune_to(scores, mask, target, scope=scope, where=where, absolute=magnitude)
 
     # Only the mask is chosen under the cond: a cond that passed the whole state through
     # copied params and optimizer state on every step. Masking the params is elementwise

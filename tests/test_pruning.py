@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxsparse as js
+from jaxsparse.pruning import _prune
 
 SHAPES = {
     "params": {
@@ -375,6 +376,36 @@ def test_heavy_ties_and_nan_match_numpy(seed, amount, scope):
     got = _PRUNE[scope](scores, mask, jnp.float32(amount))
     nan_lowest = [np.where(np.isnan(x), -np.inf, x) for x in jax.tree.leaves(scores)]
     assert_leaves_equal(got, _REF[scope](nan_lowest, jax.tree.leaves(mask), amount))
+
+
+_PRUNE_ABS = {  # by magnitude from the params, |w| taken after packing (imp_round's way)
+    scope: jax.jit(lambda p, m, a, scope=scope: _prune(p, m, a, scope=scope, absolute=True))
+    for scope in ("layerwise", "global")
+}
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    amount=st.integers(0, 63).map(lambda i: i / 64),
+    scope=st.sampled_from(["layerwise", "global"]),
+)
+def test_magnitude_taken_after_packing_matches_magnitude_scores(seed, amount, scope):
+    """``imp_round`` and ``gradual_prune`` prune by magnitude from the params themselves
+    (``absolute=True``: ``|w|`` taken after packing): the same masks as pruning
+    ``scores.magnitude(params)``, over signed values with ties across signs, both zeros
+    and NaN, on the packed path and, under a mesh, on the path that keeps leaves apart."""
+    rng = np.random.default_rng(seed)
+    values = np.float32([np.nan, -0.0, 0.0, -0.25, 0.25, -0.5, 1.0, -1.0])
+    shapes, treedef = jax.tree.flatten(SHAPES, is_leaf=_is_shape)
+    params = jax.tree.unflatten(treedef, [jnp.asarray(rng.choice(values, s)) for s in shapes])
+    mask = jax.tree.unflatten(treedef, [jnp.asarray(rng.random(s) < 0.8) for s in shapes])
+    want = _PRUNE[scope](js.scores.magnitude(params), mask, jnp.float32(amount))
+    after = _PRUNE_ABS[scope]
+    assert_leaves_equal(after(params, mask, jnp.float32(amount)), jax.tree.leaves(want))
+    mesh = jax.make_mesh((2,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))
+    with jax.set_mesh(mesh):  # a mesh is set: the selection keeps the leaves apart
+        assert_leaves_equal(after(params, mask, jnp.float32(amount)), jax.tree.leaves(want))
 
 
 # --- jit: masks and scores are data ----------------------------------------------------
