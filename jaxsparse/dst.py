@@ -115,8 +115,9 @@ def _update(
         alive = jnp.stack([jnp.sum(m_leaves[i], dtype=jnp.int32) for i in idx])
         ks = jnp.asarray(round_mul(f, alive))
         new = list(m_leaves)
+        # by |w|, taken after packing (never written out leaf by leaf)
         dropped = select(
-            [[jnp.abs(w_leaves[i])] for i in idx], [[m_leaves[i]] for i in idx], "given", ks
+            [[w_leaves[i]] for i in idx], [[m_leaves[i]] for i in idx], "given", ks, absolute=True
         )
         after = [m_leaves[i] & ~d for i, (d,) in zip(idx, dropped)]
         grown = select([[g] for g in grow], [[~a] for a in after], "given", ks, largest=True)
