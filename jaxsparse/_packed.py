@@ -7,9 +7,10 @@ does not grow with the number of leaves: the groups' scores and candidates are p
 into one ``(rows, _ROW)`` buffer, each group starting on a fresh row (padding is never a
 candidate), and a loop over the buffer's chunks counts every group in a pass (on a CPU,
 a loop over the groups, each over its own chunks, which skips the groups whose search
-has ended); the threshold search (:func:`jaxsparse._select._search`), its sampled
+has ended); the threshold search (:func:`jaxsparse._search._search`), its sampled
 bracket and the ranking of ties then run once for all groups. The keys,
-the search and the tie rule are those of :mod:`jaxsparse._select`, so the masks are the
+the search and the tie rule are those of the mesh path (:mod:`jaxsparse._keys`,
+:mod:`jaxsparse._search`, :mod:`jaxsparse._select`), so the masks are the
 same bit for bit.
 
 How the threshold is found depends on the backend, never the result. On the CPU (and
@@ -36,17 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsparse._keys import _key_dtype, _keys, _top
 from jaxsparse._rounding import round_mul_each
-from jaxsparse._select import (
-    _bracket_from_sample,
-    _key_dtype,
-    _keys,
-    _opaque,
-    _search,
-    _select_groups,
-    _shares_kernels,
-    _top,
-)
+from jaxsparse._search import _bracket_from_sample, _search
+from jaxsparse._select import _opaque, _select_groups, _shares_kernels
 from jaxsparse.masks import explicit_spec
 
 _ROW = 1024  # entries a packed row; each group starts on a new row

@@ -12,7 +12,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxsparse as js
-from jaxsparse import _select
+from jaxsparse import _keys, _search, _select
 from tests.test_pruning import ref_global, ref_layerwise
 
 # b, d and e share a shape: one stacked block (under Explicit axes e, laid out
@@ -68,7 +68,7 @@ def test_sampled_search_matches_numpy(seed, amount, scope, kind):
 def _passes(scores, k: int, by_value: bool = True) -> int:
     """Counting passes of the sampled search for the k-th of ``scores`` (all alive),
     counted at run time through a callback; checks the threshold is exact."""
-    keys = _select._keys(scores, jnp.ones(scores.shape, bool))
+    keys = _keys._keys(scores, jnp.ones(scores.shape, bool))
     n = scores.size
     passes = []
 
@@ -78,10 +78,10 @@ def _passes(scores, k: int, by_value: bool = True) -> int:
 
     kk = jnp.asarray([k])
     _, below, _ = jax.jit(
-        lambda keys: _select._search(
+        lambda keys: _search._search(
             counted,
             kk,
-            jnp.asarray([_select._top(jnp.uint32)], jnp.uint32),
+            jnp.asarray([_keys._top(jnp.uint32)], jnp.uint32),
             jnp.asarray([n]),
             jnp.uint32,
             32,

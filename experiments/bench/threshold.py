@@ -93,7 +93,7 @@ def measure_size(n: int, repeats: int, baselines: bool = True) -> list[dict]:
     import jax.numpy as jnp
 
     import jaxsparse as js
-    from jaxsparse import _select
+    from jaxsparse import _keys, _select
 
     scores, mask = problem(n)
     leaves = list(scores.values())
@@ -105,7 +105,7 @@ def measure_size(n: int, repeats: int, baselines: bool = True) -> list[dict]:
         )
     )
     # the threshold alone: the search and the selection over precomputed keys
-    keys = jax.jit(lambda s, m: [_select._keys(s[k], m[k]) for k in s])(scores, mask)
+    keys = jax.jit(lambda s, m: [_keys._keys(s[k], m[k]) for k in s])(scores, mask)
     k_global = _ks(mask, "global")[0]
     threshold = jax.jit(lambda keys, k: _select._select_lowest(keys, k))
     big = max(leaves, key=lambda x: x.size)
