@@ -126,19 +126,10 @@ def prune(
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (layerwise and global
       magnitude pruning); Paszke et al., ``torch.nn.utils.prune`` (rounding rule).
     """
-    return _prune(scores, mask, amount, scope=scope, where=where, rates=rates)
+    return _prune(scores, mask, amount, scope=scope, where=where, rates=rates, absolute=False)
 
 
-def _prune(
-    scores: chex.ArrayTree,
-    mask: chex.ArrayTree,
-    amount: float | chex.ArrayTree,
-    *,
-    scope: str = "layerwise",
-    where: Filter = None,
-    rates: Mapping[str, float] | None = None,
-    absolute: bool = False,
-) -> chex.ArrayTree:
+def _prune(scores, mask, amount, *, scope, where, rates, absolute):
     """:func:`prune`; with ``absolute``, of ``|scores|`` (given the params, a magnitude
     prune that never writes ``|w|`` out: see :func:`jaxsparse._packed.select`)."""
     if scope not in ("layerwise", "global"):

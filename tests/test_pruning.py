@@ -379,7 +379,11 @@ def test_heavy_ties_and_nan_match_numpy(seed, amount, scope):
 
 
 _PRUNE_ABS = {  # by magnitude from the params, |w| taken after packing (imp_round's way)
-    scope: jax.jit(lambda p, m, a, scope=scope: _prune(p, m, a, scope=scope, absolute=True))
+    scope: jax.jit(
+        lambda p, m, a, scope=scope: _prune(
+            p, m, a, scope=scope, where=None, rates=None, absolute=True
+        )
+    )
     for scope in ("layerwise", "global")
 }
 
