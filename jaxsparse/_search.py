@@ -35,8 +35,8 @@ def _search(
     step count by projection onto a shrinking interval around the midpoint (the ITP
     method of Oliveira & Takahashi, 2020). So a few steps on smooth score
     distributions, at most about ``bits`` on any. With ``by_value`` the thresholds are
-    score keys (:func:`_keys`) and the interpolation runs between the scores they stand
-    for; the safeguard still works on the keys. With ``count_guesses`` (thresholds
+    score keys (:func:`jaxsparse._keys._keys`) and the interpolation runs between the
+    scores they stand for; the safeguard still works on the keys. With ``count_guesses`` (thresholds
     ``(G, m)`` and ``live`` to counts ``(G, m)``) every guess is counted in one pass
     before the loop, in place of a step each: a bracket's two ends cost one read of the
     keys, not two.

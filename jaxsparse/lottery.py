@@ -85,16 +85,15 @@ def imp_round(
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019; Frankle et al.,
       "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML 2020.
     """
-    # by magnitude, the params themselves go in and |w| is taken after packing them
-    magnitude = score_fn is scores_lib.magnitude
+    scores, absolute = scores_lib._to_rank(score_fn, state.params)
     mask = _prune(
-        state.params if magnitude else score_fn(state.params),
+        scores,
         get_mask(state.opt_state),
         fraction,
         scope=scope,
         where=getattr(state, "where", None),
         rates=rates,
-        absolute=magnitude,
+        absolute=absolute,
     )
     has_snapshot = hasattr(state, "rewind_params")
     if rewind_to is None:

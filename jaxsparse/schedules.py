@@ -225,10 +225,8 @@ def gradual_prune(
 
     def prune_now():
         target = jnp.clip(jnp.asarray(schedule(step), jnp.float32), 0.0, 1.0)
-        # by magnitude, the params themselves go in and |w| is taken after packing them
-        magnitude = score_fn is scores_lib.magnitude
-        scores = state.params if magnitude else score_fn(state.params)
-        return _prune_to(scores, mask, target, scope=scope, where=where, absolute=magnitude)
+        scores, absolute = scores_lib._to_rank(score_fn, state.params)
+        return _prune_to(scores, mask, target, scope=scope, where=where, absolute=absolute)
 
     # Only the mask is chosen under the cond: a cond that passed the whole state through
     # copied params and optimizer state on every step. Masking the params is elementwise

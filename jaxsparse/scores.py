@@ -42,6 +42,15 @@ def magnitude(params: chex.ArrayTree) -> chex.ArrayTree:
     return jax.tree.map(lambda x: jnp.abs(x) if is_floating(x) else x, params)
 
 
+def _to_rank(score_fn, params):
+    """What a selection ranks for ``score_fn(params)``, and whether by absolute value:
+    for :func:`magnitude`, the params themselves, ``|w|`` taken after packing (so it is
+    never written out leaf by leaf; see :func:`jaxsparse._packed.select`)."""
+    if score_fn is magnitude:
+        return params, True
+    return score_fn(params), False
+
+
 def random(key: jax.Array, params: chex.ArrayTree) -> chex.ArrayTree:
     """Uniform random scores in ``[0, 1)``, one independent stream per leaf.
 
