@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import chex
@@ -10,14 +11,18 @@ import jax.numpy as jnp
 import optax
 
 from jaxsparse.filters import is_floating
-from jaxsparse.masks import align, check_mask, mask_like, zero_pruned
+from jaxsparse.masks import align, check_mask, explicit_spec, mask_like, zero_pruned
 
 
 class MaskedState(NamedTuple):
     """State of :func:`masked`: the mask (data, never static) and the inner state.
 
     Attributes:
-      mask: a ``bool`` pytree mirroring the params; ``False`` = pruned.
+      mask: a ``bool`` pytree mirroring the params; ``False`` = pruned. Under
+        ``masked(..., packed=True)`` a leaf whose last dimension is a multiple of 8 is
+        held as ``uint8`` bits instead, 8 weights a byte along that dimension (bit ``b``
+        of byte ``j`` is entry ``8 * j + b``). Read and write it with :func:`get_mask`
+        and :func:`set_mask`, which always speak ``bool``.
       inner_state: the state of the wrapped optimizer.
 
     Examples:
@@ -38,8 +43,43 @@ def _zero_where_pruned(tree: chex.ArrayTree, mask: chex.ArrayTree) -> chex.Array
     return jax.tree.map(zero_pruned, tree, mask)
 
 
+def _packable(m: jax.Array) -> bool:
+    """Whether ``m`` can be held as bits: a last dimension of a multiple of 8, and, on a
+    mesh with Explicit axes, shards along it that are too (a byte never straddles two)."""
+    if jnp.ndim(m) == 0 or jnp.shape(m)[-1] % 8:
+        return False
+    spec = explicit_spec(m)
+    if spec is None or spec[-1] is None:
+        return True
+    names = spec[-1] if isinstance(spec[-1], tuple) else (spec[-1],)
+    shards = math.prod(jax.typeof(m).sharding.mesh.shape[n] for n in names)
+    return jnp.shape(m)[-1] % (8 * shards) == 0
+
+
+def _pack(m: jax.Array) -> jax.Array:
+    """``bool[..., 8k]`` to ``uint8[..., k]``: bit ``b`` of byte ``j`` is entry ``8j + b``."""
+    w = m.reshape(*m.shape[:-1], m.shape[-1] // 8, 8).astype(jnp.uint8)
+    return jnp.sum(w << jnp.arange(8, dtype=jnp.uint8), axis=-1, dtype=jnp.uint8)
+
+
+def _unpack(b: jax.Array) -> jax.Array:
+    """The inverse of :func:`_pack`; a ``bool`` leaf is returned as it is."""
+    if b.dtype == jnp.bool_:
+        return b
+    bits = (b[..., None] >> jnp.arange(8, dtype=jnp.uint8)) & 1
+    return bits.reshape(*b.shape[:-1], b.shape[-1] * 8).astype(jnp.bool_)
+
+
+def _held(mask: chex.ArrayTree, like: chex.ArrayTree) -> chex.ArrayTree:
+    """``mask`` in the form of the held mask ``like``: packed where ``like`` is."""
+    return jax.tree.map(lambda m, h: _pack(m) if h.dtype == jnp.uint8 else m, mask, like)
+
+
 def masked(
-    inner: optax.GradientTransformation, mask: chex.ArrayTree | None = None
+    inner: optax.GradientTransformation,
+    mask: chex.ArrayTree | None = None,
+    *,
+    packed: bool = False,
 ) -> optax.GradientTransformation:
     """Wraps a whole optimizer so that pruned weights never move.
 
@@ -60,12 +100,27 @@ def masked(
     untouched. ``jaxsparse.masked`` masks per *weight*, applies ``inner`` to every leaf,
     and zeroes (never passes through) what is pruned.
 
+    With ``packed=True`` the state holds the mask as bits, 8 weights a byte, for every
+    leaf whose last dimension is a multiple of 8 (the others stay ``bool``): an eighth of
+    the memory, and an update that reads an eighth of the bytes for it. XLA:CPU reads
+    the mask once in each of Adam's three per-leaf loops (the two moments, the update),
+    so on ResNet-50's tree this takes a ``masked(adam)`` step from about 1.15x of a plain
+    Adam step to about 1.05x (``jaxsparse bench --sections models``). Updates, moments
+    and params are bit for bit those of the ``bool`` form; :func:`get_mask` and
+    :func:`set_mask` speak ``bool`` either way. The bits lie along the last dimension,
+    so on a mesh a leaf split along it needs shards of a multiple of 8 entries to keep
+    its bits local (under Explicit axes a leaf whose shards are not stays ``bool``).
+
     Args:
       inner: any optax ``GradientTransformation`` (a chain, ``inject_hyperparams``...).
       mask: the initial mask; ``None`` starts dense (all ``True``).
+      packed: hold the mask as bits (see above).
 
     Returns:
       An optax ``GradientTransformation`` with state :class:`MaskedState`.
+
+    Raises:
+      TypeError: ``packed`` is not a ``bool``.
 
     Examples:
         >>> params = {"w": jnp.array([1.0, 2.0])}
@@ -74,11 +129,19 @@ def masked(
         >>> updates, state = tx.update({"w": jnp.array([1.0, 1.0])}, state, params)
         >>> optax.apply_updates(params, updates)
         {'w': Array([0.9, 0. ], dtype=float32)}
+        >>> k = {"w": jnp.arange(16).reshape(2, 8) % 3 > 0}
+        >>> state = masked(optax.adam(1e-3), k, packed=True).init({"w": jnp.ones((2, 8))})
+        >>> state.mask["w"].dtype, state.mask["w"].shape  # 8 weights a byte
+        (dtype('uint8'), (2, 1))
+        >>> bool((get_mask(state)["w"] == k["w"]).all())
+        True
 
     References:
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (frozen pruned
       weights); Lee et al., JaxPruner 2023 (sparsity kept by the optimizer).
     """
+    if not isinstance(packed, bool):
+        raise TypeError(f"masked(): packed must be a bool, got {packed!r}")
 
     # chain() hands extra arguments (e.g. ``value=``) to every member; an inner transform
     # that takes none must still accept them.
@@ -87,10 +150,12 @@ def masked(
     def init_fn(params):
         m = mask_like(params) if mask is None else mask
         check_mask(m, params, name="masked(): mask")
+        if packed:
+            m = jax.tree.map(lambda k: _pack(k) if _packable(k) else k, m)
         return MaskedState(mask=m, inner_state=inner.init(params))
 
     def update_fn(updates, state, params=None, **extra):
-        m = state.mask
+        m = jax.tree.map(_unpack, state.mask)
         updates = _zero_where_pruned(updates, m)
         # Pruned entries of the inner state are zeroed as they come in, not as they go
         # out: a select on the outgoing moments gives them a second reader besides the
@@ -105,7 +170,7 @@ def masked(
             updates = jax.tree.map(
                 lambda u, p, k: jnp.where(align(k, u), u, -p.astype(u.dtype)), updates, params, m
             )
-        return updates, MaskedState(mask=m, inner_state=inner_state)
+        return updates, MaskedState(mask=state.mask, inner_state=inner_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -163,6 +228,9 @@ def _is_masked(x: Any) -> bool:
 def get_mask(opt_state: optax.OptState) -> chex.ArrayTree:
     """The mask held by the (first) :func:`masked` state anywhere in ``opt_state``.
 
+    Always ``bool`` and shaped like the params: a mask held as bits
+    (``masked(..., packed=True)``) is unpacked.
+
     Raises:
       ValueError: ``opt_state`` holds no ``MaskedState``.
 
@@ -178,7 +246,7 @@ def get_mask(opt_state: optax.OptState) -> chex.ArrayTree:
     found = [x for x in jax.tree.leaves(opt_state, is_leaf=_is_masked) if _is_masked(x)]
     if not found:
         raise ValueError("get_mask: opt_state holds no jaxsparse.masked() state")
-    return found[0].mask
+    return jax.tree.map(_unpack, found[0].mask)
 
 
 def set_mask(opt_state: optax.OptState, mask: chex.ArrayTree) -> optax.OptState:
@@ -202,7 +270,7 @@ def set_mask(opt_state: optax.OptState, mask: chex.ArrayTree) -> optax.OptState:
     """
     check_mask(mask, get_mask(opt_state), name="set_mask: mask")
     return jax.tree.map(
-        lambda x: x._replace(mask=mask) if _is_masked(x) else x,
+        lambda x: x._replace(mask=_held(mask, x.mask)) if _is_masked(x) else x,
         opt_state,
         is_leaf=_is_masked,
     )

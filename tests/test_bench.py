@@ -97,6 +97,7 @@ def test_models_section_on_a_tiny_tree(tmp_path, monkeypatch):
     assert {"state pass, SparseTrainState", "imp_round, donated"} <= whats
     ratio = {r["what"]: r["ratio"] for r in rows}
     assert ratio["masked(adam) step"] > 0 and ratio["masked(adam) update"] > 0
+    assert ratio["masked(adam, packed) step"] > 0 and ratio["masked(adam, packed) update"] > 0
     # imp_round's rows: its time over the prune's, in state passes (finite, any sign)
     assert math.isfinite(ratio["imp_round"]) and math.isfinite(ratio["imp_round, donated"])
     for r in rows:

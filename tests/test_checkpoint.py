@@ -193,6 +193,30 @@ def test_prng_key_leaves_round_trip(tmp_path):
         assert np.array_equal(jax.random.key_data(a), jax.random.key_data(b))
 
 
+def test_packed_mask_state_round_trips_and_is_told_apart(tmp_path):
+    """A state whose masked() holds its mask as bits saves and loads bit for bit, and
+    trains on as the original; loaded onto a bool-mask state it is refused, by path."""
+    x, y = _data()
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def packed_state(key, packed=True):
+        model = MLP()
+        params = model.init(key, jnp.ones((1, 4)))["params"]
+        tx = js.masked(optax.adam(1e-2), packed=packed)
+        return js.SparseTrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+    state = _train(_imp(_train(packed_state(jax.random.key(0)), x, y)), x, y)
+    assert state.opt_state.mask["Dense_0"]["kernel"].dtype == jnp.uint8  # (4, 16): bits
+    checkpoint.save_state(tmp_path / "ckpt", state)
+    restored, _ = checkpoint.load_state(tmp_path / "ckpt", packed_state(jax.random.key(1)))
+    _assert_bit_identical(restored, state)
+    _assert_bit_identical(_train(restored, x, y), _train(state, x, y))
+    with pytest.raises(
+        ValueError, match=r"'opt_state/mask/Dense_0/bias' has shape \(2,\) in the checkpoint"
+    ):
+        checkpoint.load_state(tmp_path / "ckpt", packed_state(jax.random.key(1), False))
+
+
 def test_load_state_mismatch_names_the_path(tmp_path):
     checkpoint.save_state(tmp_path / "ckpt", _trained_state(0))
     model = nn.Dense(3)

@@ -85,7 +85,7 @@ def test_pruning():
 
 def test_masked():
     text, _ = run_page("concepts/masked.md")
-    assert text == "[0. 0.]\nTrue\n0.75\n"
+    assert text == "[0. 0.]\nTrue\n0.75\nuint8 (4, 2)\nbool\n(4, 16)\n"
 
 
 def test_imp_whole_loop():

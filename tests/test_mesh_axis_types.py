@@ -117,14 +117,18 @@ def _loss(params, x):
 
 
 @AXIS_TYPES
-@pytest.mark.parametrize("given_mask", ["mask_like", "replicated"])
-def test_masked_step_on_mesh(axis_type, given_mask):
+@pytest.mark.parametrize(
+    ("given_mask", "packed"), [("mask_like", False), ("replicated", False), ("mask_like", True)]
+)
+def test_masked_step_on_mesh(axis_type, given_mask, packed):
     """A masked step works with masks laid out like the params and with replicated masks
-    (a user's own); it equals one device, and pruned weights stay exactly zero."""
+    (a user's own), held as bools or as bits; it equals one device, and pruned weights
+    stay exactly zero."""
     params = _params(False)
     x = 0.1
     mask = js.prune(js.scores.magnitude(params), js.mask_like(params), 0.6, scope="global")
-    tx = js.masked(optax.chain(optax.add_decayed_weights(0.1), optax.sgd(1e-2, momentum=0.9)))
+    inner = optax.chain(optax.add_decayed_weights(0.1), optax.sgd(1e-2, momentum=0.9))
+    tx = js.masked(inner, packed=packed)
 
     def steps(p, m):
         s = tx.init(p)
@@ -147,16 +151,25 @@ def test_masked_step_on_mesh(axis_type, given_mask):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
         assert np.all(np.asarray(a)[~np.asarray(k)] == 0.0)
     assert sum(int(np.sum(~np.asarray(k))) for k in jax.tree.leaves(mask)) > 0
+    if packed:  # bits where a shard holds whole bytes: Dense_0's 32 columns over 4 devices
+        with jax.set_mesh(mesh):
+            held = jax.jit(lambda p: tx.init(p).mask)(sharded)
+        explicit = axis_type == AxisType.Explicit
+        assert held["Dense_0"]["kernel"].dtype == jnp.uint8
+        if explicit:  # the bits are split like their weights (under Auto, XLA chooses)
+            assert held["Dense_0"]["kernel"].sharding.spec == P(None, "model")
+        # Conv_0's 8 channels over 4 devices are 2 a shard: under Explicit axes, bools
+        assert held["Conv_0"]["kernel"].dtype == (jnp.bool_ if explicit else jnp.uint8)
 
 
 @AXIS_TYPES
-def test_sparse_train_state_and_imp_round_on_mesh(axis_type):
+@pytest.mark.parametrize("packed", [False, True])
+def test_sparse_train_state_and_imp_round_on_mesh(axis_type, packed):
     x = 0.1
 
     def run(params):
-        state = js.SparseTrainState.create(
-            apply_fn=None, params=params, tx=optax.adam(1e-2), rewind_step=1
-        )
+        tx = js.masked(optax.adam(1e-2), packed=packed)
+        state = js.SparseTrainState.create(apply_fn=None, params=params, tx=tx, rewind_step=1)
         for _ in range(2):
             for _ in range(3):
                 state = state.apply_gradients(grads=jax.grad(_loss)(state.params, x))
@@ -169,6 +182,10 @@ def test_sparse_train_state_and_imp_round_on_mesh(axis_type):
     with jax.set_mesh(mesh):
         params, mask = jax.jit(run)(sharded)
     _equal(mask, single[1])
+    if packed and axis_type == AxisType.Auto:
+        # bits split 2 entries a shard (Conv_0's and Dense_1's 8 columns over 4 devices)
+        # would straddle bytes, and XLA lays those out as it likes; Dense_0's are whole
+        mask, sharded = mask["Dense_0"], sharded["Dense_0"]
     _same_sharding(mask, sharded)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(single[0])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

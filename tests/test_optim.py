@@ -7,6 +7,8 @@ import numpy as np
 import optax
 import pytest
 from flax.training import train_state
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jaxsparse as js
 
@@ -360,3 +362,57 @@ def test_moments_of_newly_pruned_weights_are_zero_after_the_next_update(name):
             assert np.all(np.abs(np.asarray(v)[~np.asarray(m)]) <= limit), name
     for x, m in zip(jax.tree.leaves(optax.apply_updates(params, u)), jax.tree.leaves(mask)):
         assert np.all(np.asarray(x)[~np.asarray(m)] == 0.0), name
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_packed_mask_steps_bit_for_bit_like_the_bool_mask(name):
+    """masked(packed=True) holds the mask as bits where a leaf's last dimension is a
+    multiple of 8 (Dense_0 here; Dense_1's 3 stays bool), and its updates, inner state
+    and params equal the bool form's bit for bit, through a set_mask mid-run."""
+    params, batch = _params(), _data()
+    txs = {p: js.masked(OPTIMIZERS[name](), _mask(), packed=p) for p in (False, True)}
+    held = jax.tree.map(lambda x: (x.dtype, x.shape), txs[True].init(params).mask)
+    assert held["Dense_0"]["kernel"] == (np.uint8, (6, 1))
+    assert held["Dense_0"]["bias"] == (np.uint8, (1,))
+    assert held["Dense_1"]["kernel"] == (np.bool_, (8, 3))
+
+    def run(tx):  # eagerly: jitted, the two forms fuse differently (last-bit FMA changes)
+        p, s, us = params, tx.init(params), []
+        for i in range(8):
+            if i == 4:
+                s = js.set_mask(s, _mask(seed=7, p=0.4))
+            u, s = tx.update(jax.grad(loss_fn)(p, batch), s, p)
+            p, us = optax.apply_updates(p, u), [*us, u]
+        return (p, s), us
+
+    (p0, s0), u0 = run(txs[False])
+    (p1, s1), u1 = run(txs[True])
+    for a, b in zip(
+        jax.tree.leaves((p0, s0.inner_state, u0, js.get_mask(s0))),
+        jax.tree.leaves((p1, s1.inner_state, u1, js.get_mask(s1))),
+        strict=True,
+    ):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):  # noisy_sgd's key
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+    assert js.get_mask(s1)["Dense_0"]["kernel"].dtype == jnp.bool_
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=0, max_size=2).map(tuple),
+    k=st.integers(1, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_pack_matches_numpy_packbits_and_round_trips(shape, k, seed):
+    from jaxsparse.optim import _pack, _unpack
+
+    m = np.random.default_rng(seed).random((*shape, 8 * k)) < 0.5
+    bits = _pack(jnp.asarray(m))
+    np.testing.assert_array_equal(np.asarray(bits), np.packbits(m, axis=-1, bitorder="little"))
+    np.testing.assert_array_equal(np.asarray(_unpack(bits)), m)
+
+
+def test_packed_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"masked\(\): packed must be a bool"):
+        js.masked(optax.sgd(0.1), packed="yes")

@@ -82,8 +82,10 @@ def test_step_checks_for_k_only_when_k_is_not_zero():
         optax.adam(0.1),
         optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(0.05, weight_decay=0.1)),
         optax.sgd(0.1, momentum=0.9, nesterov=True),
+        # its accumulators start at 0.1, not 0: the rewind must still zero the pruned ones
+        optax.adagrad(0.1, initial_accumulator_value=0.1),
     ],
-    ids=["adam", "clip+adamw", "nesterov"],
+    ids=["adam", "clip+adamw", "nesterov", "adagrad"],
 )
 def test_k0_state_carries_no_snapshot_opt_state_and_rewinds_the_same(tx):
     """With k = 0 the snapshot's optimizer state is tx.init of the initial params, so the
@@ -121,6 +123,26 @@ def test_k0_state_carries_no_snapshot_opt_state_and_rewinds_the_same(tx):
                 strict=True,
             ):
                 np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
+
+
+def test_k0_rewind_writes_each_zero_moment_where_it_lies():
+    """A k = 0 rewind makes Adam's moments afresh: zero fills, which need no mask. Each is
+    its own in-place fill; XLA would otherwise merge equal fills and copy them out, one
+    memcpy a moment. Adagrad's 0.1 start is masked, so its pruned entries are zero."""
+    params = {f"l{i}": {"kernel": jnp.ones((64, 32)), "bias": jnp.ones(32)} for i in range(3)}
+    state = js.SparseTrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3))
+    round_ = jax.jit(lambda s: js.imp_round(s, fraction=0.5), donate_argnums=0, keep_unused=True)
+    hlo = round_.lower(state).compile().as_text()
+    entry = hlo[hlo.index("ENTRY") :]
+    assert "f32[64,32]{1,0} copy(" not in entry and "f32[32]{0} copy(" not in entry
+    ada = js.SparseTrainState.create(
+        apply_fn=None, params=params, tx=optax.adagrad(0.1, initial_accumulator_value=0.1)
+    )
+    out = jax.jit(lambda s: js.imp_round(s, fraction=0.5))(ada)
+    acc = [x for x in jax.tree.leaves(out.opt_state) if x.dtype == jnp.float32]
+    for a, m in zip(acc, jax.tree.leaves(out.mask), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.where(np.asarray(m), np.float32(0.1), 0))
+    assert sum(int(np.sum(~np.asarray(m))) for m in jax.tree.leaves(out.mask)) > 0
 
 
 def test_rewind_step_replaced_on_a_state_created_with_zero_is_refused():

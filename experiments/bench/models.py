@@ -13,7 +13,8 @@ weights, after a first 50% prune so a mask is in place), the same by a full
 weights), ``imp_round``, ``gradual_prune`` and ``dst.rigl`` inside one jitted step
 (their pruning step, and their non-pruning step against the ``SparseTrainState`` step
 they add to; and ``gradual_prune`` alone as its own jitted call, the split form whose
-other steps are the bare step) and ``masked(adam)`` against ``adam``: the whole
+other steps are the bare step) and ``masked(adam)`` (its mask held as bools, and as
+bits with ``packed=True``) against ``adam``: the whole
 optimizer step as a user runs it (``state.apply_gradients`` in one jitted call with the
 state donated, both in a plain Flax ``TrainState``), the ``SparseTrainState`` step (the
 same plus its rewind snapshot) and the bare ``update`` beside it; and each state's
@@ -134,6 +135,7 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
     )
     adam = optax.adam(1e-3)
     madam = js.masked(optax.adam(1e-3), mask)
+    padam = js.masked(optax.adam(1e-3), mask, packed=True)
     skip = [w for w in os.environ.get("JAXSPARSE_BENCH_SKIP", "").split(",") if w]
 
     def wanted(what):
@@ -149,6 +151,8 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
             return train_state.TrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3))
         if kind == "masked":
             return train_state.TrainState.create(apply_fn=None, params=params, tx=madam)
+        if kind == "packed":
+            return train_state.TrainState.create(apply_fn=None, params=params, tx=padam)
         st = js.SparseTrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3))
         return st.replace(opt_state=js.set_mask(st.opt_state, mask))
 
@@ -207,6 +211,7 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
         "dispatch floor, SparseTrainState": (dispatch, "sparse"),
         "adam step": (at(11), "adam"),
         "masked(adam) step": (at(11), "masked"),
+        "masked(adam, packed) step": (at(11), "packed"),
         "SparseTrainState step": (at(11), "sparse"),
         "gradual_prune, pruning step": (at(9, gradual), "sparse"),
         "gradual_prune, other step": (at(10, gradual), "sparse"),
@@ -235,6 +240,8 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
         progs["adam update"] = (adam.update, (grads, adam.init(params), params))
     if wanted("masked(adam) update"):
         progs["masked(adam) update"] = (madam.update, (grads, madam.init(params), params))
+    if wanted("masked(adam, packed) update"):
+        progs["masked(adam, packed) update"] = (padam.update, (grads, padam.init(params), params))
     progs = {w: v for w, v in progs.items() if wanted(w)}
     if sort:
         progs["argsort global"] = (_sort_prune("global"), (scores, mask))
@@ -278,6 +285,8 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
         "SparseTrainState step": "masked(adam) step",
         "masked(adam) step": "adam step",
         "masked(adam) update": "adam update",
+        "masked(adam, packed) step": "adam step",
+        "masked(adam, packed) update": "adam update",
     }
 
     def ratio(what):
@@ -350,7 +359,8 @@ def measure(quick: bool) -> dict:
         "the median of interleaved samples, each of back-to-back calls lasting at least "
         "0.25 s (one call with --quick). Ratios: "
         "masked(adam) against adam, both in a Flax `TrainState`, as a step (`apply_gradients` "
-        "in one jitted call, the state donated) and as the bare `update`; a "
+        "in one jitted call, the state donated) and as the bare `update`, with the mask held "
+        "as bools and as bits (`packed=True`); a "
         "`SparseTrainState` step (the same plus its rewind snapshot) against the masked(adam) "
         "step; a non-pruning `gradual_prune` or `rigl` step against the SparseTrainState step; "
         "a dispatch floor (a jitted call of the same arguments that does no work) against "
