@@ -131,8 +131,9 @@ class SparseTrainState(struct.PyTreeNode):
 
     ``tx`` is wrapped in :func:`jaxsparse.masked` (unless it already contains one), so
     the mask lives in ``opt_state`` and :attr:`mask` reads it from there: one source of
-    truth. Pass ``tx=js.masked(optax.adam(...), packed=True)`` to hold it as bits. The state also carries the *rewind point* of lottery-ticket training: the
-    params and optimizer state at step ``rewind_step`` (k), captured inside
+    truth (pass ``tx=js.masked(optax.adam(...), packed=True)`` to hold it as bits). The
+    state also carries the *rewind point* of lottery-ticket training: the params and
+    optimizer state at step ``rewind_step`` (k), captured inside
     :meth:`apply_gradients` when ``step`` reaches k (at :meth:`create` when k = 0), and
     the IMP round counter. All of it is data, so everything jits and nothing recompiles
     when the mask or the round changes.
