@@ -52,9 +52,10 @@ def imp_round(
     snapshot at step 0.
 
     Called on its own, jit it with the state donated and ``keep_unused=True``:
-    ``jax.jit(lambda s: imp_round(s), donate_argnums=0, keep_unused=True)``. A round
-    never reads the moments it resets, so without ``keep_unused`` ``jit`` drops them
-    from its arguments and the new ones take fresh memory; and an undonated call copies
+    ``jax.jit(lambda s: imp_round(s), donate_argnums=0, keep_unused=True)``. A round of
+    a state with k > 0 never reads the moments it resets, so without ``keep_unused``
+    ``jit`` drops them from its arguments and the new ones take fresh memory (at k = 0
+    the fresh zeros are written over them, so they are kept); and an undonated call copies
     the snapshot, which it returns unchanged (``jit`` does not pass an unchanged input
     through). On BERT-base on a 2-core CPU, a round jitted so cost its prune plus 0.4-3.4
     passes over params and optimizer state, an undonated one its prune plus 9-33

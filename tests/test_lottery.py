@@ -127,8 +127,9 @@ def test_masks_nested_and_no_recompile_across_rounds():
 @pytest.mark.parametrize("rewind_step", [0, 3])
 def test_donated_imp_round_reuses_every_buffer_of_the_state(rewind_step):
     """As the docs advise: donated and ``keep_unused=True``, every byte of the state is
-    aliased to the output (XLA's memory analysis); without ``keep_unused`` the moments,
-    never read, are dropped from the arguments and not reused. The result is the same."""
+    aliased to the output (XLA's memory analysis); without ``keep_unused`` the moments of a
+    k > 0 state, never read, are dropped from the arguments and not reused. The result is
+    the same."""
     state = new_state(rewind_step=rewind_step)
     state, _ = TRAIN_JIT(state, jax.random.key(0))
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
@@ -142,8 +143,13 @@ def test_donated_imp_round_reuses_every_buffer_of_the_state(rewind_step):
     assert compiled.memory_analysis().alias_size_in_bytes == state_bytes
     dropped = imp(False).lower(state).compile().memory_analysis()
     mask_bytes = sum(x.nbytes for x in jax.tree.leaves(state.mask))
-    # the current moments (the params-shaped leaves of opt_state but the mask) go unread
-    assert dropped.alias_size_in_bytes <= state_bytes - (moments - mask_bytes)
+    if rewind_step == 0:
+        # the fresh zero moments are written over the current ones (in place), so those
+        # are read and kept even without keep_unused (the old masks, 467 B, may go)
+        assert dropped.alias_size_in_bytes >= state_bytes - mask_bytes
+    else:
+        # the current moments (opt_state's params-shaped leaves but the mask) go unread
+        assert dropped.alias_size_in_bytes <= state_bytes - (moments - mask_bytes)
     want = IMP_JIT(state)
     got = compiled(jax.tree.map(jnp.copy, state))
     chex.assert_trees_all_equal(got, want)
