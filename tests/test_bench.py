@@ -133,3 +133,28 @@ def test_sharded_section_on_a_tiny_tree(tmp_path):
     for r in rows:
         assert r["devices"] == 8 and r["only_samples_gathered"], r
         assert r["compile_s"] > 0 and r["args_mb"] > 0 and r["temp_mb"] >= 0
+
+
+def test_optrace_section_on_a_tiny_tree(tmp_path, monkeypatch):
+    """The operation-profile section: every program traced, each op's fastest time kept,
+    op time their sum, and the ratios against the prune, the state pass and Adam."""
+    monkeypatch.setenv("JAXSPARSE_BENCH_TREES", "tiny")
+    saved = run_study(BenchConfig(quick=True, out=str(tmp_path), sections="optrace"), log=str)
+    rows = {r["what"]: r for r in saved["sections"]["optrace"]["rows"]}
+    assert set(rows) == {
+        "prune global",
+        "state pass",
+        "imp_round, donated",
+        "imp_round's prune, donated",
+        "adam step",
+        "masked(adam) step",
+        "masked(adam, packed) step",
+    }
+    for r in rows.values():
+        assert r["ops"] and r["op_ms"] == pytest.approx(sum(r["ops"].values()))
+        # the sum of per-op minima is at most any one call's op sum
+        assert r["op_ms"] <= r["call_min_ms"] + 1e-9
+    # the prune counts or sorts inside XLA loops; a masked step is Adam's fusions and more
+    assert any(op.startswith(("while", "sort")) for op in rows["prune global"]["ops"])
+    assert math.isfinite(rows["imp_round, donated"]["ratio"])
+    assert rows["masked(adam) step"]["ratio"] > 0 and rows["masked(adam, packed) step"]["ratio"] > 0

@@ -57,6 +57,7 @@ SECTIONS: dict[str, str] = {
     "oneshot": "experiments.bench.oneshot",
     "models": "experiments.bench.models",
     "sharded": "experiments.bench.sharded",
+    "optrace": "experiments.bench.optrace",
 }
 
 
