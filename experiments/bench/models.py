@@ -68,6 +68,23 @@ def hlo_ops(fn, *args) -> int:
     return sum(1 for line in text.splitlines() if " = " in line and not line.startswith("//"))
 
 
+def state_pass(st):
+    """Reads and writes every float leaf of a train state's params and optimizer state
+    once (a multiply by a factor that is 1.0 but not known to XLA): the unit of
+    ``imp_round``'s cost over its prune."""
+    import jax
+    import jax.numpy as jnp
+
+    one = jnp.where(st.step < 0, 2.0, 1.0)
+
+    def scale(x):
+        return x * one.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    return st.replace(
+        params=jax.tree.map(scale, st.params), opt_state=jax.tree.map(scale, st.opt_state)
+    )
+
+
 def _sort_prune(scope):
     import jax
     import jax.numpy as jnp
@@ -190,19 +207,6 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
         touch = sum(jnp.ravel(x)[0] for x in jax.tree.leaves(g))
         return st.replace(step=st.step + (touch == jnp.inf).astype(st.step.dtype))
 
-    def state_pass(st, g):
-        # reads and writes every float leaf of params and the optimizer state once (a
-        # multiply by a factor that is 1.0 but not known to XLA): the unit of imp_round's
-        # cost over its prune
-        one = jnp.where(st.step < 0, 2.0, 1.0)
-
-        def scale(x):
-            return x * one.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
-
-        return st.replace(
-            params=jax.tree.map(scale, st.params), opt_state=jax.tree.map(scale, st.opt_state)
-        )
-
     def imp(st, g):
         return js.imp_round(st, fraction=0.2)
 
@@ -218,7 +222,7 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
         "gradual_prune, own call": (own(gradual), "sparse"),
         "rigl, pruning step": (at(9, rigl), "sparse"),
         "rigl, other step": (at(10, rigl), "sparse"),
-        "state pass, SparseTrainState": (state_pass, "sparse"),
+        "state pass, SparseTrainState": (lambda st, g: state_pass(st), "sparse"),
         # as the docs advise running it: donated, and with keep_unused=True, so that the
         # moments it resets (which it never reads) still pass their buffers on
         "imp_round, donated": (imp, "imp"),

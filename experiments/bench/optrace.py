@@ -128,6 +128,7 @@ def measure_tree(name: str, repeats: int) -> list[dict]:
 
     import jaxsparse as js
     from experiments.bench import model_trees
+    from experiments.bench.models import state_pass
 
     params = model_trees.build(name)
     info = model_trees.summary(params)
@@ -148,16 +149,6 @@ def measure_tree(name: str, repeats: int) -> list[dict]:
 
     def plain(tx):
         return lambda: train_state.TrainState.create(apply_fn=None, params=params, tx=tx)
-
-    def state_pass(st):
-        one = jnp.where(st.step < 0, 2.0, 1.0)  # 1.0, not known to XLA
-
-        def scale(x):
-            return x * one.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
-
-        return st.replace(
-            params=jax.tree.map(scale, st.params), opt_state=jax.tree.map(scale, st.opt_state)
-        )
 
     def step(st):
         return st.apply_gradients(grads=grads)
