@@ -36,10 +36,10 @@ def _search(
     method of Oliveira & Takahashi, 2020). So a few steps on smooth score
     distributions, at most about ``bits`` on any. With ``by_value`` the thresholds are
     score keys (:func:`jaxsparse._keys._keys`) and the interpolation runs between the
-    scores they stand for; the safeguard still works on the keys. With ``count_guesses`` (thresholds
-    ``(G, m)`` and ``live`` to counts ``(G, m)``) every guess is counted in one pass
-    before the loop, in place of a step each: a bracket's two ends cost one read of the
-    keys, not two.
+    scores they stand for; the safeguard still works on the keys. With
+    ``count_guesses`` (thresholds ``(G, m)`` and ``live`` to counts ``(G, m)``) every
+    guess is counted in one pass before the loop, in place of a step each: a bracket's
+    two ends cost one read of the keys, not two.
     """
     k = jnp.asarray(k, jnp.int32)
     fdtype = jnp.float64 if np.dtype(dtype).itemsize == 8 else jnp.float32

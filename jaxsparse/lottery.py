@@ -25,6 +25,29 @@ from jaxsparse.state import rewind
 State = Any  # duck-typed: .params, .opt_state, .step, .replace (+ rewind fields)
 
 
+def _round_mask(
+    state: State,
+    fraction: float,
+    *,
+    scope: str,
+    rates: Mapping[str, float] | None,
+    score_fn: Callable[[chex.ArrayTree], chex.ArrayTree],
+) -> chex.ArrayTree:
+    """The mask :func:`imp_round` prunes to (also timed alone by the bench's ``optrace``
+    section): ``fraction`` of the alive weights by ``score_fn(state.params)``, magnitude
+    ranked from the params with ``|w|`` taken after packing."""
+    scores, absolute = scores_lib._to_rank(score_fn, state.params)
+    return _prune(
+        scores,
+        get_mask(state.opt_state),
+        fraction,
+        scope=scope,
+        where=getattr(state, "where", None),
+        rates=rates,
+        absolute=absolute,
+    )
+
+
 def imp_round(
     state: State,
     *,
@@ -86,16 +109,7 @@ def imp_round(
       Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019; Frankle et al.,
       "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML 2020.
     """
-    scores, absolute = scores_lib._to_rank(score_fn, state.params)
-    mask = _prune(
-        scores,
-        get_mask(state.opt_state),
-        fraction,
-        scope=scope,
-        where=getattr(state, "where", None),
-        rates=rates,
-        absolute=absolute,
-    )
+    mask = _round_mask(state, fraction, scope=scope, rates=rates, score_fn=score_fn)
     has_snapshot = hasattr(state, "rewind_params")
     if rewind_to is None:
         if not has_snapshot:

@@ -68,6 +68,29 @@ def hlo_ops(fn, *args) -> int:
     return sum(1 for line in text.splitlines() if " = " in line and not line.startswith("//"))
 
 
+def tree_setup(name: str):
+    """A model tree's params, its summary, magnitude scores, a 50% global mask (so a
+    prune starts from a mask in place) and random gradients (RigL grows by |gradient|,
+    and a constant one would make its pruning step rank nothing but ties)."""
+    import jax
+
+    import jaxsparse as js
+    from experiments.bench import model_trees
+
+    params = model_trees.build(name)
+    scores = js.scores.magnitude(params)
+    mask = jax.jit(lambda s: js.prune(s, js.mask_like(s), 0.5, scope="global"))(scores)
+    leaves, treedef = jax.tree.flatten(params)
+    grads = jax.tree.unflatten(
+        treedef,
+        [
+            1e-3 * jax.random.normal(jax.random.key(i), p.shape, p.dtype)
+            for i, p in enumerate(leaves)
+        ],
+    )
+    return params, model_trees.summary(params), scores, mask, grads
+
+
 def state_pass(st):
     """Reads and writes every float leaf of a train state's params and optimizer state
     once (a multiply by a factor that is 1.0 but not known to XLA): the unit of
@@ -124,12 +147,8 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
     import optax
 
     import jaxsparse as js
-    from experiments.bench import model_trees
 
-    params = model_trees.build(name)
-    info = model_trees.summary(params)
-    scores = js.scores.magnitude(params)
-    mask = jax.jit(lambda s: js.prune(s, js.mask_like(s), 0.5, scope="global"))(scores)
+    params, info, scores, mask, grads = tree_setup(name)
     kernels = [
         x
         for x, k in zip(jax.tree.leaves(scores), jax.tree.leaves(js.filters.prunable(scores)))
@@ -140,16 +159,6 @@ def measure_tree(name: str, repeats: int, sort: bool, quick: bool = False) -> li
     def one_pass(ks, t):
         return sum(jnp.sum(x < t, dtype=jnp.int32) for x in ks)
 
-    # random gradients: RigL grows by |gradient|, and a constant one would make its
-    # pruning step rank nothing but ties
-    leaves, treedef = jax.tree.flatten(params)
-    grads = jax.tree.unflatten(
-        treedef,
-        [
-            1e-3 * jax.random.normal(jax.random.key(i), p.shape, p.dtype)
-            for i, p in enumerate(leaves)
-        ],
-    )
     adam = optax.adam(1e-3)
     madam = js.masked(optax.adam(1e-3), mask)
     padam = js.masked(optax.adam(1e-3), mask, packed=True)

@@ -127,21 +127,9 @@ def measure_tree(name: str, repeats: int) -> list[dict]:
     from flax.training import train_state
 
     import jaxsparse as js
-    from experiments.bench import model_trees
-    from experiments.bench.models import state_pass
+    from experiments.bench.models import state_pass, tree_setup
 
-    params = model_trees.build(name)
-    info = model_trees.summary(params)
-    scores = js.scores.magnitude(params)
-    mask = jax.jit(lambda s: js.prune(s, js.mask_like(s), 0.5, scope="global"))(scores)
-    leaves, treedef = jax.tree.flatten(params)
-    grads = jax.tree.unflatten(
-        treedef,
-        [
-            1e-3 * jax.random.normal(jax.random.key(i), p.shape, p.dtype)
-            for i, p in enumerate(leaves)
-        ],
-    )
+    params, info, scores, mask, grads = tree_setup(name)
 
     def sparse():
         st = js.SparseTrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-3))
@@ -154,11 +142,10 @@ def measure_tree(name: str, repeats: int) -> list[dict]:
         return st.apply_gradients(grads=grads)
 
     def own_prune(st):
-        # imp_round's own prune (magnitude, |w| taken after packing) and nothing else:
-        # threaded like the round, it prunes at the same densities call after call
-        ranked, absolute = js.scores._to_rank(js.scores.magnitude, st.params)
-        kw = {"scope": "global", "where": st.where, "rates": None, "absolute": absolute}
-        mask = js.pruning._prune(ranked, st.mask, 0.2, **kw)
+        # imp_round's own prune and nothing else (its defaults): threaded like the
+        # round, it prunes at the same densities call after call
+        kw = {"scope": "global", "rates": None, "score_fn": js.scores.magnitude}
+        mask = js.lottery._round_mask(st, 0.2, **kw)
         return st.replace(opt_state=js.set_mask(st.opt_state, mask))
 
     # Two groups, each traced on its own and its states freed after: the pruning rows
